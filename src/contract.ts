@@ -1,0 +1,72 @@
+/**
+ * The external contract of DESIGN.md Part 1 in one place: default ports, the
+ * control API's routes and the metric names. The daemon, remusctl, the deploy
+ * files' tests and the docs all read from here, so they cannot drift apart.
+ */
+
+/** Default ports. Replication and control are TCP; the vswitch is UDP. */
+export const DEFAULT_PORTS = {
+  replication: 7780,
+  control: 7781,
+  vswitch: 7790,
+} as const;
+
+export const DEFAULT_LISTEN = `0.0.0.0:${DEFAULT_PORTS.replication}`;
+export const DEFAULT_CONTROL = `127.0.0.1:${DEFAULT_PORTS.control}`;
+
+/** Routes of the control API. `mutating` routes need the bearer token. */
+export const ROUTES = [
+  { method: "GET", url: "/v1/status", mutating: false },
+  { method: "POST", url: "/v1/failover", mutating: true },
+  { method: "POST", url: "/v1/checkpoint", mutating: true },
+  { method: "GET", url: "/v1/config", mutating: false },
+  { method: "PATCH", url: "/v1/config", mutating: true },
+  { method: "GET", url: "/v1/domain/digest", mutating: false },
+  { method: "GET", url: "/v1/domain/processes", mutating: false },
+  { method: "GET", url: "/metrics", mutating: false },
+  { method: "GET", url: "/healthz", mutating: false },
+  { method: "GET", url: "/readyz", mutating: false },
+  { method: "GET", url: "/docs", mutating: false },
+] as const;
+
+export const HEALTH_PATH = "/healthz";
+export const READY_PATH = "/readyz";
+export const METRICS_PATH = "/metrics";
+
+/** Required metrics (DESIGN.md Part 1) and their Prometheus types. */
+export const METRICS = {
+  remusd_checkpoints_total: "counter",
+  remusd_checkpoint_pause_seconds: "histogram",
+  remusd_checkpoint_duration_seconds: "histogram",
+  remusd_checkpoint_dirty_pages: "histogram",
+  remusd_replication_bytes_total: "counter",
+  remusd_epoch_committed: "gauge",
+  remusd_netbuf_packets: "gauge",
+  remusd_netbuf_bytes: "gauge",
+  remusd_output_release_delay_seconds: "histogram",
+  remusd_failovers_total: "counter",
+  remusd_peer_up: "gauge",
+  remusd_heartbeat_rtt_seconds: "histogram",
+  remusd_role: "gauge",
+  remusd_last_checkpoint_timestamp_seconds: "gauge",
+  remusd_build_info: "gauge",
+} as const;
+
+/** Label values of the bounded label sets, exported at zero from the start. */
+export const METRIC_LABELS = {
+  checkpointResult: ["committed", "failed", "aborted"],
+  replicationStage: ["raw", "wire"],
+  failoverReason: ["peer_lost", "heartbeat_timeout", "manual", "planned"],
+  role: ["primary", "backup"],
+} as const;
+
+/** Event names of the event log (DESIGN.md Part 1). */
+export const EVENTS = [
+  "peer.connected",
+  "peer.lost",
+  "checkpoint.sent",
+  "checkpoint.committed",
+  "checkpoint.applied",
+  "failover.activated",
+  "role.changed",
+] as const;

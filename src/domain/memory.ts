@@ -1,0 +1,309 @@
+/**
+ * Guest physical memory: one preallocated buffer of 4 KiB pages, with every
+ * write going through an accessor that marks the written pages in a dirty log
+ * (log-dirty mode). Reads never dirty.
+ *
+ * `Mem` is the byte-addressed interface that all guest code (kernel, file
+ * system, TCP stack, services) is written against. `GuestMemory` implements it
+ * with dirty logging; `PlainMemory` implements it over ordinary memory for code
+ * that runs outside a domain (the client side of the TCP stack).
+ *
+ * Addresses are guest-physical byte offsets, `0 <= addr < size <= 2^32`, so they
+ * fit an unsigned 32-bit integer and `addr >>> PAGE_SHIFT` is the pfn.
+ */
+import { RemusError } from "../errors.js";
+
+export const PAGE_SHIFT = 12;
+export const PAGE_SIZE = 1 << PAGE_SHIFT;
+/** Largest domain: 4096 MiB, so every address fits in a u32. */
+export const MAX_DOMAIN_BYTES = 2 ** 32;
+
+/** Byte-addressed little-endian memory. All guest state is read and written through this. */
+export interface Mem {
+  readonly size: number;
+  u8(addr: number): number;
+  u16(addr: number): number;
+  u32(addr: number): number;
+  /** u64 as a JS number; exact up to 2^53, callers keep values below that. */
+  u64(addr: number): number;
+  setU8(addr: number, v: number): void;
+  setU16(addr: number, v: number): void;
+  setU32(addr: number, v: number): void;
+  setU64(addr: number, v: number): void;
+  /** Copies `len` bytes at `addr` into `dst[dstOff..]`. */
+  readInto(addr: number, dst: Uint8Array, dstOff: number, len: number): void;
+  /** A fresh copy of `len` bytes at `addr`. */
+  read(addr: number, len: number): Buffer;
+  /**
+   * A read-only view of `len` bytes at `addr` without copying. The caller must not
+   * write through it (that would bypass the dirty log) and must not keep it past
+   * the next write to that range.
+   */
+  view(addr: number, len: number): Buffer;
+  write(addr: number, src: Uint8Array, srcOff?: number, len?: number): void;
+  fill(addr: number, len: number, value: number): void;
+  /** memmove within this memory. */
+  copyWithin(dst: number, src: number, len: number): void;
+  /** Byte equality of `len` bytes at `addr` with `other`. */
+  equals(addr: number, other: Uint8Array, otherOff: number, len: number): boolean;
+}
+
+/**
+ * A set of pfns with O(1) insert and O(count) drain: a bitmap answers "already in
+ * the set?" and an append-only list remembers insertion, so draining never scans
+ * all of memory (a 4096 MiB domain has a million pages; an epoch dirties a few
+ * thousand).
+ */
+export class DirtyLog {
+  readonly pages: number;
+  private readonly bits: Uint32Array;
+  private readonly list: Uint32Array;
+  private n = 0;
+
+  constructor(pages: number) {
+    this.pages = pages;
+    this.bits = new Uint32Array(Math.ceil(pages / 32));
+    this.list = new Uint32Array(pages);
+  }
+
+  get count(): number {
+    return this.n;
+  }
+
+  has(pfn: number): boolean {
+    return ((this.bits[pfn >>> 5] as number) & (1 << (pfn & 31))) !== 0;
+  }
+
+  mark(pfn: number): void {
+    const w = pfn >>> 5;
+    const m = 1 << (pfn & 31);
+    const word = this.bits[w] as number;
+    if ((word & m) === 0) {
+      this.bits[w] = word | m;
+      this.list[this.n++] = pfn;
+    }
+  }
+
+  /** Marks every page from `first` to `last` inclusive. */
+  markRange(first: number, last: number): void {
+    for (let p = first; p <= last; p++) this.mark(p);
+  }
+
+  /** Adds every pfn of `pfns[0..count)`. */
+  markAll(pfns: Uint32Array, count: number): void {
+    for (let i = 0; i < count; i++) this.mark(pfns[i] as number);
+  }
+
+  /** Marks every page of the domain (used to force a full resync). */
+  markEverything(): void {
+    for (let p = 0; p < this.pages; p++) this.mark(p);
+  }
+
+  /**
+   * Copies the set into `out` (a new array if `out` is too small), clears the
+   * set, and returns the filled prefix. Sorted ascending unless `sorted` is false,
+   * in which case it keeps the order of first insertion. Cost O(count log count).
+   */
+  drain(out?: Uint32Array, sorted = true): Uint32Array {
+    const n = this.n;
+    const dst = out && out.length >= n ? out : new Uint32Array(Math.max(n, 16));
+    const res = dst.subarray(0, n);
+    res.set(this.list.subarray(0, n));
+    if (sorted) res.sort();
+    for (let i = 0; i < n; i++) {
+      const pfn = this.list[i] as number;
+      this.bits[pfn >>> 5] = 0;
+    }
+    this.n = 0;
+    return res;
+  }
+
+  /** The current members in insertion order, without clearing (a view; valid until the next mark/drain). */
+  peek(): Uint32Array {
+    return this.list.subarray(0, this.n);
+  }
+
+  clear(): void {
+    for (let i = 0; i < this.n; i++) this.bits[(this.list[i] as number) >>> 5] = 0;
+    this.n = 0;
+  }
+}
+
+function checkSize(bytes: number): void {
+  if (!Number.isInteger(bytes) || bytes <= 0 || bytes % PAGE_SIZE !== 0 || bytes > MAX_DOMAIN_BYTES) {
+    throw new RemusError(
+      "REMUSD_ERR_BAD_GEOMETRY",
+      `memory size must be a positive multiple of ${PAGE_SIZE} bytes up to 4096 MiB, got ${bytes}`,
+    );
+  }
+}
+
+/** Memory over a plain Buffer, with bounds checks and no dirty logging. */
+export class PlainMemory implements Mem {
+  readonly size: number;
+  readonly buf: Buffer;
+
+  constructor(bytesOrBuffer: number | Buffer) {
+    if (typeof bytesOrBuffer === "number") {
+      checkSize(bytesOrBuffer);
+      this.buf = Buffer.alloc(bytesOrBuffer);
+    } else {
+      this.buf = bytesOrBuffer;
+    }
+    this.size = this.buf.length;
+  }
+
+  /** Throws a typed error unless `[addr, addr+len)` lies inside this memory. */
+  protected check(addr: number, len: number): void {
+    if (
+      !(addr >= 0 && len >= 0 && addr + len <= this.size) ||
+      !Number.isInteger(addr) ||
+      !Number.isInteger(len)
+    ) {
+      throw new RemusError(
+        "REMUSD_ERR_OUT_OF_RANGE",
+        `memory access [${addr}, +${len}) outside [0, ${this.size})`,
+      );
+    }
+  }
+
+  /** Hook for subclasses: the range was written. */
+  protected touched(_addr: number, _len: number): void {}
+
+  u8(addr: number): number {
+    this.check(addr, 1);
+    return this.buf[addr] as number;
+  }
+  u16(addr: number): number {
+    this.check(addr, 2);
+    return this.buf.readUInt16LE(addr);
+  }
+  u32(addr: number): number {
+    this.check(addr, 4);
+    return this.buf.readUInt32LE(addr);
+  }
+  u64(addr: number): number {
+    this.check(addr, 8);
+    return this.buf.readUInt32LE(addr) + this.buf.readUInt32LE(addr + 4) * 0x1_0000_0000;
+  }
+  setU8(addr: number, v: number): void {
+    this.check(addr, 1);
+    this.buf[addr] = v;
+    this.touched(addr, 1);
+  }
+  setU16(addr: number, v: number): void {
+    this.check(addr, 2);
+    this.buf.writeUInt16LE(v & 0xffff, addr);
+    this.touched(addr, 2);
+  }
+  setU32(addr: number, v: number): void {
+    this.check(addr, 4);
+    this.buf.writeUInt32LE(v >>> 0, addr);
+    this.touched(addr, 4);
+  }
+  setU64(addr: number, v: number): void {
+    this.check(addr, 8);
+    if (!(v >= 0 && v <= Number.MAX_SAFE_INTEGER) || !Number.isInteger(v)) {
+      throw new RemusError("REMUSD_ERR_OUT_OF_RANGE", `u64 value ${v} is not a safe non-negative integer`);
+    }
+    this.buf.writeUInt32LE(v % 0x1_0000_0000, addr);
+    this.buf.writeUInt32LE(Math.floor(v / 0x1_0000_0000), addr + 4);
+    this.touched(addr, 8);
+  }
+  readInto(addr: number, dst: Uint8Array, dstOff: number, len: number): void {
+    this.check(addr, len);
+    if (dstOff < 0 || dstOff + len > dst.length) {
+      throw new RemusError("REMUSD_ERR_OUT_OF_RANGE", `destination too small for ${len} bytes at ${dstOff}`);
+    }
+    dst.set(this.buf.subarray(addr, addr + len), dstOff);
+  }
+  read(addr: number, len: number): Buffer {
+    this.check(addr, len);
+    return Buffer.from(this.buf.subarray(addr, addr + len));
+  }
+  view(addr: number, len: number): Buffer {
+    this.check(addr, len);
+    return this.buf.subarray(addr, addr + len);
+  }
+  write(addr: number, src: Uint8Array, srcOff = 0, len = src.length - srcOff): void {
+    this.check(addr, len);
+    if (srcOff < 0 || srcOff + len > src.length) {
+      throw new RemusError("REMUSD_ERR_OUT_OF_RANGE", `source range [${srcOff}, +${len}) outside its buffer`);
+    }
+    if (len === 0) return;
+    this.buf.set(src.subarray(srcOff, srcOff + len), addr);
+    this.touched(addr, len);
+  }
+  fill(addr: number, len: number, value: number): void {
+    this.check(addr, len);
+    if (len === 0) return;
+    this.buf.fill(value, addr, addr + len);
+    this.touched(addr, len);
+  }
+  copyWithin(dst: number, src: number, len: number): void {
+    this.check(dst, len);
+    this.check(src, len);
+    if (len === 0) return;
+    this.buf.copyWithin(dst, src, src + len);
+    this.touched(dst, len);
+  }
+  equals(addr: number, other: Uint8Array, otherOff: number, len: number): boolean {
+    this.check(addr, len);
+    if (otherOff < 0 || otherOff + len > other.length) return false;
+    return this.buf.compare(other, otherOff, otherOff + len, addr, addr + len) === 0;
+  }
+}
+
+/**
+ * Guest physical memory in log-dirty mode: every write marks the pages it
+ * touched in `log`. The replication layer drains the log once per epoch.
+ */
+export class GuestMemory extends PlainMemory {
+  readonly pages: number;
+  /** Pages written since the log was last drained (the replication's epoch dirty set). */
+  readonly log: DirtyLog;
+  /** Pages written since the digest last rehashed them (the digest's own log). */
+  readonly hashLog: DirtyLog;
+
+  constructor(bytes: number) {
+    checkSize(bytes);
+    super(bytes);
+    this.pages = bytes / PAGE_SIZE;
+    this.log = new DirtyLog(this.pages);
+    this.hashLog = new DirtyLog(this.pages);
+  }
+
+  static ofMiB(mib: number): GuestMemory {
+    return new GuestMemory(mib * 1024 * 1024);
+  }
+
+  protected override touched(addr: number, len: number): void {
+    const first = addr >>> PAGE_SHIFT;
+    const last = (addr + len - 1) >>> PAGE_SHIFT;
+    this.log.mark(first);
+    this.hashLog.mark(first);
+    if (last !== first) {
+      this.log.markRange(first + 1, last);
+      this.hashLog.markRange(first + 1, last);
+    }
+  }
+
+  checkPfn(pfn: number): void {
+    if (!Number.isInteger(pfn) || pfn < 0 || pfn >= this.pages) {
+      throw new RemusError("REMUSD_ERR_OUT_OF_RANGE", `pfn ${pfn} outside [0, ${this.pages})`);
+    }
+  }
+
+  /** Read-only view of one page (see `view`). */
+  page(pfn: number): Buffer {
+    this.checkPfn(pfn);
+    const a = pfn * PAGE_SIZE;
+    return this.buf.subarray(a, a + PAGE_SIZE);
+  }
+
+  /** Overwrites one page and marks it dirty (the apply primitive uses this). */
+  writePage(pfn: number, src: Uint8Array, srcOff = 0): void {
+    this.checkPfn(pfn);
+    this.write(pfn * PAGE_SIZE, src, srcOff, PAGE_SIZE);
+  }
+}

@@ -1,0 +1,34 @@
+/**
+ * Assembling a guest: boot the kernel into a domain and start the counter and
+ * the workload's processes. Importing this module registers every program.
+ */
+import type { Domain } from "../domain/domain.js";
+import { Kernel } from "./kernel.js";
+import { PROGRAM } from "./programs/basic.js";
+import { DirtyPattern, type WorkloadSpec } from "./workload.js";
+
+export interface GuestOptions {
+  readonly seed: number;
+  readonly workload: WorkloadSpec;
+}
+
+/** Boots a fresh guest into `domain`. Deterministic in (geometry, seed, workload). */
+export function bootGuest(domain: Domain, opts: GuestOptions): Kernel {
+  const k = Kernel.boot(domain, { seed: opts.seed });
+  k.spawn(PROGRAM.counter, "counter", [], 1);
+  for (const part of opts.workload.parts) {
+    if (part.kind === "dirty") {
+      k.spawn(
+        PROGRAM.dirtier,
+        `dirty-${part.pattern}`,
+        [part.rate, Math.round(part.hot * 1_000_000), DirtyPattern[part.pattern]],
+        1,
+      );
+    } else {
+      k.spawn(PROGRAM.diskwriter, "diskwriter", [part.rateKiB], 1);
+    }
+  }
+  return k;
+}
+
+export { Kernel };
