@@ -90,6 +90,14 @@ export class VirtualDisk {
     this.touched(block);
   }
 
+  /** A writable view of one block, marked written first; write only through it, at once. */
+  writableBlock(block: number): Buffer {
+    this.checkBlock(block);
+    this.touched(block);
+    const a = block * BLOCK_SIZE;
+    return this.buf.subarray(a, a + BLOCK_SIZE);
+  }
+
   /** Overwrites a whole block (the apply primitive uses this). */
   writeBlock(block: number, data: Uint8Array, dataOff = 0): void {
     this.checkBlock(block);

@@ -301,6 +301,17 @@ export class GuestMemory extends PlainMemory {
     return this.buf.subarray(a, a + PAGE_SIZE);
   }
 
+  /**
+   * A writable view of one page, marked dirty first (for decoding a received page
+   * straight into place). The caller must write only through this view, at once.
+   */
+  writablePage(pfn: number): Buffer {
+    this.checkPfn(pfn);
+    this.touched(pfn * PAGE_SIZE, PAGE_SIZE);
+    const a = pfn * PAGE_SIZE;
+    return this.buf.subarray(a, a + PAGE_SIZE);
+  }
+
   /** Overwrites one page and marks it dirty (the apply primitive uses this). */
   writePage(pfn: number, src: Uint8Array, srcOff = 0): void {
     this.checkPfn(pfn);

@@ -1,0 +1,618 @@
+/**
+ * The backup's replication state machine (sans-IO).
+ *
+ * The backup holds an image of the domain: guest memory and disk in RAM, the
+ * disk and the committed epoch also in a durable store. It stages every
+ * checkpoint whole and applies it atomically (memory, disk writes, vCPU,
+ * devices) only when CHECKPOINT_END arrived and every count and checksum
+ * holds; then it makes the epoch durable and acknowledges it. A partial or
+ * corrupt checkpoint is discarded, never applied.
+ *
+ * When the primary is lost (the link breaks without a planned GOODBYE, or the
+ * heartbeat times out) the backup activates: the domain resumes from the last
+ * applied epoch under a new generation. A backup whose image is not complete
+ * (still in its first full sync) cannot activate and says so.
+ *
+ * A backup that closed the link itself (a corrupt frame) keeps its image and
+ * waits one heartbeat timeout for the primary to come back (it resyncs
+ * incrementally); if it does not, the backup activates.
+ */
+import type { Domain } from "../domain/domain.js";
+import { BLOCK_SIZE } from "../domain/disk.js";
+import { PAGE_SIZE } from "../domain/memory.js";
+import { RemusError } from "../errors.js";
+import { decodePageInto } from "../protocol/batch.js";
+import { CHECKPOINT_FLAG, GOODBYE_REASON, NACK_REASON, PEER_STATE, SYNC_FLAG } from "../protocol/constants.js";
+import type { CheckpointEnd, DiskWrites, PageBatch, ReplicationRecord } from "../protocol/records.js";
+import { Conn, HELLO_FLAG, type LocalIdentity, type Port } from "./conn.js";
+import type { BackupStateName, EventSink, FailoverReason } from "./events.js";
+import { DEFAULT_HEARTBEAT, type HeartbeatConfig } from "./heartbeat.js";
+
+/** Durable storage of the backup's disk and committed epoch. */
+export interface BackupStore {
+  /**
+   * Makes `blocks` (their contents read from `dataOf`) and the epoch durable,
+   * atomically. May return a promise; the epoch is acknowledged once it settles.
+   * `dataOf` must be read before this returns.
+   */
+  commit(epoch: number, generation: number, blocks: ArrayLike<number>, dataOf: (block: number) => Uint8Array): Promise<void> | void;
+  /** The image is being replaced by a full sync: forget the committed epoch. */
+  invalidate(): Promise<void> | void;
+  /** Persists the generation (after an activation). */
+  saveGeneration(generation: number): Promise<void> | void;
+}
+
+/** A store that keeps nothing (for simulations). */
+export class NullStore implements BackupStore {
+  commits = 0;
+  commit(): void {
+    this.commits++;
+  }
+  invalidate(): void {}
+  saveGeneration(): void {}
+}
+
+export interface BackupConfig {
+  heartbeat: HeartbeatConfig;
+  /** Compute the digest after every apply (and check the primary's, when it sends one). */
+  verify: boolean;
+}
+
+export const DEFAULT_BACKUP_CONFIG: BackupConfig = { heartbeat: DEFAULT_HEARTBEAT, verify: false };
+
+export interface BackupOptions {
+  readonly domain: Domain;
+  readonly key: Uint8Array;
+  readonly nodeId: Uint8Array;
+  readonly software: string;
+  /** The highest primary generation this node has seen (from its store). */
+  readonly generation: number;
+  readonly config: BackupConfig;
+  readonly emit: EventSink;
+  readonly store: BackupStore;
+  readonly hrClock?: () => number;
+}
+
+export interface Activation {
+  readonly epoch: number;
+  readonly digest: string;
+  readonly generation: number;
+  readonly reason: FailoverReason;
+}
+
+/** A growable area of 4 KiB units with their indexes. */
+class StagingArea {
+  buf = Buffer.allocUnsafe(64 * PAGE_SIZE);
+  idx = new Uint32Array(64);
+  count = 0;
+
+  reset(): void {
+    this.count = 0;
+  }
+
+  /** Room for one more unit; returns its offset. */
+  slot(index: number): number {
+    if (this.count === this.idx.length) {
+      const n = this.idx.length * 2;
+      const buf = Buffer.allocUnsafe(n * PAGE_SIZE);
+      this.buf.copy(buf, 0, 0, this.count * PAGE_SIZE);
+      const idx = new Uint32Array(n);
+      idx.set(this.idx);
+      this.buf = buf;
+      this.idx = idx;
+    }
+    this.idx[this.count] = index;
+    return this.count++ * PAGE_SIZE;
+  }
+}
+
+interface Stage {
+  epoch: number;
+  pages: StagingArea;
+  disk: StagingArea;
+  vcpu: Buffer | undefined;
+  device: Buffer | undefined;
+}
+
+function newStage(epoch: number): Stage {
+  return { epoch, pages: new StagingArea(), disk: new StagingArea(), vcpu: undefined, device: undefined };
+}
+
+export interface BackupStatus {
+  readonly state: BackupStateName;
+  readonly generation: number;
+  readonly committed: number;
+  readonly imageValid: boolean;
+  readonly peerConnected: boolean;
+  readonly peerLastSeen: number | undefined;
+  readonly heartbeatRttMs: number | undefined;
+  readonly stagingEpoch: number | undefined;
+  readonly stagedPages: number;
+  readonly stagedDiskWrites: number;
+  readonly lastChange: string;
+}
+
+export class BackupMachine {
+  readonly domain: Domain;
+  config: BackupConfig;
+  private readonly emit: EventSink;
+  private readonly store: BackupStore;
+  private readonly hr: () => number;
+  private readonly identity: LocalIdentity;
+
+  private _state: BackupStateName = "waiting";
+  private _lastChange = "started";
+  generation: number;
+  committed = 0;
+  imageValid = false;
+
+  private conn: Conn | undefined;
+  private readonly pending = new Set<Conn>();
+  private syncMode: "full" | "incremental" | undefined;
+  private stage: Stage | undefined;
+  private ahead: Stage | undefined;
+  /** Activate at this time unless a primary reconnects (set after a close we initiated). */
+  private graceUntil: number | undefined;
+  private ackChain: Promise<void> = Promise.resolve();
+  private switchoverRequested = false;
+  private activation: Activation | undefined;
+
+  constructor(opts: BackupOptions) {
+    this.domain = opts.domain;
+    this.config = { ...opts.config };
+    this.emit = opts.emit;
+    this.store = opts.store;
+    this.hr = opts.hrClock ?? (() => performance.now());
+    this.generation = opts.generation;
+    const self = this;
+    this.identity = {
+      role: "backup",
+      key: opts.key,
+      nodeId: opts.nodeId,
+      software: opts.software,
+      pages: opts.domain.pages,
+      diskBlocks: opts.domain.disk.blocks,
+      vcpuSize: opts.domain.vcpu.regs.length,
+      deviceSize: opts.domain.device.regs.length,
+      generation: () => self.generation,
+      committedEpoch: () => self.committed,
+      helloFlags: () => (self.imageValid ? HELLO_FLAG.imageValid : 0),
+    };
+  }
+
+  get state(): BackupStateName {
+    return this._state;
+  }
+
+  get activated(): Activation | undefined {
+    return this.activation;
+  }
+
+  status(): BackupStatus {
+    return {
+      state: this._state,
+      generation: this.generation,
+      committed: this.committed,
+      imageValid: this.imageValid,
+      peerConnected: this.conn?.established ?? false,
+      peerLastSeen: this.conn?.heartbeat.lastHeardAt,
+      heartbeatRttMs: this.conn?.heartbeat.lastRttMs,
+      stagingEpoch: this.stage?.epoch,
+      stagedPages: this.stage?.pages.count ?? 0,
+      stagedDiskWrites: (this.stage?.disk.count ?? 0) + (this.ahead?.disk.count ?? 0),
+      lastChange: this._lastChange,
+    };
+  }
+
+  private setState(s: BackupStateName, reason: string): void {
+    if (s === this._state) return;
+    const from = this._state;
+    this._state = s;
+    this._lastChange = reason;
+    this.emit({ type: "state.changed", from, to: s, reason });
+  }
+
+  // ---- connections ----
+
+  attach(port: Port, now: number): void {
+    if (this._state === "activated" || this._state === "stopped") {
+      port.close(`this daemon is ${this._state}`);
+      return;
+    }
+    const c = new Conn(port, this.identity, this.config.heartbeat, now);
+    this.pending.add(c);
+    c.start();
+  }
+
+  private find(port: Port): Conn | undefined {
+    if (this.conn?.port === port) return this.conn;
+    for (const c of this.pending) if (c.port === port) return c;
+    return undefined;
+  }
+
+  frame(port: Port, data: Uint8Array, now: number): void {
+    const c = this.find(port);
+    if (!c || this._state === "activated") return;
+    const r = c.receive(data, now);
+    switch (r.kind) {
+      case "nothing":
+      case "fenced-by-peer":
+        return;
+      case "discarded":
+        return;
+      case "established":
+        this.pending.delete(c);
+        this.established(c, now);
+        return;
+      case "closed":
+        if (this.pending.delete(c)) {
+          this.emit({ type: "peer.refused", remote: port.remote, reason: r.reason });
+          return;
+        }
+        if (c === this.conn) this.lost(r.reason, now, r.goodbye?.reason);
+        return;
+      case "record":
+        if (c !== this.conn) return;
+        try {
+          this.record(c, r.record, r.frame, now);
+        } catch (e) {
+          // A record that passed the codec but cannot be staged: drop the connection, keep the image.
+          const msg = e instanceof Error ? e.message : String(e);
+          c.goodbye(GOODBYE_REASON.protocolError, msg);
+          this.lost(`bad record: ${msg}`, now, undefined);
+        }
+        return;
+    }
+  }
+
+  detach(port: Port, now: number, reason = "connection closed"): void {
+    const c = this.find(port);
+    if (!c) return;
+    c.phase = "closed";
+    if (this.pending.delete(c)) return;
+    if (c === this.conn) this.lost(reason, now, undefined, true);
+  }
+
+  private established(c: Conn, now: number): void {
+    const old = this.conn;
+    if (old) {
+      // The same primary (it holds the key) reconnected before we noticed the old link die.
+      this.conn = undefined;
+      old.abort("replaced by a new connection from the primary");
+      this.discardStaging("the primary reconnected");
+    }
+    this.conn = c;
+    this.graceUntil = undefined;
+    const peer = c.peer;
+    if (peer && peer.generation > this.generation) {
+      this.generation = peer.generation;
+      void this.store.saveGeneration(peer.generation);
+    }
+    this.emit({
+      type: "peer.connected",
+      remote: c.port.remote,
+      peerNode: Buffer.from(peer?.nodeId ?? []).toString("hex"),
+      peerGeneration: peer?.generation ?? 0,
+    });
+    void now;
+  }
+
+  /**
+   * The primary went away. `abrupt`: the link broke with no GOODBYE at all;
+   * `goodbye`: the primary's reason, when it said one; neither: we closed it.
+   */
+  private lost(reason: string, now: number, goodbye: number | undefined, abrupt = false): void {
+    const c = this.conn;
+    this.conn = undefined;
+    c?.abort(reason);
+    this.discardStaging(reason);
+    const planned = goodbye === GOODBYE_REASON.shutdown || goodbye === GOODBYE_REASON.switchover;
+    this.emit({ type: "peer.lost", reason, planned });
+    if (this.syncMode === "full") this.syncMode = undefined;
+    if (goodbye === GOODBYE_REASON.switchover && this.switchoverRequested && this.imageValid) {
+      this.activate("planned", now);
+      return;
+    }
+    if (!this.imageValid) {
+      this.emit({ type: "failover.impossible", reason: `no complete image to resume from (${reason})` });
+      this.setState("waiting", `primary lost before the first sync completed: ${reason}`);
+      return;
+    }
+    if (planned) {
+      // A planned stop is not a failover: keep the image and wait for the primary.
+      this.setState("waiting", `primary stopped (planned): ${reason}`);
+      return;
+    }
+    if (abrupt) {
+      this.activate("peer_lost", now);
+      return;
+    }
+    // We (or the primary, with a reason) closed a live link: give the primary one heartbeat
+    // timeout to reconnect before we conclude it is gone.
+    this.graceUntil = now + this.config.heartbeat.intervalMs * this.config.heartbeat.misses;
+    this.setState("waiting", `link closed (${reason}); activating unless the primary returns`);
+  }
+
+  private discardStaging(reason: string): void {
+    if (this.stage && (this.stage.pages.count > 0 || this.stage.disk.count > 0 || this.stage.vcpu)) {
+      this.emit({ type: "checkpoint.discarded", epoch: this.stage.epoch, reason });
+    }
+    this.stage = undefined;
+    this.ahead = undefined;
+  }
+
+  private record(c: Conn, r: ReplicationRecord, frame: Uint8Array, now: number): void {
+    switch (r.type) {
+      case "heartbeat":
+        c.send({ type: "heartbeatReply", pingId: r.pingId, sentAtUs: r.sentAtUs });
+        return;
+      case "heartbeatReply": {
+        const rtt = c.heartbeat.reply(r.sentAtUs, now);
+        if (rtt !== undefined) this.emit({ type: "heartbeat.rtt", ms: rtt });
+        return;
+      }
+      case "syncBegin":
+        this.syncBegin(r.epoch, (r.flags & SYNC_FLAG.incremental) !== 0);
+        return;
+      case "pageBatch":
+        this.pages(r);
+        return;
+      case "diskWrites":
+        this.diskWrites(r);
+        return;
+      case "vcpu":
+        this.stageFor(r.epoch).vcpu = Buffer.from(r.state);
+        return;
+      case "device":
+        this.stageFor(r.epoch).device = Buffer.from(r.state);
+        return;
+      case "checkpointEnd":
+        this.end(c, r, now);
+        return;
+      default:
+        void frame;
+        return;
+    }
+  }
+
+  private syncBegin(epoch: number, incremental: boolean): void {
+    this.discardStaging("a new sync began");
+    if (incremental && this.imageValid) {
+      this.syncMode = "incremental";
+    } else {
+      // A full sync overwrites the image in place: until it completes there is nothing to resume.
+      this.syncMode = "full";
+      this.imageValid = false;
+      void this.store.invalidate();
+    }
+    this.stage = newStage(epoch);
+    this.emit({ type: "sync.started", epoch, mode: this.syncMode, pages: this.domain.pages });
+    this.setState("syncing", `${this.syncMode} sync from the primary`);
+  }
+
+  private stageFor(epoch: number): Stage {
+    const s = this.stage;
+    if (s && s.epoch === epoch) return s;
+    if (s && epoch === s.epoch + 1) {
+      if (!this.ahead) this.ahead = newStage(epoch);
+      return this.ahead;
+    }
+    if (!s) {
+      this.stage = newStage(epoch);
+      return this.stage;
+    }
+    throw new RemusError("REMUSD_ERR_PROTOCOL", `record for epoch ${epoch} while staging ${s.epoch}`);
+  }
+
+  /** During a full sync the image is not valid anyway, so pages go straight into it. */
+  private direct(epoch: number): boolean {
+    return this.syncMode === "full" && this.stage?.epoch === epoch;
+  }
+
+  private pages(r: PageBatch): void {
+    if (this.direct(r.epoch)) {
+      const mem = this.domain.memory;
+      for (const e of r.entries) decodePageInto(e, mem.writablePage(e.pfn), 0);
+      return;
+    }
+    const st = this.stageFor(r.epoch).pages;
+    for (const e of r.entries) {
+      const off = st.slot(e.pfn); // may grow st.buf: take the offset first
+      decodePageInto(e, st.buf, off);
+    }
+  }
+
+  private diskWrites(r: DiskWrites): void {
+    if (this.direct(r.epoch)) {
+      const disk = this.domain.disk;
+      for (const e of r.entries) decodePageInto(e, disk.writableBlock(e.block), 0);
+      return;
+    }
+    const st = this.stageFor(r.epoch).disk;
+    for (const e of r.entries) {
+      const off = st.slot(e.block);
+      decodePageInto(e, st.buf, off);
+    }
+  }
+
+  /** CHECKPOINT_END: every count and CRC already matched (the stream rules). Apply atomically. */
+  private end(c: Conn, r: CheckpointEnd, now: number): void {
+    const st = this.stage;
+    if (!st || st.epoch !== r.epoch || !st.vcpu || !st.device) {
+      throw new RemusError("REMUSD_ERR_PROTOCOL", `CHECKPOINT_END ${r.epoch} without its staged records`);
+    }
+    const t0 = this.hr();
+    const sync = (r.flags & CHECKPOINT_FLAG.sync) !== 0;
+    const full = sync && this.syncMode === "full";
+    // Why atomic: everything below is synchronous, so no other event sees half an epoch.
+    const d = this.domain;
+    for (let i = 0; i < st.pages.count; i++) d.memory.writePage(st.pages.idx[i] as number, st.pages.buf, i * PAGE_SIZE);
+    for (let i = 0; i < st.disk.count; i++) d.disk.writeBlock(st.disk.idx[i] as number, st.disk.buf, i * BLOCK_SIZE);
+    d.loadVcpu(st.vcpu);
+    d.loadDevice(st.device);
+    // After a full sync the whole disk is new; otherwise just this epoch's writes.
+    const blockList: ArrayLike<number> = full ? allBlocks(d.disk.blocks) : st.disk.idx.slice(0, st.disk.count);
+    this.committed = r.epoch;
+    if (r.generation > this.generation) this.generation = r.generation;
+    const pages = st.pages.count;
+    const diskWrites = st.disk.count;
+    // The next checkpoint's early disk writes become the open stage.
+    this.stage = this.ahead ?? newStage(r.epoch + 1);
+    this.ahead = undefined;
+    d.resetLogs();
+    let digest: string | undefined;
+    const hasDigest = (r.flags & CHECKPOINT_FLAG.hasDigest) !== 0;
+    if (this.config.verify || hasDigest) digest = d.digest();
+    if (hasDigest && digest !== Buffer.from(r.digest).toString("hex")) {
+      // Never happens unless there is a bug: the image no longer matches the primary's.
+      this.imageValid = false;
+      c.send({ type: "nack", epoch: r.epoch, reason: NACK_REASON.digestMismatch, message: "digest mismatch after apply" });
+      this.lost(`digest mismatch at epoch ${r.epoch}`, now, undefined);
+      return;
+    }
+    this.imageValid = true;
+    if (sync) {
+      this.emit({ type: "sync.completed", epoch: r.epoch, mode: this.syncMode ?? "full", durationMs: 0 });
+      this.syncMode = undefined;
+    }
+    this.setState("standby", sync ? `synced at epoch ${r.epoch}` : this._lastChange);
+    const applyMs = this.hr() - t0;
+    this.emit({
+      type: "checkpoint.applied",
+      epoch: r.epoch,
+      pages,
+      diskWrites,
+      applyMs,
+      ...(this.config.verify && digest ? { digest } : {}),
+    });
+    const epoch = r.epoch;
+    const generation = this.generation;
+    const final = (r.flags & CHECKPOINT_FLAG.final) !== 0;
+    const ack = () => {
+      if (this.conn !== c || c.phase === "closed") return;
+      c.send({ type: "ack", epoch, generation });
+      if (final && this.switchoverRequested) this.activate("planned", now);
+    };
+    let result: Promise<void> | void;
+    try {
+      result = this.store.commit(epoch, generation, blockList, (b) => d.disk.view(b));
+    } catch (e) {
+      this.storeFailed(c, epoch, e);
+      return;
+    }
+    if (result instanceof Promise) {
+      // Acks leave in epoch order, each once its epoch is durable.
+      this.ackChain = this.ackChain.then(
+        () => result.then(ack),
+        () => undefined,
+      );
+      result.catch((e) => this.storeFailed(c, epoch, e));
+    } else {
+      ack();
+    }
+  }
+
+  private storeFailed(c: Conn, epoch: number, e: unknown): void {
+    if (this.conn !== c) return;
+    c.send({
+      type: "nack",
+      epoch,
+      reason: NACK_REASON.applyFailed,
+      message: `store: ${e instanceof Error ? e.message : String(e)}`.slice(0, 1000),
+    });
+  }
+
+  // ---- timers ----
+
+  poll(now: number): void {
+    if (this._state === "activated" || this._state === "stopped") return;
+    for (const c of this.pending) {
+      if (c.heartbeat.expired(now)) {
+        this.pending.delete(c);
+        c.abort("handshake timed out");
+        this.emit({ type: "peer.refused", remote: c.port.remote, reason: "handshake timed out" });
+      }
+    }
+    const c = this.conn;
+    if (c) {
+      if (c.heartbeat.expired(now)) {
+        this.conn = undefined;
+        c.abort("heartbeat timeout");
+        this.discardStaging("heartbeat timeout");
+        this.emit({ type: "peer.lost", reason: "heartbeat timeout: the primary stopped answering", planned: false });
+        if (this.imageValid) this.activate("heartbeat_timeout", now);
+        else {
+          this.emit({ type: "failover.impossible", reason: "no complete image to resume from" });
+          this.setState("waiting", "primary lost before the first sync completed");
+        }
+        return;
+      }
+      if (c.heartbeat.due(now)) {
+        const p = c.heartbeat.ping(now);
+        c.send({
+          type: "heartbeat",
+          pingId: p.pingId,
+          sentAtUs: p.sentAtUs,
+          state: this._state === "standby" ? PEER_STATE.standby : this._state === "syncing" ? PEER_STATE.syncing : PEER_STATE.waiting,
+          committedEpoch: this.committed,
+          generation: this.generation,
+        });
+      }
+      return;
+    }
+    if (this.graceUntil !== undefined && now >= this.graceUntil) {
+      this.graceUntil = undefined;
+      if (this.imageValid) this.activate("peer_lost", now);
+    }
+  }
+
+  /** Asks the primary for a planned switchover (POST /v1/failover {"planned": true}). */
+  requestSwitchover(): void {
+    const c = this.conn;
+    if (!c || this._state !== "standby") {
+      throw new RemusError("REMUSD_ERR_WRONG_ROLE", `a planned switchover needs a connected primary and a synced backup (state ${this._state})`);
+    }
+    this.switchoverRequested = true;
+    c.send({ type: "switchoverRequest", generation: this.generation });
+  }
+
+  /**
+   * Resumes the domain from the last applied epoch under a new generation.
+   * Any partial checkpoint is discarded; the old primary is told it is fenced.
+   */
+  activate(reason: FailoverReason, _now: number): Activation {
+    if (this.activation) return this.activation;
+    if (!this.imageValid) {
+      throw new RemusError("REMUSD_ERR_WRONG_ROLE", "cannot activate: the backup has no complete image yet (first sync not finished)");
+    }
+    this.discardStaging(`activation (${reason})`);
+    const generation = this.generation + 1;
+    const c = this.conn;
+    this.conn = undefined;
+    if (c) c.goodbye(GOODBYE_REASON.fenced, `the backup activated as primary of generation ${generation}`);
+    for (const p of this.pending) p.abort("activated");
+    this.pending.clear();
+    this.generation = generation;
+    void this.store.saveGeneration(generation);
+    this.domain.resetLogs();
+    const digest = this.domain.digest();
+    this.activation = { epoch: this.committed, digest, generation, reason };
+    this.emit({ type: "failover.activated", epoch: this.committed, digest, reason, generation });
+    this.setState("activated", `activated (${reason}) from epoch ${this.committed}`);
+    return this.activation;
+  }
+
+  /** Planned stop of the backup: says goodbye so the primary does not take it for a failure. */
+  stop(): void {
+    const c = this.conn;
+    this.conn = undefined;
+    c?.goodbye(GOODBYE_REASON.shutdown, "the backup is shutting down (planned stop)");
+    this.setState("stopped", "shutdown");
+  }
+}
+
+function allBlocks(n: number): Uint32Array {
+  const a = new Uint32Array(n);
+  for (let i = 0; i < n; i++) a[i] = i;
+  return a;
+}

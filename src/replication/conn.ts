@@ -1,0 +1,268 @@
+/**
+ * One replication connection, either side, without I/O: the handshake (HELLO,
+ * AUTH with HMAC over both nonces), the frame codec (session tag, sequence
+ * numbers, CRC), the order rules, and the heartbeat. The machines feed it the
+ * frames that arrive and hand it the records to send; a `Port` does the I/O.
+ *
+ * Nothing that arrives before AUTH verified can change anything: until then
+ * the connection answers only with its own HELLO and AUTH, and any error closes
+ * it with a GOODBYE naming the reason.
+ */
+import { randomBytes } from "node:crypto";
+import { RemusError } from "../errors.js";
+import {
+  checkPeerHello,
+  computeAuthMac,
+  geometryOf,
+  sessionTag,
+  verifyAuthMac,
+} from "../protocol/auth.js";
+import { GOODBYE_REASON, NODE_ID_SIZE, NONCE_SIZE, ROLE, type RoleCode } from "../protocol/constants.js";
+import { isProtocolError, ProtocolError } from "../protocol/errors.js";
+import { FrameCodec, frameBody } from "../protocol/frame.js";
+import type { Hello, ReplicationRecord } from "../protocol/records.js";
+import { StreamOrder } from "../protocol/stream.js";
+import { Heartbeat, type HeartbeatConfig } from "./heartbeat.js";
+
+/** The I/O side of a connection: one frame per WebSocket binary message. */
+export interface Port {
+  send(frame: Buffer): void;
+  /** Closes the connection (after any queued frames). */
+  close(reason: string): void;
+  /** Bytes queued for sending and not yet written. */
+  readonly buffered: number;
+  /** The remote address, for logs. */
+  readonly remote: string;
+}
+
+/** Who this side is, as announced in HELLO. */
+export interface LocalIdentity {
+  readonly role: "primary" | "backup";
+  readonly key: Uint8Array;
+  readonly nodeId: Uint8Array;
+  readonly software: string;
+  readonly pages: number;
+  readonly diskBlocks: number;
+  readonly vcpuSize: number;
+  readonly deviceSize: number;
+  generation(): number;
+  committedEpoch(): number;
+  helloFlags(): number;
+}
+
+/** HELLO flag bits. */
+export const HELLO_FLAG = {
+  /** The sender (a backup) holds a complete committed image of `committedEpoch`. */
+  imageValid: 1,
+} as const;
+
+export type ConnPhase = "handshake" | "open" | "closed";
+
+/** What a received frame meant. */
+export type Received =
+  | { kind: "nothing" }
+  | { kind: "established"; peer: Hello }
+  | { kind: "record"; record: ReplicationRecord; frame: Uint8Array }
+  | { kind: "discarded"; record: ReplicationRecord }
+  /** The peer is a primary of a newer generation than ours: we must stop acting as primary. */
+  | { kind: "fenced-by-peer"; peer: Hello }
+  | { kind: "closed"; reason: string; goodbye?: { reason: number; message: string } };
+
+export function newNodeId(): Buffer {
+  return randomBytes(NODE_ID_SIZE);
+}
+
+export class Conn {
+  readonly codec = new FrameCodec();
+  readonly order: StreamOrder;
+  readonly heartbeat: Heartbeat;
+  phase: ConnPhase = "handshake";
+  peer: Hello | undefined;
+  private readonly own: Hello;
+  private ownBody: Buffer | undefined;
+  private peerBody: Buffer | undefined;
+  private authSent = false;
+  private authOk = false;
+  /** Bytes sent and received on this connection. */
+  bytesOut = 0;
+  bytesIn = 0;
+
+  constructor(
+    readonly port: Port,
+    private readonly me: LocalIdentity,
+    hb: HeartbeatConfig,
+    now: number,
+  ) {
+    this.order = new StreamOrder(me.role);
+    this.heartbeat = new Heartbeat(hb, now);
+    this.own = {
+      type: "hello",
+      role: me.role === "primary" ? ROLE.primary : ROLE.backup,
+      flags: me.helloFlags(),
+      generation: me.generation(),
+      pageSize: 4096,
+      pages: me.pages,
+      diskBlockSize: 4096,
+      diskBlocks: me.diskBlocks,
+      vcpuSize: me.vcpuSize,
+      deviceSize: me.deviceSize,
+      committedEpoch: me.committedEpoch(),
+      nonce: randomBytes(NONCE_SIZE),
+      nodeId: me.nodeId,
+      software: me.software,
+    };
+  }
+
+  get ownRole(): RoleCode {
+    return this.own.role;
+  }
+
+  /** Sends our HELLO; call once when the connection opens. */
+  start(): void {
+    const frame = this.codec.encode(this.own);
+    this.ownBody = Buffer.from(frameBody(frame));
+    this.sendFrame(frame);
+  }
+
+  /** Encodes and sends a record. */
+  send(record: ReplicationRecord): number {
+    if (this.phase === "closed") return 0;
+    const frame = this.codec.encode(record);
+    this.sendFrame(frame);
+    return frame.length;
+  }
+
+  /** Sends an already-encoded frame (page batches are built by the codec directly). */
+  sendFrame(frame: Buffer): void {
+    if (this.phase === "closed") return;
+    this.order.sent(frame);
+    this.bytesOut += frame.length;
+    this.port.send(frame);
+  }
+
+  /** Sends GOODBYE and closes. Safe to call twice. */
+  goodbye(reason: number, message: string): void {
+    if (this.phase === "closed") return;
+    try {
+      this.send({ type: "goodbye", reason, message: message.slice(0, 1000) });
+    } catch {
+      // The codec refused (e.g. before our HELLO); close anyway.
+    }
+    this.phase = "closed";
+    this.port.close(message);
+  }
+
+  /** Closes without a GOODBYE (the peer vanished or sent garbage it cannot parse). */
+  abort(reason: string): void {
+    if (this.phase === "closed") return;
+    this.phase = "closed";
+    this.port.close(reason);
+  }
+
+  /**
+   * Decodes one frame. Protocol violations close the connection with a GOODBYE
+   * and come back as `closed`; they never throw.
+   */
+  receive(frame: Uint8Array, now: number): Received {
+    if (this.phase === "closed") return { kind: "nothing" };
+    let record: ReplicationRecord;
+    try {
+      record = this.codec.decode(frame);
+      if (record.type === "hello") {
+        const fenced = this.checkFencing(record);
+        if (fenced) return fenced;
+      }
+      const verdict = this.order.received(record, frame);
+      this.bytesIn += frame.length;
+      this.heartbeat.heard(now);
+      if (record.type === "goodbye") {
+        this.phase = "closed";
+        this.port.close(`peer said goodbye: ${record.message}`);
+        return {
+          kind: "closed",
+          reason: `peer said goodbye (${goodbyeName(record.reason)}): ${record.message}`,
+          goodbye: { reason: record.reason, message: record.message },
+        };
+      }
+      if (this.phase === "handshake") return this.handshake(record, frame);
+      if (verdict === "discard") return { kind: "discarded", record };
+      return { kind: "record", record, frame };
+    } catch (e) {
+      const reason = isProtocolError(e) ? e.reason : "internal";
+      const message = e instanceof Error ? e.message : String(e);
+      const goodbyeReason =
+        isProtocolError(e) && e.reason === "bad-generation" ? GOODBYE_REASON.fenced : GOODBYE_REASON.protocolError;
+      this.goodbye(goodbyeReason, `${reason}: ${message}`);
+      return { kind: "closed", reason: `protocol error (${reason}): ${message}` };
+    }
+  }
+
+  private checkFencing(peer: Hello): Received | undefined {
+    if (peer.role !== ROLE.primary || this.own.role !== ROLE.primary) return undefined;
+    // Two primaries met. The older generation must stand down; the newer one tells it so.
+    if (peer.generation > this.own.generation) {
+      this.phase = "closed";
+      this.port.close("fenced by a newer primary");
+      return { kind: "fenced-by-peer", peer };
+    }
+    this.sendGoodbyeRaw(
+      GOODBYE_REASON.fenced,
+      `a primary of generation ${this.own.generation} is active; generation ${peer.generation} is stale`,
+    );
+    return { kind: "closed", reason: `refused a stale primary of generation ${peer.generation}` };
+  }
+
+  private sendGoodbyeRaw(reason: number, message: string): void {
+    this.goodbye(reason, message);
+  }
+
+  private handshake(record: ReplicationRecord, frame: Uint8Array): Received {
+    if (record.type === "hello") {
+      const rejection = checkPeerHello(this.own, record);
+      if (rejection) {
+        this.goodbye(rejection.reason, rejection.message);
+        return { kind: "closed", reason: `handshake refused: ${rejection.message}` };
+      }
+      this.peer = record;
+      this.peerBody = Buffer.from(frameBody(frame));
+      const primaryNonce = this.own.role === ROLE.primary ? this.own.nonce : record.nonce;
+      const backupNonce = this.own.role === ROLE.primary ? record.nonce : this.own.nonce;
+      this.codec.setSessionTag(sessionTag(this.me.key, primaryNonce, backupNonce));
+      this.codec.setGeometry(geometryOf(record));
+      const ownBody = this.ownBody;
+      if (!ownBody) throw new RemusError("REMUSD_ERR_INTERNAL", "HELLO received before ours was sent");
+      this.send({ type: "auth", mac: computeAuthMac(this.me.key, this.own.role, ownBody, this.peerBody) });
+      this.authSent = true;
+      return { kind: "nothing" };
+    }
+    if (record.type === "auth") {
+      const peer = this.peer;
+      const ownBody = this.ownBody;
+      const peerBody = this.peerBody;
+      if (!peer || !ownBody || !peerBody) throw new ProtocolError("bad-order", "AUTH before HELLO");
+      // Why: the MAC covers both HELLOs and so both fresh nonces; a replayed AUTH never verifies.
+      if (!verifyAuthMac(this.me.key, peer.role, peerBody, ownBody, record.mac)) {
+        this.goodbye(GOODBYE_REASON.authFailed, "authentication failed: wrong key");
+        return { kind: "closed", reason: "authentication failed: the peer does not hold our key" };
+      }
+      this.authOk = true;
+      if (this.authSent) {
+        this.phase = "open";
+        return { kind: "established", peer };
+      }
+      return { kind: "nothing" };
+    }
+    throw new ProtocolError("bad-order", `${record.type} during the handshake`);
+  }
+
+  get established(): boolean {
+    return this.phase === "open" && this.authOk;
+  }
+}
+
+const GOODBYE_NAMES = new Map<number, string>(Object.entries(GOODBYE_REASON).map(([k, v]) => [v, k]));
+export function goodbyeName(reason: number): string {
+  return GOODBYE_NAMES.get(reason) ?? `reason-${reason}`;
+}
+
+export { GOODBYE_REASON };

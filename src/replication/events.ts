@@ -1,0 +1,45 @@
+/**
+ * What the replication state machines report. The daemon turns these into the
+ * event log (DESIGN.md Part 1), metrics and log lines; tests read them directly.
+ */
+
+export type PrimaryStateName = "unprotected" | "syncing" | "protected" | "stopped" | "fenced";
+export type BackupStateName = "waiting" | "syncing" | "standby" | "activated" | "stopped";
+export type FailoverReason = "peer_lost" | "heartbeat_timeout" | "manual" | "planned";
+
+export type ReplicationEvent =
+  | { type: "peer.connected"; remote: string; peerNode: string; peerGeneration: number }
+  | { type: "peer.lost"; reason: string; planned: boolean }
+  | { type: "peer.refused"; remote: string; reason: string }
+  | { type: "state.changed"; from: string; to: string; reason: string }
+  | { type: "sync.started"; epoch: number; mode: "full" | "incremental"; pages: number }
+  | { type: "sync.completed"; epoch: number; mode: "full" | "incremental"; durationMs: number }
+  | {
+      type: "checkpoint.sent";
+      epoch: number;
+      dirtyPages: number;
+      diskWrites: number;
+      pauseMs: number;
+      sync: boolean;
+      final: boolean;
+      digest?: string;
+    }
+  | {
+      type: "checkpoint.committed";
+      epoch: number;
+      dirtyPages: number;
+      pauseMs: number;
+      durationMs: number;
+      wireBytes: number;
+      rawBytes: number;
+    }
+  | { type: "checkpoint.failed"; epoch: number; reason: string }
+  | { type: "checkpoint.applied"; epoch: number; pages: number; diskWrites: number; applyMs: number; digest?: string }
+  | { type: "checkpoint.discarded"; epoch: number; reason: string }
+  | { type: "failover.activated"; epoch: number; digest: string; reason: FailoverReason; generation: number }
+  | { type: "failover.impossible"; reason: string }
+  | { type: "heartbeat.rtt"; ms: number }
+  | { type: "fenced"; reason: string; peerGeneration: number }
+  | { type: "replication.bytes"; raw: number; wire: number };
+
+export type EventSink = (e: ReplicationEvent) => void;

@@ -1,0 +1,768 @@
+/**
+ * The primary's replication state machine (sans-IO: no sockets, no timers;
+ * the host calls `poll(now)` and feeds it frames).
+ *
+ * Epoch protocol. Epoch N runs speculatively. At its end the domain is paused
+ * (the guest simply does not tick): the guest's pending output is handed to the
+ * netbuf tagged N (`hooks.beforeCapture`), the disk blocks written since the
+ * last flush are copied, the dirty pages are captured into staging, the vCPU
+ * and device blocks are copied, and (with `verify`) the digest is taken. The
+ * domain resumes at once in epoch N+1 while the checkpoint streams out:
+ * PAGE_BATCH*, DISK_WRITES*, VCPU, DEVICE, CHECKPOINT_END. When the backup
+ * acknowledges N, `hooks.onCommitted(N)` releases N's output.
+ *
+ * Invariants:
+ *  - Output commit: nothing produced in epoch N leaves before N is acked while
+ *    protected (the netbuf enforces it; this machine tells it when).
+ *  - Bounded memory: at most `maxInFlight` checkpoints are captured and not yet
+ *    acked; when the backup is slow the epoch stretches instead.
+ *  - Nothing is lost on a broken link: the pages and blocks of every
+ *    unacknowledged checkpoint are marked dirty again, so the next sync (full,
+ *    or incremental against the backup's committed image) carries them.
+ *  - Epoch numbers only grow, across sessions too.
+ */
+import { CopyCapturer, type Capturer, type EpochCapture } from "../domain/capture.js";
+import type { Domain } from "../domain/domain.js";
+import { BLOCK_SIZE } from "../domain/disk.js";
+import { PAGE_SIZE } from "../domain/memory.js";
+import { RemusError } from "../errors.js";
+import type { Kernel } from "../guest/kernel.js";
+import { CHECKPOINT_FLAG, GOODBYE_REASON, MAX_BATCH_ENTRIES, PEER_STATE, SYNC_FLAG } from "../protocol/constants.js";
+import type { Hello, ReplicationRecord } from "../protocol/records.js";
+import { Conn, type LocalIdentity, type Port, goodbyeName, HELLO_FLAG } from "./conn.js";
+import type { EventSink, PrimaryStateName } from "./events.js";
+import { DEFAULT_HEARTBEAT, type HeartbeatConfig } from "./heartbeat.js";
+
+export interface PrimaryConfig {
+  /** Length of an epoch in ms (the checkpoint interval). */
+  intervalMs: number;
+  /** Checkpoints captured and not yet acknowledged, at most. */
+  maxInFlight: number;
+  /** LZ4-compress pages on the wire. */
+  compress: boolean;
+  /** Put the domain digest in every CHECKPOINT_END. */
+  verify: boolean;
+  heartbeat: HeartbeatConfig;
+  /** Pages per PAGE_BATCH (1..512). */
+  batchPages: number;
+  /** Stop pumping when the link has this many bytes queued. */
+  highWaterBytes: number;
+}
+
+export const DEFAULT_PRIMARY_CONFIG: PrimaryConfig = {
+  intervalMs: 25,
+  maxInFlight: 1,
+  compress: true,
+  verify: false,
+  heartbeat: DEFAULT_HEARTBEAT,
+  batchPages: MAX_BATCH_ENTRIES,
+  highWaterBytes: 8 * 1024 * 1024,
+};
+
+export interface PrimaryHooks {
+  /** Paused at the end of epoch `epoch`, before capture: hand the guest's pending output to the netbuf. */
+  beforeCapture?(epoch: number): void;
+  /** Epoch `epoch` is acknowledged by the backup: its output may leave. */
+  onCommitted?(epoch: number): void;
+  /** The protection state changed (`protected` means output must wait for commits). */
+  onState?(state: PrimaryStateName, reason: string): void;
+}
+
+export interface PrimaryOptions {
+  readonly domain: Domain;
+  readonly kernel: Kernel;
+  readonly key: Uint8Array;
+  readonly nodeId: Uint8Array;
+  readonly software: string;
+  readonly generation: number;
+  readonly config: PrimaryConfig;
+  readonly emit: EventSink;
+  readonly hooks?: PrimaryHooks;
+  readonly capturer?: Capturer;
+  /** First epoch number (an activated backup continues after the epoch it resumed). */
+  readonly startEpoch?: number;
+  /** A monotonic high-resolution clock in ms for pause measurements (defaults to performance.now). */
+  readonly hrClock?: () => number;
+}
+
+interface InFlight {
+  readonly epoch: number;
+  readonly pausedAt: number;
+  readonly pauseMs: number;
+  readonly capture: EpochCapture;
+  readonly pfns: Uint32Array;
+  /** Blocks sent during the epoch before the pause (re-marked if the checkpoint is lost). */
+  readonly earlyBlocks: number[];
+  readonly blocks: Uint32Array;
+  readonly blockData: Buffer;
+  readonly vcpu: Buffer;
+  readonly device: Buffer;
+  readonly digest: Buffer | undefined;
+  readonly flags: number;
+  wireBytes: number;
+  rawBytes: number;
+  endSent: boolean;
+}
+
+/** A unit of streaming work: returns true when finished. */
+interface Job {
+  readonly epoch: number;
+  step(conn: Conn): boolean;
+}
+
+export interface PrimaryStatus {
+  readonly state: PrimaryStateName;
+  readonly generation: number;
+  readonly epoch: number;
+  readonly committed: number;
+  readonly inFlight: number;
+  readonly peerConnected: boolean;
+  readonly peerLastSeen: number | undefined;
+  readonly heartbeatRttMs: number | undefined;
+  readonly running: boolean;
+  readonly lastChange: string;
+  readonly diskPendingBlocks: number;
+  readonly lastEndSent: number;
+}
+
+export class PrimaryMachine {
+  readonly domain: Domain;
+  readonly kernel: Kernel;
+  config: PrimaryConfig;
+  private readonly emit: EventSink;
+  private readonly hooks: PrimaryHooks;
+  private readonly capturer: Capturer;
+  private readonly hr: () => number;
+  private readonly identity: LocalIdentity;
+
+  private _state: PrimaryStateName = "unprotected";
+  private _lastChange = "started";
+  generation: number;
+  /** The open epoch: output produced now belongs to it. */
+  epoch: number;
+  committed: number;
+  private lastEndSent: number;
+  private running = true;
+
+  private conn: Conn | undefined;
+  private readonly pending = new Set<Conn>();
+  private inflight: InFlight[] = [];
+  private jobs: Job[] = [];
+  private openEpochBlocks: number[] = [];
+  private epochStartedAt: number;
+  private forceCheckpoint = false;
+  private syncEpoch: number | undefined;
+  private syncMode: "full" | "incremental" = "full";
+  private syncStartedAt = 0;
+  private syncStreamDone = false;
+  private lastBackupNode: string | undefined;
+  private stopKind: "switchover" | "shutdown" | undefined;
+  private finalEpoch: number | undefined;
+
+  constructor(opts: PrimaryOptions) {
+    this.domain = opts.domain;
+    this.kernel = opts.kernel;
+    this.config = { ...opts.config };
+    this.emit = opts.emit;
+    this.hooks = opts.hooks ?? {};
+    this.capturer = opts.capturer ?? new CopyCapturer(opts.domain.memory);
+    this.hr = opts.hrClock ?? (() => performance.now());
+    this.generation = opts.generation;
+    this.epoch = opts.startEpoch ?? 1;
+    this.committed = this.epoch - 1;
+    this.lastEndSent = this.committed;
+    this.epochStartedAt = 0;
+    const self = this;
+    this.identity = {
+      role: "primary",
+      key: opts.key,
+      nodeId: opts.nodeId,
+      software: opts.software,
+      pages: opts.domain.pages,
+      diskBlocks: opts.domain.disk.blocks,
+      vcpuSize: opts.domain.vcpu.regs.length,
+      deviceSize: opts.domain.device.regs.length,
+      generation: () => self.generation,
+      committedEpoch: () => self.committed,
+      helloFlags: () => 0,
+    };
+  }
+
+  get state(): PrimaryStateName {
+    return this._state;
+  }
+
+  /** Whether the domain runs (false once stopped for a switchover/shutdown or fenced). */
+  get isRunning(): boolean {
+    return this.running;
+  }
+
+  /** Whether the host should keep (re)connecting to a backup. */
+  get wantsPeer(): boolean {
+    return (
+      this._state !== "fenced" && this._state !== "stopped" && this.conn === undefined && this.pending.size === 0
+    );
+  }
+
+  get connected(): boolean {
+    return this.conn !== undefined;
+  }
+
+  /** Whether guest output must be held until commit (protected) or may leave at once. */
+  get outputMustWait(): boolean {
+    return this._state === "protected";
+  }
+
+  status(): PrimaryStatus {
+    return {
+      state: this._state,
+      generation: this.generation,
+      epoch: this.epoch,
+      committed: this.committed,
+      inFlight: this.inflight.length,
+      peerConnected: this.conn?.established ?? false,
+      peerLastSeen: this.conn?.heartbeat.lastHeardAt,
+      heartbeatRttMs: this.conn?.heartbeat.lastRttMs,
+      running: this.running,
+      lastChange: this._lastChange,
+      diskPendingBlocks: this.domain.disk.log.count,
+      lastEndSent: this.lastEndSent,
+    };
+  }
+
+  private setState(s: PrimaryStateName, reason: string): void {
+    if (s === this._state) return;
+    const from = this._state;
+    this._state = s;
+    this._lastChange = reason;
+    this.emit({ type: "state.changed", from, to: s, reason });
+    this.hooks.onState?.(s, reason);
+  }
+
+  /** Runs up to `ticks` guest ticks unless the domain is stopped; returns how many ran. */
+  runGuest(ticks: number): number {
+    if (!this.running) return 0;
+    for (let i = 0; i < ticks; i++) this.kernel.tick();
+    return ticks;
+  }
+
+  /** Asks for a checkpoint at the next poll (POST /v1/checkpoint). */
+  requestCheckpoint(): void {
+    if (this._state !== "protected") {
+      throw new RemusError("REMUSD_ERR_WRONG_ROLE", `no checkpoint while ${this._state}: there is no synced backup`);
+    }
+    this.forceCheckpoint = true;
+  }
+
+  /**
+   * Stops the domain after a final checkpoint (switchover: the backup takes over;
+   * shutdown: a planned stop). Unprotected, it stops at once.
+   */
+  requestStop(kind: "switchover" | "shutdown", now: number): void {
+    if (this._state === "stopped" || this._state === "fenced") return;
+    this.stopKind = kind;
+    if (this._state !== "protected" || !this.conn) {
+      this.finish(kind, now);
+      return;
+    }
+    this.forceCheckpoint = true;
+  }
+
+  private finish(kind: "switchover" | "shutdown", _now: number): void {
+    this.running = false;
+    const conn = this.conn;
+    if (conn) {
+      conn.goodbye(
+        kind === "switchover" ? GOODBYE_REASON.switchover : GOODBYE_REASON.shutdown,
+        kind === "switchover" ? "planned switchover: the backup takes over" : "the primary is shutting down (planned stop)",
+      );
+      this.dropConn(conn, kind === "switchover" ? "switchover complete" : "planned shutdown", true);
+    }
+    this.setState("stopped", kind === "switchover" ? "planned switchover" : "shutdown");
+  }
+
+  // ---- connections ----
+
+  /** A connection to a backup opened (dialled or accepted). */
+  attach(port: Port, now: number): void {
+    const c = new Conn(port, this.identity, this.config.heartbeat, now);
+    this.pending.add(c);
+    c.start();
+  }
+
+  private find(port: Port): Conn | undefined {
+    if (this.conn?.port === port) return this.conn;
+    for (const c of this.pending) if (c.port === port) return c;
+    return undefined;
+  }
+
+  /** A frame arrived on `port`. */
+  frame(port: Port, data: Uint8Array, now: number): void {
+    const c = this.find(port);
+    if (!c) return;
+    const r = c.receive(data, now);
+    switch (r.kind) {
+      case "nothing":
+      case "discarded":
+        return;
+      case "established":
+        this.pending.delete(c);
+        this.established(c, r.peer, now);
+        return;
+      case "fenced-by-peer":
+        this.pending.delete(c);
+        this.fence(`a primary of generation ${r.peer.generation} is active`, r.peer.generation);
+        return;
+      case "closed": {
+        this.pending.delete(c);
+        if (r.goodbye?.reason === GOODBYE_REASON.fenced) {
+          this.fence(r.goodbye.message, this.generation + 1);
+          if (c === this.conn) this.dropConn(c, r.reason, false);
+          return;
+        }
+        if (c === this.conn) {
+          this.dropConn(c, r.reason, r.goodbye?.reason === GOODBYE_REASON.shutdown);
+        } else {
+          this.emit({ type: "peer.refused", remote: port.remote, reason: r.reason });
+        }
+        return;
+      }
+      case "record":
+        if (c === this.conn) this.record(c, r.record, now);
+        return;
+    }
+  }
+
+  /** The connection on `port` closed underneath us. */
+  detach(port: Port, _now: number, reason = "connection closed"): void {
+    const c = this.find(port);
+    if (!c) return;
+    c.phase = "closed";
+    if (this.pending.delete(c)) return;
+    if (c === this.conn) this.dropConn(c, reason, false);
+  }
+
+  private fence(reason: string, peerGeneration: number): void {
+    this.running = false;
+    if (this.conn) this.dropConn(this.conn, "fenced", false);
+    for (const c of this.pending) c.abort("fenced");
+    this.pending.clear();
+    this.emit({ type: "fenced", reason, peerGeneration });
+    this.setState("fenced", `fenced: ${reason}`);
+  }
+
+  private established(c: Conn, peer: Hello, now: number): void {
+    if (this.conn || this._state === "stopped" || this._state === "fenced") {
+      c.goodbye(GOODBYE_REASON.busy, "this primary already has a backup");
+      return;
+    }
+    this.conn = c;
+    const peerNode = Buffer.from(peer.nodeId).toString("hex");
+    this.emit({ type: "peer.connected", remote: c.port.remote, peerNode, peerGeneration: peer.generation });
+    // Why: an incremental resync is safe only onto the same backup's intact image of an epoch
+    // this primary produced; every page changed since then is still marked dirty here.
+    const incremental =
+      (peer.flags & HELLO_FLAG.imageValid) !== 0 &&
+      peerNode === this.lastBackupNode &&
+      peer.generation === this.generation &&
+      peer.committedEpoch >= this.committed &&
+      peer.committedEpoch <= this.lastEndSent;
+    this.lastBackupNode = peerNode;
+    const s = Math.max(this.epoch, this.lastEndSent + 1, peer.committedEpoch + 1);
+    this.epoch = s;
+    this.syncEpoch = s;
+    this.syncMode = incremental ? "incremental" : "full";
+    this.syncStartedAt = now;
+    this.epochStartedAt = now;
+    c.send({
+      type: "syncBegin",
+      generation: this.generation,
+      epoch: s,
+      pages: this.domain.pages,
+      diskBlocks: this.domain.disk.blocks,
+      flags: incremental ? SYNC_FLAG.incremental : 0,
+    });
+    if (incremental) {
+      this.syncStreamDone = true;
+    } else {
+      // Pre-copy: send every page and block from live memory while the guest runs; whatever it
+      // writes meanwhile is in the (freshly emptied) dirty logs and goes in the sync checkpoint.
+      this.domain.resetLogs();
+      this.openEpochBlocks = [];
+      this.syncStreamDone = false;
+      this.jobs.push(new SyncStreamJob(this, s));
+    }
+    this.emit({ type: "sync.started", epoch: s, mode: this.syncMode, pages: this.domain.pages });
+    this.setState("syncing", `backup ${peerNode.slice(0, 8)} connected: ${this.syncMode} sync`);
+  }
+
+  private dropConn(c: Conn, reason: string, planned: boolean): void {
+    if (c !== this.conn) return;
+    this.conn = undefined;
+    c.abort(reason);
+    // Why: nothing the backup did not acknowledge may be forgotten; mark it dirty again.
+    for (const f of this.inflight) {
+      this.domain.memory.log.markAll(f.pfns, f.pfns.length);
+      for (const b of f.earlyBlocks) this.domain.disk.log.mark(b);
+      this.domain.disk.log.markAll(f.blocks, f.blocks.length);
+      f.capture.release();
+      this.emit({ type: "checkpoint.failed", epoch: f.epoch, reason });
+    }
+    for (const b of this.openEpochBlocks) this.domain.disk.log.mark(b);
+    this.openEpochBlocks = [];
+    this.inflight = [];
+    this.jobs = [];
+    this.syncEpoch = undefined;
+    this.forceCheckpoint = false;
+    this.emit({ type: "peer.lost", reason, planned });
+    if (this._state === "syncing" || this._state === "protected") {
+      this.setState("unprotected", `backup lost: ${reason}`);
+    }
+    if (this.stopKind && this.running) this.finish(this.stopKind, 0);
+  }
+
+  private record(c: Conn, r: ReplicationRecord, now: number): void {
+    switch (r.type) {
+      case "heartbeat":
+        c.send({ type: "heartbeatReply", pingId: r.pingId, sentAtUs: r.sentAtUs });
+        return;
+      case "heartbeatReply": {
+        const rtt = c.heartbeat.reply(r.sentAtUs, now);
+        if (rtt !== undefined) this.emit({ type: "heartbeat.rtt", ms: rtt });
+        return;
+      }
+      case "ack":
+        this.acked(r.epoch, now);
+        return;
+      case "nack":
+        this.dropConn(c, `backup refused epoch ${r.epoch}: ${r.message}`, false);
+        return;
+      case "switchoverRequest":
+        this.requestStop("switchover", now);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private acked(epoch: number, now: number): void {
+    while (this.inflight.length > 0 && (this.inflight[0] as InFlight).epoch <= epoch) {
+      const f = this.inflight.shift() as InFlight;
+      f.capture.release();
+      this.committed = f.epoch;
+      this.emit({
+        type: "checkpoint.committed",
+        epoch: f.epoch,
+        dirtyPages: f.pfns.length,
+        pauseMs: f.pauseMs,
+        durationMs: now - f.pausedAt,
+        wireBytes: f.wireBytes,
+        rawBytes: f.rawBytes,
+      });
+      this.hooks.onCommitted?.(f.epoch);
+      if (this.syncEpoch !== undefined && f.epoch >= this.syncEpoch && this._state === "syncing") {
+        this.emit({ type: "sync.completed", epoch: f.epoch, mode: this.syncMode, durationMs: now - this.syncStartedAt });
+        this.setState("protected", `backup synced at epoch ${f.epoch}`);
+      }
+      if (this.finalEpoch === f.epoch && this.stopKind) this.finish(this.stopKind, now);
+    }
+  }
+
+  // ---- the epoch protocol ----
+
+  /** Timers and streaming: heartbeats, epoch boundaries, sending. Call often. */
+  poll(now: number): void {
+    for (const c of this.pending) {
+      if (c.heartbeat.expired(now)) {
+        this.pending.delete(c);
+        c.abort("handshake timed out");
+        this.emit({ type: "peer.refused", remote: c.port.remote, reason: "handshake timed out" });
+      }
+    }
+    const c = this.conn;
+    if (!c) return;
+    if (c.heartbeat.expired(now)) {
+      this.dropConn(c, "heartbeat timeout: the backup stopped answering", false);
+      return;
+    }
+    if (c.heartbeat.due(now)) {
+      const p = c.heartbeat.ping(now);
+      c.send({
+        type: "heartbeat",
+        pingId: p.pingId,
+        sentAtUs: p.sentAtUs,
+        state: this._state === "protected" ? PEER_STATE.protected : PEER_STATE.syncing,
+        committedEpoch: this.committed,
+        generation: this.generation,
+      });
+    }
+    if (this.shouldCheckpoint(now)) this.checkpoint(now);
+    this.flushDisk(c);
+    this.pump(c);
+  }
+
+  private shouldCheckpoint(now: number): boolean {
+    if (!this.running || !this.conn || this.inflight.length >= this.config.maxInFlight) return false;
+    if (this._state === "syncing") {
+      // The sync checkpoint: as soon as the pre-copy stream is out, once.
+      return this.syncStreamDone && this.lastEndSent < (this.syncEpoch ?? 0) && this.inflight.length === 0;
+    }
+    if (this._state !== "protected") return false;
+    return this.forceCheckpoint || now - this.epochStartedAt >= this.config.intervalMs;
+  }
+
+  /** Pause, capture, resume: the end of the open epoch. */
+  private checkpoint(now: number): void {
+    const n = this.epoch;
+    const t0 = this.hr();
+    this.hooks.beforeCapture?.(n);
+    const blocks = this.domain.collectDiskWrites();
+    const blockData = Buffer.allocUnsafe(blocks.length * BLOCK_SIZE);
+    for (let i = 0; i < blocks.length; i++) {
+      this.domain.disk.view(blocks[i] as number).copy(blockData, i * BLOCK_SIZE);
+    }
+    const pfns = this.domain.collectDirty();
+    const capture = this.capturer.capture(pfns);
+    const vcpu = Buffer.from(this.domain.vcpu.regs);
+    const device = Buffer.from(this.domain.device.regs);
+    const digest = this.config.verify ? Buffer.from(this.domain.digest(), "hex") : undefined;
+    let flags = digest ? CHECKPOINT_FLAG.hasDigest : 0;
+    if (this._state === "syncing") flags |= CHECKPOINT_FLAG.sync;
+    if (this.stopKind && this._state === "protected") {
+      // Why: the final checkpoint is the last state; the domain must not run past it.
+      flags |= CHECKPOINT_FLAG.final;
+      this.running = false;
+      this.finalEpoch = n;
+    }
+    const pauseMs = this.hr() - t0;
+    const f: InFlight = {
+      epoch: n,
+      pausedAt: now,
+      pauseMs,
+      capture,
+      pfns,
+      earlyBlocks: this.openEpochBlocks,
+      blocks,
+      blockData,
+      vcpu,
+      device,
+      digest,
+      flags,
+      wireBytes: 0,
+      rawBytes: 0,
+      endSent: false,
+    };
+    this.openEpochBlocks = [];
+    this.epoch = n + 1;
+    this.epochStartedAt = now;
+    this.forceCheckpoint = false;
+    this.inflight.push(f);
+    this.jobs.push(new CheckpointJob(this, f));
+  }
+
+  /** Disk writes go to the backup as they happen (applied there only when their epoch commits). */
+  private flushDisk(c: Conn): void {
+    if (this._state !== "protected" || this.domain.disk.log.count === 0) return;
+    // The stream allows the open epoch's writes at most one checkpoint ahead of the one being sent.
+    if (this.jobs.length > 1) return;
+    const head = this.jobs[0];
+    if (head && head.epoch !== this.epoch - 1) return;
+    if (c.port.buffered >= this.config.highWaterBytes) return;
+    const blocks = this.domain.collectDiskWrites();
+    for (let i = 0; i < blocks.length; i += this.config.batchPages) {
+      const n = Math.min(this.config.batchPages, blocks.length - i);
+      const disk = this.domain.disk;
+      const out = c.codec.encodeDiskWrites(
+        this.epoch,
+        n,
+        (k) => blocks[i + k] as number,
+        (k) => disk.view(blocks[i + k] as number),
+        { compress: this.config.compress },
+      );
+      c.sendFrame(out.frame);
+      this.emit({ type: "replication.bytes", raw: out.rawBytes, wire: out.wireBytes });
+    }
+    for (const b of blocks) this.openEpochBlocks.push(b);
+  }
+
+  private pump(c: Conn): void {
+    while (this.jobs.length > 0 && this.conn === c && c.port.buffered < this.config.highWaterBytes) {
+      const job = this.jobs[0] as Job;
+      if (job.step(c)) this.jobs.shift();
+    }
+  }
+
+  /** @internal called by the sync stream job when it has sent every page and block. */
+  syncStreamFinished(): void {
+    this.syncStreamDone = true;
+  }
+
+  /** @internal called by a checkpoint job when its END went out. */
+  endSent(f: InFlight): void {
+    f.endSent = true;
+    this.lastEndSent = f.epoch;
+    this.emit({
+      type: "checkpoint.sent",
+      epoch: f.epoch,
+      dirtyPages: f.pfns.length,
+      diskWrites: f.blocks.length,
+      pauseMs: f.pauseMs,
+      sync: (f.flags & CHECKPOINT_FLAG.sync) !== 0,
+      final: (f.flags & CHECKPOINT_FLAG.final) !== 0,
+      ...(f.digest ? { digest: f.digest.toString("hex") } : {}),
+    });
+  }
+
+  /** @internal */
+  countBytes(f: InFlight | undefined, raw: number, wire: number): void {
+    if (f) {
+      f.rawBytes += raw;
+      f.wireBytes += wire;
+    }
+    this.emit({ type: "replication.bytes", raw, wire });
+  }
+
+  describeGoodbye(reason: number): string {
+    return goodbyeName(reason);
+  }
+}
+
+/** Streams every page and disk block from live memory (the pre-copy of a full sync). */
+class SyncStreamJob implements Job {
+  private pfn = 0;
+  private block = 0;
+  constructor(
+    private readonly m: PrimaryMachine,
+    readonly epoch: number,
+  ) {}
+
+  step(c: Conn): boolean {
+    const d = this.m.domain;
+    const per = this.m.config.batchPages;
+    if (this.pfn < d.pages) {
+      const start = this.pfn;
+      const n = Math.min(per, d.pages - start);
+      const out = c.codec.encodePageBatch(
+        this.epoch,
+        n,
+        (i) => start + i,
+        (i) => d.memory.page(start + i),
+        { compress: this.m.config.compress },
+      );
+      c.sendFrame(out.frame);
+      this.m.countBytes(undefined, out.rawBytes, out.wireBytes);
+      this.pfn += n;
+      return false;
+    }
+    if (this.block < d.disk.blocks) {
+      const start = this.block;
+      const n = Math.min(per, d.disk.blocks - start);
+      const out = c.codec.encodeDiskWrites(
+        this.epoch,
+        n,
+        (i) => start + i,
+        (i) => d.disk.view(start + i),
+        { compress: this.m.config.compress },
+      );
+      c.sendFrame(out.frame);
+      this.m.countBytes(undefined, out.rawBytes, out.wireBytes);
+      this.block += n;
+      return false;
+    }
+    this.m.syncStreamFinished();
+    return true;
+  }
+}
+
+/** Streams one captured checkpoint: pages, disk writes, vCPU, device, end. */
+class CheckpointJob implements Job {
+  private page = 0;
+  private block = 0;
+  private phase: "pages" | "blocks" | "vcpu" | "device" | "end" = "pages";
+  readonly epoch: number;
+  constructor(
+    private readonly m: PrimaryMachine,
+    private readonly f: InFlight,
+  ) {
+    this.epoch = f.epoch;
+  }
+
+  step(c: Conn): boolean {
+    const f = this.f;
+    const per = this.m.config.batchPages;
+    const compress = this.m.config.compress;
+    switch (this.phase) {
+      case "pages": {
+        const cap = f.capture;
+        if (this.page < cap.count) {
+          const start = this.page;
+          const n = Math.min(per, cap.count - start);
+          const out = c.codec.encodePageBatch(
+            f.epoch,
+            n,
+            (i) => cap.pfn(start + i),
+            (i) => cap.page(start + i),
+            { compress },
+          );
+          c.sendFrame(out.frame);
+          this.m.countBytes(f, out.rawBytes, out.wireBytes);
+          this.page += n;
+          return false;
+        }
+        this.phase = "blocks";
+        return false;
+      }
+      case "blocks": {
+        if (this.block < f.blocks.length) {
+          const start = this.block;
+          const n = Math.min(per, f.blocks.length - start);
+          const out = c.codec.encodeDiskWrites(
+            f.epoch,
+            n,
+            (i) => f.blocks[start + i] as number,
+            (i) => f.blockData.subarray((start + i) * BLOCK_SIZE, (start + i + 1) * BLOCK_SIZE),
+            { compress },
+          );
+          c.sendFrame(out.frame);
+          this.m.countBytes(f, out.rawBytes, out.wireBytes);
+          this.block += n;
+          return false;
+        }
+        this.phase = "vcpu";
+        return false;
+      }
+      case "vcpu": {
+        const w = c.send({ type: "vcpu", epoch: f.epoch, state: f.vcpu });
+        this.m.countBytes(f, f.vcpu.length, w);
+        this.phase = "device";
+        return false;
+      }
+      case "device": {
+        const w = c.send({ type: "device", epoch: f.epoch, state: f.device });
+        this.m.countBytes(f, f.device.length, w);
+        this.phase = "end";
+        return false;
+      }
+      case "end": {
+        const s = c.order.summary();
+        const w = c.send({
+          type: "checkpointEnd",
+          epoch: f.epoch,
+          generation: this.m.generation,
+          flags: f.flags,
+          pageCount: s.pageCount,
+          diskWriteCount: s.diskWriteCount,
+          recordCount: s.recordCount,
+          streamCrc: s.streamCrc,
+          guestTimeNs: f.vcpu.readBigUInt64LE(16), // the vCPU clock at the pause
+          digest: f.digest ?? Buffer.alloc(32),
+        });
+        this.m.countBytes(f, 0, w);
+        this.m.endSent(f);
+        return true;
+      }
+    }
+  }
+}
+
+export { PAGE_SIZE };
