@@ -1,0 +1,131 @@
+/**
+ * The option schemas of every `remusd` command (DESIGN.md Part 1). One place,
+ * so `--help`, the environment variables, the config file and the docs agree.
+ */
+import { DEFAULT_CONTROL, DEFAULT_LISTEN, DEFAULT_PORTS } from "../contract.js";
+import type { CommandSpec, OptSpec } from "./options.js";
+
+const config: OptSpec = { name: "config", type: "string", placeholder: "FILE", help: "read options from a JSON file" };
+const logLevel: OptSpec = {
+  name: "log-level",
+  type: "choice",
+  choices: ["trace", "debug", "info", "warn", "error", "fatal", "silent"],
+  default: "info",
+  placeholder: "LEVEL",
+  help: "log level of the JSON logs on stderr",
+};
+
+/** Options both daemons share. */
+const daemonCommon: OptSpec[] = [
+  {
+    name: "control",
+    type: "hostport",
+    default: DEFAULT_CONTROL,
+    placeholder: "HOST:PORT",
+    help: "address of the control API (HTTP: status, failover, metrics, docs)",
+  },
+  { name: "data-dir", type: "string", placeholder: "DIR", help: "state directory (default .remusd/ROLE)" },
+  { name: "event-log", type: "string", placeholder: "FILE", help: "append events as JSON lines to FILE" },
+  { name: "verify", type: "bool", help: "compute the domain digest at every checkpoint (proves exact failover; lengthens pauses)" },
+  { name: "domain-mib", type: "int", default: 64, min: 1, max: 4096, placeholder: "N", help: "guest memory in MiB" },
+  { name: "disk-mib", type: "int", default: 64, min: 1, max: 4096, placeholder: "N", help: "virtual disk in MiB" },
+  {
+    name: "auth-key-file",
+    type: "string",
+    placeholder: "FILE",
+    help: "file holding the replication key shared by the pair (or REMUSD_AUTH_KEY holds the key itself)",
+  },
+  { name: "insecure", type: "bool", help: "run without a replication key (anyone can pair with this daemon)" },
+  {
+    name: "api-token-file",
+    type: "string",
+    placeholder: "FILE",
+    help: "file holding the bearer token of the mutating API routes (or REMUSD_API_TOKEN holds the token)",
+  },
+  {
+    name: "api-auth",
+    type: "choice",
+    choices: ["mutating", "all"],
+    default: "mutating",
+    placeholder: "WHICH",
+    help: "which API routes need the token: mutating, or all (including /metrics)",
+  },
+  { name: "unsafe-open-api", type: "bool", help: "allow the mutating API routes without a token" },
+  { name: "heartbeat-ms", type: "int", default: 100, min: 5, max: 60_000, placeholder: "N", help: "heartbeat interval" },
+  {
+    name: "heartbeat-misses",
+    type: "int",
+    default: 10,
+    min: 2,
+    max: 1000,
+    placeholder: "N",
+    help: "heartbeats missed before the peer counts as lost",
+  },
+  {
+    name: "switch",
+    type: "hostport",
+    placeholder: "HOST:PORT",
+    help: "attach the guest's NIC to the vswitch at HOST:PORT (UDP)",
+  },
+  { name: "guest-mac", type: "string", default: "02:00:00:00:00:10", placeholder: "MAC", help: "the guest NIC's MAC address" },
+  { name: "guest-ip", type: "string", default: "10.0.0.10", placeholder: "IP", help: "the guest's IPv4 address" },
+  { name: "no-netbuf", type: "bool", help: "release guest output without waiting for commits (needs --unsafe)" },
+  { name: "unsafe", type: "bool", help: "allow settings that give up output commit" },
+  { name: "seed", type: "int", default: 1, min: 0, max: 0xffffffff, placeholder: "N", help: "seed of the guest's random state" },
+  logLevel,
+  config,
+];
+
+export const BACKUP_SPEC: CommandSpec = {
+  name: "backup",
+  summary: "run a backup: receive checkpoints, apply them atomically, take over when the primary dies",
+  usage: "remusd backup --listen HOST:PORT --control HOST:PORT [options]",
+  options: [
+    {
+      name: "listen",
+      type: "hostport",
+      default: DEFAULT_LISTEN,
+      placeholder: "HOST:PORT",
+      help: "replication address to listen on (WebSocket)",
+    },
+    ...daemonCommon,
+  ],
+  examples: [
+    "remusd backup --listen 127.0.0.1:7780 --control 127.0.0.1:7782 --auth-key-file key --data-dir /var/lib/remusd",
+  ],
+};
+
+export const PRIMARY_SPEC: CommandSpec = {
+  name: "primary",
+  summary: "run the protected domain and checkpoint it to a backup many times a second",
+  usage: "remusd primary --peer ws://HOST:PORT --control HOST:PORT [options]",
+  options: [
+    {
+      name: "peer",
+      type: "wsurl",
+      required: true,
+      placeholder: "URL",
+      help: `the backup's replication address, e.g. ws://127.0.0.1:${DEFAULT_PORTS.replication}`,
+    },
+    {
+      name: "listen",
+      type: "hostport",
+      placeholder: "HOST:PORT",
+      help: "also accept backups that dial in at this address (used after a failover, too)",
+    },
+    { name: "interval-ms", type: "int", default: 25, min: 1, max: 60_000, placeholder: "N", help: "checkpoint interval (epoch length)" },
+    {
+      name: "workload",
+      type: "string",
+      default: "web",
+      placeholder: "SPEC",
+      help: "what the guest runs: idle, web, compile, dirty:rate=N,hot=F,pattern=uniform|zipf|seq, disk:rate=KIB, joined with +",
+    },
+    { name: "max-inflight", type: "int", default: 1, min: 1, max: 16, placeholder: "N", help: "checkpoints in flight at most" },
+    { name: "no-compress", type: "bool", help: "send pages without LZ4 compression" },
+    ...daemonCommon,
+  ],
+  examples: [
+    "remusd primary --peer ws://127.0.0.1:7780 --control 127.0.0.1:7781 --auth-key-file key --workload web",
+  ],
+};

@@ -1,0 +1,110 @@
+/**
+ * Turns parsed command-line options into a daemon's settings: reads the
+ * replication key and API token, checks the security rules (no key without
+ * --insecure, no open mutating API without a token or --unsafe-open-api, no
+ * --no-netbuf without --unsafe) and resolves defaults.
+ */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { UsageError, type OptValues, parseHostPort, type HostPort } from "../cli/options.js";
+import { geometryOfMiB, type DomainGeometry } from "../domain/domain.js";
+import { isRemusError } from "../errors.js";
+import { parseWorkload, type WorkloadSpec } from "../guest/workload.js";
+import type { HeartbeatConfig } from "../replication/heartbeat.js";
+
+export interface DaemonSettings {
+  readonly role: "primary" | "backup";
+  readonly control: HostPort;
+  readonly listen: HostPort | undefined;
+  readonly peer: string | undefined;
+  readonly dataDir: string;
+  readonly eventLog: string | undefined;
+  readonly verify: boolean;
+  readonly geometry: DomainGeometry;
+  readonly key: Buffer;
+  readonly insecure: boolean;
+  readonly apiToken: string | undefined;
+  readonly apiAuth: "mutating" | "all";
+  readonly unsafeOpenApi: boolean;
+  readonly heartbeat: HeartbeatConfig;
+  readonly switchAddr: HostPort | undefined;
+  readonly guestMac: string;
+  readonly guestIp: string;
+  readonly netbuf: boolean;
+  readonly seed: number;
+  readonly logLevel: string;
+  readonly intervalMs: number;
+  readonly workload: WorkloadSpec;
+  readonly maxInFlight: number;
+  readonly compress: boolean;
+}
+
+function readSecret(file: string | undefined, envValue: string | undefined, what: string): string | undefined {
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, "utf8");
+    } catch (e) {
+      throw new UsageError(`cannot read ${what} file ${file}: ${(e as Error).message}`);
+    }
+    const v = text.trim();
+    if (v.length === 0) throw new UsageError(`${what} file ${file} is empty`);
+    return v;
+  }
+  if (envValue !== undefined && envValue.trim() !== "") return envValue.trim();
+  return undefined;
+}
+
+export function resolveSettings(
+  role: "primary" | "backup",
+  v: OptValues,
+  env: NodeJS.ProcessEnv = process.env,
+): DaemonSettings {
+  const key = readSecret(v["auth-key-file"] as string | undefined, env.REMUSD_AUTH_KEY, "replication key");
+  const insecure = v.insecure === true;
+  if (!key && !insecure) {
+    throw new UsageError(
+      "no replication key: give --auth-key-file FILE (or REMUSD_AUTH_KEY), or --insecure to run without authentication",
+    );
+  }
+  if (key && key.length < 16) throw new UsageError("the replication key must be at least 16 characters");
+  const apiToken = readSecret(v["api-token-file"] as string | undefined, env.REMUSD_API_TOKEN, "API token");
+  if (v["no-netbuf"] === true && v.unsafe !== true) {
+    throw new UsageError("--no-netbuf gives up output commit (clients may see output the backup cannot reproduce); add --unsafe to confirm");
+  }
+  let geometry: DomainGeometry;
+  let workload: WorkloadSpec;
+  try {
+    geometry = geometryOfMiB(v["domain-mib"] as number, v["disk-mib"] as number);
+    workload = parseWorkload((v.workload as string | undefined) ?? "idle");
+  } catch (e) {
+    if (isRemusError(e)) throw new UsageError(e.message);
+    throw e;
+  }
+  return {
+    role,
+    control: parseHostPort(v.control as string, "--control"),
+    listen: v.listen ? parseHostPort(v.listen as string, "--listen") : undefined,
+    peer: v.peer as string | undefined,
+    dataDir: (v["data-dir"] as string | undefined) ?? join(".remusd", role),
+    eventLog: v["event-log"] as string | undefined,
+    verify: v.verify === true,
+    geometry,
+    key: key ? Buffer.from(key, "utf8") : Buffer.alloc(0),
+    insecure: !key,
+    apiToken,
+    apiAuth: (v["api-auth"] as "mutating" | "all" | undefined) ?? "mutating",
+    unsafeOpenApi: v["unsafe-open-api"] === true,
+    heartbeat: { intervalMs: v["heartbeat-ms"] as number, misses: v["heartbeat-misses"] as number },
+    switchAddr: v.switch ? parseHostPort(v.switch as string, "--switch") : undefined,
+    guestMac: v["guest-mac"] as string,
+    guestIp: v["guest-ip"] as string,
+    netbuf: v["no-netbuf"] !== true,
+    seed: v.seed as number,
+    logLevel: (v["log-level"] as string | undefined) ?? "info",
+    intervalMs: (v["interval-ms"] as number | undefined) ?? 25,
+    workload,
+    maxInFlight: (v["max-inflight"] as number | undefined) ?? 1,
+    compress: v["no-compress"] !== true,
+  };
+}

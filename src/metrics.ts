@@ -1,0 +1,186 @@
+/**
+ * Prometheus metrics (prom-client) on the daemon's own Registry, prefix
+ * `remusd_`, base units (seconds, bytes). Histogram buckets are sized for
+ * millisecond work, not web latencies. Every bounded label set is exported at
+ * zero from the start so dashboards and alerts see the series before the
+ * first event.
+ */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { METRIC_LABELS } from "./contract.js";
+import type { ReplicationEvent } from "./replication/events.js";
+
+export const MS_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+export const PAGE_BUCKETS = [0, 1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 100000];
+export const RTT_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly checkpoints: Counter<"result">;
+  readonly pause: Histogram;
+  readonly duration: Histogram;
+  readonly dirtyPages: Histogram;
+  readonly bytes: Counter<"stage">;
+  readonly epochCommitted: Gauge;
+  readonly netbufPackets: Gauge;
+  readonly netbufBytes: Gauge;
+  readonly releaseDelay: Histogram;
+  readonly failovers: Counter<"reason">;
+  readonly peerUp: Gauge;
+  readonly rtt: Histogram;
+  readonly role: Gauge<"role">;
+  readonly lastCheckpoint: Gauge;
+  readonly buildInfo: Gauge<"version" | "node">;
+  readonly protectedGauge: Gauge<"state">;
+
+  constructor(version: string, withDefaults = true) {
+    const r = this.registry;
+    const reg = { registers: [r] };
+    this.checkpoints = new Counter({
+      name: "remusd_checkpoints_total",
+      help: "Checkpoints by result: committed (acked), failed (lost with the link), aborted",
+      labelNames: ["result"],
+      ...reg,
+    });
+    this.pause = new Histogram({
+      name: "remusd_checkpoint_pause_seconds",
+      help: "Time the domain was paused to capture a checkpoint",
+      buckets: MS_BUCKETS,
+      ...reg,
+    });
+    this.duration = new Histogram({
+      name: "remusd_checkpoint_duration_seconds",
+      help: "Time from a checkpoint's pause to its acknowledgement",
+      buckets: MS_BUCKETS,
+      ...reg,
+    });
+    this.dirtyPages = new Histogram({
+      name: "remusd_checkpoint_dirty_pages",
+      help: "Dirty pages per checkpoint",
+      buckets: PAGE_BUCKETS,
+      ...reg,
+    });
+    this.bytes = new Counter({
+      name: "remusd_replication_bytes_total",
+      help: "Replicated bytes: raw (pages and blocks before compression) and wire (frames sent)",
+      labelNames: ["stage"],
+      ...reg,
+    });
+    this.epochCommitted = new Gauge({
+      name: "remusd_epoch_committed",
+      help: "Last committed (acknowledged or applied) epoch",
+      ...reg,
+    });
+    this.netbufPackets = new Gauge({ name: "remusd_netbuf_packets", help: "Frames held in the output buffer", ...reg });
+    this.netbufBytes = new Gauge({ name: "remusd_netbuf_bytes", help: "Bytes held in the output buffer", ...reg });
+    this.releaseDelay = new Histogram({
+      name: "remusd_output_release_delay_seconds",
+      help: "Time a guest frame was held before release",
+      buckets: MS_BUCKETS,
+      ...reg,
+    });
+    this.failovers = new Counter({
+      name: "remusd_failovers_total",
+      help: "Activations of this daemon as primary, by reason",
+      labelNames: ["reason"],
+      ...reg,
+    });
+    this.peerUp = new Gauge({ name: "remusd_peer_up", help: "1 when the replication peer is connected", ...reg });
+    this.rtt = new Histogram({
+      name: "remusd_heartbeat_rtt_seconds",
+      help: "Round-trip time of replication heartbeats",
+      buckets: RTT_BUCKETS,
+      ...reg,
+    });
+    this.role = new Gauge({ name: "remusd_role", help: "1 for the daemon's current role", labelNames: ["role"], ...reg });
+    this.lastCheckpoint = new Gauge({
+      name: "remusd_last_checkpoint_timestamp_seconds",
+      help: "Unix time of the last committed (primary) or applied (backup) checkpoint",
+      ...reg,
+    });
+    this.buildInfo = new Gauge({
+      name: "remusd_build_info",
+      help: "Build information; the value is 1",
+      labelNames: ["version", "node"],
+      ...reg,
+    });
+    this.protectedGauge = new Gauge({
+      name: "remusd_state",
+      help: "1 for the daemon's current state (protected, unprotected, syncing, standby, ...)",
+      labelNames: ["state"],
+      ...reg,
+    });
+    this.buildInfo.set({ version, node: process.version }, 1);
+    for (const result of METRIC_LABELS.checkpointResult) this.checkpoints.inc({ result }, 0);
+    for (const stage of METRIC_LABELS.replicationStage) this.bytes.inc({ stage }, 0);
+    for (const reason of METRIC_LABELS.failoverReason) this.failovers.inc({ reason }, 0);
+    for (const role of METRIC_LABELS.role) this.role.set({ role }, 0);
+    this.netbufPackets.set(0);
+    this.netbufBytes.set(0);
+    this.peerUp.set(0);
+    this.epochCommitted.set(0);
+    this.lastCheckpoint.set(0);
+    if (withDefaults) collectDefaultMetrics({ register: r, prefix: "remusd_" });
+  }
+
+  setRole(role: "primary" | "backup"): void {
+    for (const r of METRIC_LABELS.role) this.role.set({ role: r }, r === role ? 1 : 0);
+  }
+
+  private states = new Set<string>();
+  setState(state: string): void {
+    this.states.add(state);
+    for (const s of this.states) this.protectedGauge.set({ state: s }, s === state ? 1 : 0);
+  }
+
+  /** Updates the metrics from a replication event. */
+  onEvent(e: ReplicationEvent): void {
+    switch (e.type) {
+      case "checkpoint.committed":
+        this.checkpoints.inc({ result: "committed" });
+        this.pause.observe(e.pauseMs / 1000);
+        this.duration.observe(e.durationMs / 1000);
+        this.dirtyPages.observe(e.dirtyPages);
+        this.epochCommitted.set(e.epoch);
+        this.lastCheckpoint.set(Date.now() / 1000);
+        return;
+      case "checkpoint.failed":
+        this.checkpoints.inc({ result: "failed" });
+        return;
+      case "checkpoint.discarded":
+        this.checkpoints.inc({ result: "aborted" });
+        return;
+      case "checkpoint.applied":
+        this.checkpoints.inc({ result: "committed" });
+        this.dirtyPages.observe(e.pages);
+        this.epochCommitted.set(e.epoch);
+        this.lastCheckpoint.set(Date.now() / 1000);
+        return;
+      case "replication.bytes":
+        this.bytes.inc({ stage: "raw" }, e.raw);
+        this.bytes.inc({ stage: "wire" }, e.wire);
+        return;
+      case "peer.connected":
+        this.peerUp.set(1);
+        return;
+      case "peer.lost":
+        this.peerUp.set(0);
+        return;
+      case "heartbeat.rtt":
+        this.rtt.observe(e.ms / 1000);
+        return;
+      case "failover.activated":
+        this.failovers.inc({ reason: e.reason });
+        this.epochCommitted.set(e.epoch);
+        return;
+      case "state.changed":
+        this.setState(e.to);
+        return;
+      default:
+        return;
+    }
+  }
+
+  async exposition(): Promise<string> {
+    return this.registry.metrics();
+  }
+}
