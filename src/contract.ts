@@ -23,6 +23,7 @@ export const ROUTES = [
   { method: "PATCH", url: "/v1/config", mutating: true },
   { method: "GET", url: "/v1/domain/digest", mutating: false },
   { method: "GET", url: "/v1/domain/processes", mutating: false },
+  { method: "GET", url: "/v1/domain/counter", mutating: false },
   { method: "GET", url: "/metrics", mutating: false },
   { method: "GET", url: "/healthz", mutating: false },
   { method: "GET", url: "/readyz", mutating: false },

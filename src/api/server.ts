@@ -26,6 +26,7 @@ export async function startApi(d: Daemon, host: string, port: number): Promise<{
   app.post("/v1/checkpoint", async () => d.checkpoint());
   app.get("/v1/domain/digest", async () => d.digest());
   app.get("/v1/domain/processes", async () => ({ processes: d.processes() }));
+  app.get("/v1/domain/counter", async () => d.counterCheck());
   app.get("/metrics", async (_req, reply) => {
     void reply.header("content-type", d.metrics.registry.contentType);
     return d.metrics.exposition();

@@ -13,6 +13,7 @@ import { Domain } from "../domain/domain.js";
 import { RemusError } from "../errors.js";
 import { bootGuest } from "../guest/guest.js";
 import { Kernel, type ProcessInfo } from "../guest/kernel.js";
+import { type CounterCheck, verifyCounter } from "../guest/programs/basic.js";
 import { Metrics } from "../metrics.js";
 import { type Activation, BackupMachine } from "../replication/backup.js";
 import type { Port } from "../replication/conn.js";
@@ -316,6 +317,15 @@ export class Daemon {
     }
     if (!Kernel.isBooted(this.domain)) return [];
     return new Kernel(this.domain).listProcesses();
+  }
+
+  /** The counter continuity check (counter.log holds exactly 1..counter) on the current image. */
+  counterCheck(): CounterCheck {
+    if (this.backup && !this.backup.imageValid) {
+      throw new RemusError("REMUSD_ERR_WRONG_ROLE", "the backup has no complete image yet");
+    }
+    if (!Kernel.isBooted(this.domain)) throw new RemusError("REMUSD_ERR_WRONG_ROLE", "no guest is booted");
+    return verifyCounter(new Kernel(this.domain));
   }
 
   /** POST /v1/failover on a backup. */

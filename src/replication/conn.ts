@@ -17,7 +17,7 @@ import {
   sessionTag,
   verifyAuthMac,
 } from "../protocol/auth.js";
-import { GOODBYE_REASON, NODE_ID_SIZE, NONCE_SIZE, ROLE, type RoleCode } from "../protocol/constants.js";
+import { GOODBYE_REASON, HELLO_FLAG, NODE_ID_SIZE, NONCE_SIZE, ROLE, type RoleCode } from "../protocol/constants.js";
 import { isProtocolError, ProtocolError } from "../protocol/errors.js";
 import { FrameCodec, frameBody } from "../protocol/frame.js";
 import type { Hello, ReplicationRecord } from "../protocol/records.js";
@@ -50,12 +50,6 @@ export interface LocalIdentity {
   helloFlags(): number;
 }
 
-/** HELLO flag bits. */
-export const HELLO_FLAG = {
-  /** The sender (a backup) holds a complete committed image of `committedEpoch`. */
-  imageValid: 1,
-} as const;
-
 export type ConnPhase = "handshake" | "open" | "closed";
 
 /** What a received frame meant. */
@@ -73,7 +67,9 @@ export function newNodeId(): Buffer {
 }
 
 export class Conn {
-  readonly codec = new FrameCodec();
+  // Pages are not lz4-decoded twice: every entry goes through decodePageInto (which checks
+  // it) before the checkpoint it belongs to can be applied.
+  readonly codec = new FrameCodec({ verifyPages: false });
   readonly order: StreamOrder;
   readonly heartbeat: Heartbeat;
   phase: ConnPhase = "handshake";
@@ -190,8 +186,15 @@ export class Conn {
     } catch (e) {
       const reason = isProtocolError(e) ? e.reason : "internal";
       const message = e instanceof Error ? e.message : String(e);
-      const goodbyeReason =
-        isProtocolError(e) && e.reason === "bad-generation" ? GOODBYE_REASON.fenced : GOODBYE_REASON.protocolError;
+      const goodbyeReason = !isProtocolError(e)
+        ? GOODBYE_REASON.protocolError
+        : e.reason === "bad-generation"
+          ? GOODBYE_REASON.fenced
+          : e.reason === "bad-version"
+            ? GOODBYE_REASON.version
+            : e.reason === "bad-geometry"
+              ? GOODBYE_REASON.geometryMismatch
+              : GOODBYE_REASON.protocolError;
       this.goodbye(goodbyeReason, `${reason}: ${message}`);
       return { kind: "closed", reason: `protocol error (${reason}): ${message}` };
     }
@@ -265,4 +268,4 @@ export function goodbyeName(reason: number): string {
   return GOODBYE_NAMES.get(reason) ?? `reason-${reason}`;
 }
 
-export { GOODBYE_REASON };
+export { GOODBYE_REASON, HELLO_FLAG };

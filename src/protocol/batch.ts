@@ -1,0 +1,359 @@
+/**
+ * PAGE_BATCH and DISK_WRITES: one layout, one codec (proto/SPEC.md §6.4).
+ *
+ * The send path (`encodeBatchFrame`) builds one output buffer per batch: it
+ * detects zero pages against a shared zero page, compresses into a
+ * module-level scratch area sized for a full batch, and copies each page at
+ * most once. The receive path returns views into the frame, and
+ * `decodePageInto` writes a page straight into the caller's staging memory.
+ */
+
+import { crc32 } from "node:zlib";
+import lz4 from "lz4";
+import {
+  BATCH_ENTRY_SIZE,
+  BATCH_PREFIX_SIZE,
+  FRAME_OVERHEAD,
+  HEADER_SIZE,
+  LIMITS,
+  MAGIC,
+  MAX_BATCH_ENTRIES,
+  PAGE_ENCODING,
+  PAGE_SIZE,
+  type PageEncoding,
+  PROTOCOL_VERSION,
+  RECORD_TYPE,
+} from "./constants.js";
+import { ProtocolError } from "./errors.js";
+import type { DiskWrite, DiskWrites, Geometry, PageBatch, PageEntry } from "./records.js";
+import { readU32, readU64, type WireState, writeU8, writeU16, writeU32, writeU64 } from "./wire.js";
+
+/** A page of zeros, shared; never written. */
+export const ZERO_PAGE: Buffer = Buffer.alloc(PAGE_SIZE);
+const EMPTY: Buffer = Buffer.alloc(0);
+
+// Send-side scratch, reused by every batch: compressed blocks, and per-entry
+// encoding, length and scratch offset. Safe because encoding is synchronous.
+const lz4Scratch = Buffer.allocUnsafe(MAX_BATCH_ENTRIES * LIMITS.maxLz4Block);
+const scratchEnc = new Uint8Array(MAX_BATCH_ENTRIES);
+const scratchLen = new Uint16Array(MAX_BATCH_ENTRIES);
+const scratchOff = new Uint32Array(MAX_BATCH_ENTRIES);
+const scratchIndex = new Uint32Array(MAX_BATCH_ENTRIES);
+// Receive-side scratch for verifying lz4 blocks without touching the caller's memory.
+const verifyPage = Buffer.allocUnsafe(PAGE_SIZE);
+
+/** True when all 4096 bytes of `page` are zero. */
+export function isZeroPage(page: Uint8Array): boolean {
+  return Buffer.compare(page, ZERO_PAGE) === 0;
+}
+
+type BatchKind = "pageBatch" | "diskWrites";
+type BatchEntry = PageEntry | DiskWrite;
+
+function indexName(kind: BatchKind): string {
+  return kind === "pageBatch" ? "pfn" : "block";
+}
+
+function indexOfEntry(e: BatchEntry): number {
+  return "pfn" in e ? e.pfn : e.block;
+}
+
+/** Checks that `len` is the only length `enc` allows. Returns false for an unknown encoding. */
+function lengthFits(enc: number, len: number): boolean {
+  if (enc === PAGE_ENCODING.zero) return len === 0;
+  if (enc === PAGE_ENCODING.raw) return len === PAGE_SIZE;
+  if (enc === PAGE_ENCODING.lz4) return len >= 1 && len <= LIMITS.maxLz4Block;
+  return false;
+}
+
+/** Body size of a batch record; validates the entries as the decoder would (bar lz4 content and geometry). */
+export function preencodeBatch(s: WireState, r: PageBatch | DiskWrites): void {
+  const n = r.entries.length;
+  if (n === 0) throw new ProtocolError("bad-value", `${r.type} has no entries`);
+  if (n > MAX_BATCH_ENTRIES) throw new ProtocolError("too-large", `${r.type} has ${n} entries`);
+  let size = BATCH_PREFIX_SIZE + n * BATCH_ENTRY_SIZE;
+  let prev = -1;
+  for (const e of r.entries) {
+    if (!lengthFits(e.enc, e.data.length)) {
+      throw new ProtocolError("bad-encoding", `enc ${e.enc} with ${e.data.length} data bytes`);
+    }
+    const index = indexOfEntry(e);
+    if (r.type === "pageBatch" && index <= prev) throw new ProtocolError("bad-order", "pfns not increasing");
+    prev = index;
+    size += e.data.length;
+  }
+  s.end += size;
+}
+
+export function encodeBatch(s: WireState, r: PageBatch | DiskWrites): void {
+  const name = indexName(r.type);
+  writeU64(s, r.epoch, "epoch");
+  writeU32(s, r.entries.length, "count");
+  for (const e of r.entries) {
+    writeU32(s, indexOfEntry(e), name);
+    writeU8(s, e.enc, "enc");
+    writeU8(s, 0, "reserved");
+    writeU16(s, e.data.length, "len");
+  }
+  for (const e of r.entries) {
+    s.buf.set(e.data, s.start);
+    s.start += e.data.length;
+  }
+}
+
+/**
+ * Decodes a batch body. Order of checks (normative, SPEC §9): count, then
+ * each entry in order (enc, reserved, len, range, order, data present), then
+ * the data total, then (with `verifyPages`) every lz4 block.
+ */
+export function decodeBatch(
+  s: WireState,
+  kind: BatchKind,
+  geometry: Geometry | undefined,
+  verifyPages: boolean,
+): PageBatch | DiskWrites {
+  const name = indexName(kind);
+  // Why: without the geometry from the handshake there is no bound for pfn/block.
+  if (geometry === undefined) throw new ProtocolError("bad-order", `${kind} before the geometry is known`);
+  const limit = kind === "pageBatch" ? geometry.pages : geometry.diskBlocks;
+  const epoch = readU64(s, "epoch");
+  const count = readU32(s, "count");
+  if (count === 0) throw new ProtocolError("bad-value", `${kind} has no entries`);
+  // Why: both checks come before the entries array is allocated.
+  if (count > MAX_BATCH_ENTRIES) throw new ProtocolError("too-large", `${kind} count ${count}`);
+  if (s.end - s.start < count * BATCH_ENTRY_SIZE) {
+    throw new ProtocolError("truncated", `${count} entries need ${count * BATCH_ENTRY_SIZE} bytes`);
+  }
+  const buf = s.buf;
+  let entryOff = s.start;
+  let dataOff = s.start + count * BATCH_ENTRY_SIZE;
+  let prev = -1;
+  const pages: PageEntry[] = [];
+  const writes: DiskWrite[] = [];
+  for (let i = 0; i < count; i++, entryOff += BATCH_ENTRY_SIZE) {
+    const index = buf.readUInt32LE(entryOff);
+    const enc = buf[entryOff + 4]!;
+    const reserved = buf[entryOff + 5]!;
+    const len = buf.readUInt16LE(entryOff + 6);
+    if (enc > PAGE_ENCODING.lz4) throw new ProtocolError("bad-encoding", `entry ${i}: unknown enc ${enc}`);
+    if (reserved !== 0) throw new ProtocolError("bad-value", `entry ${i}: reserved byte is ${reserved}`);
+    if (!lengthFits(enc, len))
+      throw new ProtocolError("bad-encoding", `entry ${i}: enc ${enc} with len ${len}`);
+    if (index >= limit) throw new ProtocolError("out-of-range", `entry ${i}: ${name} ${index} >= ${limit}`);
+    // Why: strictly increasing pfns make a batch a set, so no page is written twice per batch.
+    if (kind === "pageBatch" && index <= prev) {
+      throw new ProtocolError("bad-order", `entry ${i}: pfn ${index} after ${prev}`);
+    }
+    prev = index;
+    if (s.end - dataOff < len) throw new ProtocolError("truncated", `entry ${i}: data runs past the body`);
+    const data = len === 0 ? EMPTY : buf.subarray(dataOff, dataOff + len);
+    dataOff += len;
+    if (kind === "pageBatch") pages.push({ pfn: index, enc: enc as PageEncoding, data });
+    else writes.push({ block: index, enc: enc as PageEncoding, data });
+  }
+  if (dataOff !== s.end)
+    throw new ProtocolError("trailing-bytes", `${s.end - dataOff} bytes after the last entry`);
+  s.start = s.end;
+  const entries = kind === "pageBatch" ? pages : writes;
+  if (verifyPages) {
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i]!;
+      if (e.enc === PAGE_ENCODING.lz4) decodeLz4(e.data, verifyPage, i);
+    }
+  }
+  return kind === "pageBatch"
+    ? { type: kind, epoch, entries: pages }
+    : { type: kind, epoch, entries: writes };
+}
+
+function decodeLz4(block: Uint8Array, dst: Uint8Array, i: number): void {
+  // Why: the output is exactly one page, so a block that would decode to more
+  // fails inside lz4, and one that decodes to less fails the length check.
+  const n = lz4.decodeBlock(block, dst);
+  if (n !== PAGE_SIZE) {
+    throw new ProtocolError(
+      "bad-encoding",
+      `entry ${i}: lz4 block decodes to ${n < 0 ? "garbage" : `${n} bytes`}`,
+    );
+  }
+}
+
+/**
+ * Writes the 4096 bytes of a decoded batch entry into `dst` at `dstOff`:
+ * zero-fills, copies, or decodes lz4 (exactly 4096 bytes or `bad-encoding`).
+ * On a `bad-encoding` error the 4096 bytes at `dstOff` are unspecified.
+ */
+export function decodePageInto(
+  entry: { enc: PageEncoding; data: Uint8Array },
+  dst: Uint8Array,
+  dstOff: number,
+): void {
+  if (!Number.isInteger(dstOff) || dstOff < 0 || dstOff + PAGE_SIZE > dst.length) {
+    throw new RangeError(`decodePageInto: no room for a page at ${dstOff} in ${dst.length} bytes`);
+  }
+  switch (entry.enc) {
+    case PAGE_ENCODING.zero:
+      dst.fill(0, dstOff, dstOff + PAGE_SIZE);
+      return;
+    case PAGE_ENCODING.raw:
+      if (entry.data.length !== PAGE_SIZE)
+        throw new ProtocolError("bad-encoding", "raw page is not 4096 bytes");
+      dst.set(entry.data, dstOff);
+      return;
+    case PAGE_ENCODING.lz4: {
+      if (entry.data.length === 0 || entry.data.length > LIMITS.maxLz4Block) {
+        throw new ProtocolError("bad-encoding", `lz4 block of ${entry.data.length} bytes`);
+      }
+      const target =
+        dstOff === 0 && dst.length === PAGE_SIZE ? dst : dst.subarray(dstOff, dstOff + PAGE_SIZE);
+      decodeLz4(entry.data, target, 0);
+      return;
+    }
+    default:
+      throw new ProtocolError("bad-encoding", `unknown enc ${String((entry as { enc: unknown }).enc)}`);
+  }
+}
+
+/** A batch frame built by `encodeBatchFrame`, with the byte counts the metrics need. */
+export interface BatchFrame {
+  /** The complete frame, ready to send as one WebSocket binary message. */
+  frame: Buffer;
+  /** 4096 × entries, zero pages included: `remusd_replication_bytes_total{stage="raw"}`. */
+  rawBytes: number;
+  /** Frame length: `remusd_replication_bytes_total{stage="wire"}`. */
+  wireBytes: number;
+  zeroPages: number;
+  rawPages: number;
+  lz4Pages: number;
+}
+
+export interface BatchOptions {
+  /** Try lz4 on every non-zero page; a page that does not shrink is sent raw. */
+  compress: boolean;
+  /** When given, indexes are checked against it before anything is sent. */
+  geometry?: Geometry;
+}
+
+/**
+ * Builds a PAGE_BATCH or DISK_WRITES frame from `count` pages without a
+ * Buffer per page. `indexOf(i)` is the pfn or block of entry i; `dataOf(i)`
+ * a view of its 4096 bytes. `dataOf` is called once per entry, and once more
+ * for each page sent raw, so it must return the same bytes each time (a view
+ * of guest memory or of a copy-on-write snapshot does); no view is kept.
+ */
+export function encodeBatchFrame(
+  kind: BatchKind,
+  epoch: number,
+  count: number,
+  indexOf: (i: number) => number,
+  dataOf: (i: number) => Uint8Array,
+  opts: BatchOptions,
+  header: { session: number; seq: number },
+): BatchFrame {
+  if (!Number.isInteger(count) || count < 1) throw new ProtocolError("bad-value", `${kind} count ${count}`);
+  if (count > MAX_BATCH_ENTRIES) throw new ProtocolError("too-large", `${kind} count ${count}`);
+  if (!Number.isInteger(epoch) || epoch < 0 || epoch > LIMITS.maxU64Number) {
+    throw new ProtocolError("bad-value", `epoch ${epoch}`);
+  }
+  const limit =
+    opts.geometry === undefined
+      ? 0x1_0000_0000
+      : kind === "pageBatch"
+        ? opts.geometry.pages
+        : opts.geometry.diskBlocks;
+  let dataBytes = 0;
+  let scratchUsed = 0;
+  let zeroPages = 0;
+  let lz4Pages = 0;
+  let prev = -1;
+  for (let i = 0; i < count; i++) {
+    const index = indexOf(i);
+    if (!Number.isInteger(index) || index < 0 || index >= limit || index > 0xffff_ffff) {
+      throw new ProtocolError("out-of-range", `${indexName(kind)} ${index}`);
+    }
+    if (kind === "pageBatch" && index <= prev) throw new ProtocolError("bad-order", "pfns not increasing");
+    prev = index;
+    scratchIndex[i] = index;
+    const page = dataOf(i);
+    if (page.length !== PAGE_SIZE) throw new ProtocolError("bad-value", `page ${i} is ${page.length} bytes`);
+    if (isZeroPage(page)) {
+      scratchEnc[i] = PAGE_ENCODING.zero;
+      scratchLen[i] = 0;
+      zeroPages++;
+      continue;
+    }
+    if (opts.compress) {
+      // Capacity 4095: lz4 returns 0 when the block would not be smaller than the page.
+      const n = lz4.encodeBlock(page, lz4Scratch, scratchUsed, scratchUsed + LIMITS.maxLz4Block);
+      if (n > 0) {
+        scratchEnc[i] = PAGE_ENCODING.lz4;
+        scratchLen[i] = n;
+        scratchOff[i] = scratchUsed;
+        scratchUsed += n;
+        dataBytes += n;
+        lz4Pages++;
+        continue;
+      }
+    }
+    scratchEnc[i] = PAGE_ENCODING.raw;
+    dataBytes += PAGE_SIZE;
+  }
+  const bodyLen = BATCH_PREFIX_SIZE + count * BATCH_ENTRY_SIZE + dataBytes;
+  const total = bodyLen + FRAME_OVERHEAD;
+  const out = Buffer.allocUnsafe(total);
+  writeHeader(out, RECORD_TYPE[kind], header.session, header.seq, bodyLen);
+  let p = HEADER_SIZE;
+  out.writeUInt32LE(epoch >>> 0, p);
+  out.writeUInt32LE(Math.floor(epoch / 0x1_0000_0000), p + 4);
+  out.writeUInt32LE(count, p + 8);
+  p += BATCH_PREFIX_SIZE;
+  let d = p + count * BATCH_ENTRY_SIZE;
+  for (let i = 0; i < count; i++, p += BATCH_ENTRY_SIZE) {
+    const enc = scratchEnc[i]!;
+    out.writeUInt32LE(scratchIndex[i]!, p);
+    out[p + 4] = enc;
+    out[p + 5] = 0;
+    if (enc === PAGE_ENCODING.raw) {
+      out.writeUInt16LE(PAGE_SIZE, p + 6);
+      const page = dataOf(i);
+      if (page.length !== PAGE_SIZE) throw new ProtocolError("bad-value", `page ${i} changed size`);
+      out.set(page, d);
+      d += PAGE_SIZE;
+    } else if (enc === PAGE_ENCODING.lz4) {
+      const n = scratchLen[i]!;
+      out.writeUInt16LE(n, p + 6);
+      lz4Scratch.copy(out, d, scratchOff[i]!, scratchOff[i]! + n);
+      d += n;
+    } else {
+      out.writeUInt16LE(0, p + 6);
+    }
+  }
+  out.writeUInt32LE(crc32(out.subarray(0, total - 4)), total - 4);
+  return {
+    frame: out,
+    rawBytes: count * PAGE_SIZE,
+    wireBytes: total,
+    zeroPages,
+    rawPages: count - zeroPages - lz4Pages,
+    lz4Pages,
+  };
+}
+
+/** Writes the 16-byte frame header. */
+export function writeHeader(out: Buffer, type: number, session: number, seq: number, bodyLen: number): void {
+  checkU32(session, "session");
+  checkU32(seq, "seq");
+  if (bodyLen > LIMITS.maxBody) throw new ProtocolError("too-large", `body of ${bodyLen} bytes`);
+  out.writeUInt16LE(MAGIC, 0);
+  out[2] = PROTOCOL_VERSION;
+  out[3] = type;
+  out.writeUInt32LE(session, 4);
+  out.writeUInt32LE(seq, 8);
+  out.writeUInt32LE(bodyLen, 12);
+}
+
+function checkU32(v: number, field: string): void {
+  if (!Number.isInteger(v) || v < 0 || v > 0xffff_ffff) {
+    throw new ProtocolError("bad-value", `${field} ${v} is not a u32`);
+  }
+}

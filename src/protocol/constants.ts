@@ -1,0 +1,161 @@
+/**
+ * Constants of the replication wire format, protocol version 1.
+ * Every number here is normative: proto/SPEC.md is the prose form of this file.
+ */
+
+/** First two bytes of every frame, little-endian: the bytes 0x44 0x52 ("DR"). */
+export const MAGIC = 0x5244;
+
+/** The only protocol version this code speaks. */
+export const PROTOCOL_VERSION = 1;
+
+export const HEADER_SIZE = 16;
+export const TRAILER_SIZE = 4;
+/** Header plus trailer: the smallest possible frame (an empty body). */
+export const FRAME_OVERHEAD = HEADER_SIZE + TRAILER_SIZE;
+
+/** Size of a guest memory page and of a virtual disk block. Fixed in version 1. */
+export const PAGE_SIZE = 4096;
+
+/** Record type codes (header byte 3). */
+export const RECORD_TYPE = {
+  hello: 0x01,
+  auth: 0x02,
+  syncBegin: 0x10,
+  pageBatch: 0x11,
+  diskWrites: 0x12,
+  vcpu: 0x13,
+  device: 0x14,
+  checkpointEnd: 0x15,
+  ack: 0x20,
+  nack: 0x21,
+  heartbeat: 0x30,
+  heartbeatReply: 0x31,
+  goodbye: 0x40,
+  switchoverRequest: 0x50,
+} as const;
+
+export type RecordType = keyof typeof RECORD_TYPE;
+export type RecordTypeCode = (typeof RECORD_TYPE)[RecordType];
+
+/** Reverse map: type code to record type name. */
+export const RECORD_TYPE_NAME: ReadonlyMap<number, RecordType> = new Map(
+  (Object.entries(RECORD_TYPE) as [RecordType, number][]).map(([name, code]) => [code, name]),
+);
+
+/** Largest number of entries in one PAGE_BATCH or DISK_WRITES record. */
+export const MAX_BATCH_ENTRIES = 512;
+/** Bytes of a batch body before its entries: epoch u64 + count u32. */
+export const BATCH_PREFIX_SIZE = 12;
+/** Bytes of one batch entry: index u32, enc u8, reserved u8, len u16. */
+export const BATCH_ENTRY_SIZE = 8;
+
+/**
+ * Every limit of the format. A receiver checks each length or count against
+ * its limit before it trusts the value or allocates anything for it.
+ */
+export const LIMITS = {
+  /** The largest legal body: a full batch of raw pages, rounded up to 2 MiB + 8 KiB. */
+  maxBody: 2 * 1024 * 1024 + 8 * 1024,
+  /** The largest legal frame, i.e. the `maxPayload` the WebSocket layer must enforce. */
+  maxFrame: 2 * 1024 * 1024 + 8 * 1024 + FRAME_OVERHEAD,
+  maxBatchEntries: MAX_BATCH_ENTRIES,
+  /** UTF-8 bytes of a NACK or GOODBYE message. */
+  maxMessage: 1024,
+  /** UTF-8 bytes of the software version string in HELLO. */
+  maxSoftware: 64,
+  maxVcpuState: 4096,
+  maxDeviceState: 4096,
+  /** An lz4 block must be strictly shorter than the page it encodes. */
+  maxLz4Block: PAGE_SIZE - 1,
+  /** u64 counters (epoch, generation, times in µs) must fit a JavaScript number. */
+  maxU64Number: Number.MAX_SAFE_INTEGER,
+} as const;
+
+/** Bytes of the HELLO nonce and node id. */
+export const NONCE_SIZE = 32;
+export const NODE_ID_SIZE = 16;
+export const MAC_SIZE = 32;
+export const DIGEST_SIZE = 32;
+
+/** Page (and disk block) encodings in batch entries. */
+export const PAGE_ENCODING = {
+  /** All 4096 bytes are zero; no data follows. */
+  zero: 0,
+  /** 4096 bytes of data. */
+  raw: 1,
+  /** One lz4 block (no frame header) of 1..4095 bytes that decodes to exactly 4096 bytes. */
+  lz4: 2,
+} as const;
+export type PageEncoding = (typeof PAGE_ENCODING)[keyof typeof PAGE_ENCODING];
+
+/** HELLO role codes. */
+export const ROLE = { primary: 1, backup: 2 } as const;
+export type RoleCode = (typeof ROLE)[keyof typeof ROLE];
+
+/** HELLO flag bits. Undefined bits must be zero. */
+export const HELLO_FLAG = {
+  /**
+   * Sent by a backup: it holds a complete, intact committed image of
+   * `committedEpoch`, so a primary of the same generation may resync it
+   * incrementally.
+   */
+  imageValid: 1 << 0,
+} as const;
+export const HELLO_FLAGS_DEFINED = HELLO_FLAG.imageValid;
+
+/** SYNC_BEGIN flag bits. Undefined bits must be zero. */
+export const SYNC_FLAG = {
+  /**
+   * The sync carries only what changed since the backup's committed image
+   * (announced with HELLO IMAGE_VALID); the backup applies it on top of that
+   * image. Without it the sync carries every page and block.
+   */
+  incremental: 1 << 0,
+} as const;
+export const SYNC_FLAGS_DEFINED = SYNC_FLAG.incremental;
+
+/** CHECKPOINT_END flag bits. Undefined bits must be zero. */
+export const CHECKPOINT_FLAG = {
+  /** This checkpoint completes the full sync started by SYNC_BEGIN. */
+  sync: 1 << 0,
+  /** The primary stopped its domain after this checkpoint: it is the last one of the session. */
+  final: 1 << 1,
+  /** The digest field carries the domain digest; otherwise it is all zero. */
+  hasDigest: 1 << 2,
+} as const;
+export const CHECKPOINT_FLAGS_DEFINED =
+  CHECKPOINT_FLAG.sync | CHECKPOINT_FLAG.final | CHECKPOINT_FLAG.hasDigest;
+
+/** Daemon state carried in HEARTBEAT (the `state` values of GET /v1/status). */
+export const PEER_STATE = {
+  syncing: 1,
+  protected: 2,
+  unprotected: 3,
+  waiting: 4,
+  standby: 5,
+} as const;
+export type PeerStateCode = (typeof PEER_STATE)[keyof typeof PEER_STATE];
+
+/** GOODBYE reason codes. Receivers accept unknown codes (a goodbye is a goodbye). */
+export const GOODBYE_REASON = {
+  shutdown: 1,
+  protocolError: 2,
+  authFailed: 3,
+  geometryMismatch: 4,
+  fenced: 5,
+  version: 6,
+  busy: 7,
+  resync: 8,
+  switchover: 9,
+} as const;
+
+/** NACK reason codes. Receivers accept unknown codes. */
+export const NACK_REASON = {
+  /** The backup could not stage or apply the checkpoint (storage, memory). */
+  applyFailed: 1,
+  /** With --verify: the backup's digest after applying differs from the primary's. */
+  digestMismatch: 2,
+  /** Any other reason; see the message. */
+  other: 3,
+} as const;

@@ -1,0 +1,176 @@
+/**
+ * The records of the replication stream as TypeScript values: one member of
+ * the `ReplicationRecord` union per record type of proto/SPEC.md §6.
+ *
+ * u64 counters (epochs, generations, microsecond times) are plain numbers; the
+ * format forbids values above 2^53 - 1 so they never lose precision. The one
+ * full-range u64, `guestTimeNs`, is a bigint. Byte fields are Uint8Array; a
+ * decoder returns Buffer views into the frame it decoded (no copies).
+ */
+
+import type { PageEncoding, PeerStateCode, RoleCode } from "./constants.js";
+
+export interface Hello {
+  type: "hello";
+  role: RoleCode;
+  /** Bits of HELLO_FLAG. */
+  flags: number;
+  generation: number;
+  pageSize: number;
+  pages: number;
+  diskBlockSize: number;
+  diskBlocks: number;
+  vcpuSize: number;
+  deviceSize: number;
+  committedEpoch: number;
+  /** 32 random bytes, fresh for every connection. */
+  nonce: Uint8Array;
+  /** 16 bytes naming the node; stable across restarts. */
+  nodeId: Uint8Array;
+  /** The sender's software version, at most 64 UTF-8 bytes. */
+  software: string;
+}
+
+export interface Auth {
+  type: "auth";
+  /** HMAC-SHA256, see `computeAuthMac`. */
+  mac: Uint8Array;
+}
+
+export interface SyncBegin {
+  type: "syncBegin";
+  generation: number;
+  /** The epoch whose CHECKPOINT_END (with the SYNC flag) completes the sync. */
+  epoch: number;
+  pages: number;
+  diskBlocks: number;
+  /** Bits of SYNC_FLAG. */
+  flags: number;
+}
+
+/** One page of a PAGE_BATCH. `data` is empty for a zero page. */
+export interface PageEntry {
+  pfn: number;
+  enc: PageEncoding;
+  data: Uint8Array;
+}
+
+/** One block write of a DISK_WRITES record. `data` is empty for a zeroed block. */
+export interface DiskWrite {
+  block: number;
+  enc: PageEncoding;
+  data: Uint8Array;
+}
+
+export interface PageBatch {
+  type: "pageBatch";
+  epoch: number;
+  /** 1..512 entries, pfns strictly increasing. */
+  entries: PageEntry[];
+}
+
+export interface DiskWrites {
+  type: "diskWrites";
+  epoch: number;
+  /** 1..512 entries in write order; a block may repeat, the later write wins. */
+  entries: DiskWrite[];
+}
+
+export interface Vcpu {
+  type: "vcpu";
+  epoch: number;
+  state: Uint8Array;
+}
+
+export interface Device {
+  type: "device";
+  epoch: number;
+  state: Uint8Array;
+}
+
+export interface CheckpointEnd {
+  type: "checkpointEnd";
+  epoch: number;
+  generation: number;
+  /** Bits of CHECKPOINT_FLAG. */
+  flags: number;
+  pageCount: number;
+  diskWriteCount: number;
+  recordCount: number;
+  streamCrc: number;
+  guestTimeNs: bigint;
+  /** 32 bytes; all zero unless flags has HAS_DIGEST. */
+  digest: Uint8Array;
+}
+
+export interface Ack {
+  type: "ack";
+  epoch: number;
+  generation: number;
+}
+
+export interface Nack {
+  type: "nack";
+  epoch: number;
+  reason: number;
+  message: string;
+}
+
+export interface Heartbeat {
+  type: "heartbeat";
+  pingId: number;
+  sentAtUs: number;
+  state: PeerStateCode;
+  committedEpoch: number;
+  generation: number;
+}
+
+export interface HeartbeatReply {
+  type: "heartbeatReply";
+  pingId: number;
+  sentAtUs: number;
+}
+
+export interface Goodbye {
+  type: "goodbye";
+  reason: number;
+  message: string;
+}
+
+export interface SwitchoverRequest {
+  type: "switchoverRequest";
+  generation: number;
+}
+
+/** Every record of the stream, discriminated by `type`. */
+export type ReplicationRecord =
+  | Hello
+  | Auth
+  | SyncBegin
+  | PageBatch
+  | DiskWrites
+  | Vcpu
+  | Device
+  | CheckpointEnd
+  | Ack
+  | Nack
+  | Heartbeat
+  | HeartbeatReply
+  | Goodbye
+  | SwitchoverRequest;
+
+/** The record of a given type name. */
+export type RecordOf<T extends ReplicationRecord["type"]> = Extract<ReplicationRecord, { type: T }>;
+
+/**
+ * Bounds that depend on the domain, learned from HELLO. Needed to decode
+ * PAGE_BATCH, DISK_WRITES, VCPU and DEVICE.
+ */
+export interface Geometry {
+  pages: number;
+  diskBlocks: number;
+  /** Exact size of a VCPU record's state. Unchecked when absent. */
+  vcpuSize?: number;
+  /** Largest size of a DEVICE record's state. Unchecked when absent. */
+  deviceSize?: number;
+}

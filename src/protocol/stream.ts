@@ -1,0 +1,420 @@
+/**
+ * Record order within a session (proto/SPEC.md §7): which record may follow
+ * which, and the per-checkpoint tally (record count, entry counts, chained
+ * CRC) that CHECKPOINT_END must match. Pure state machines, no I/O.
+ *
+ * `CheckpointStream` holds the rules of the primary-to-backup checkpoint
+ * stream; the primary runs it over what it sends (and gets the numbers for
+ * CHECKPOINT_END from it), the backup over what it receives. `StreamOrder`
+ * wraps it with the handshake and the records of the other direction.
+ */
+
+import { crc32 } from "node:zlib";
+import {
+  CHECKPOINT_FLAG,
+  HEADER_SIZE,
+  HELLO_FLAG,
+  RECORD_TYPE,
+  ROLE,
+  SYNC_FLAG,
+  TRAILER_SIZE,
+} from "./constants.js";
+import { ProtocolError } from "./errors.js";
+import { decodeFrame, frameCrc } from "./frame.js";
+import type { CheckpointEnd, Hello, ReplicationRecord } from "./records.js";
+
+/** The numbers a CHECKPOINT_END carries about the records before it. */
+export interface CheckpointSummary {
+  pageCount: number;
+  diskWriteCount: number;
+  recordCount: number;
+  streamCrc: number;
+}
+
+const trailerBytes = Buffer.alloc(4);
+
+class Tally {
+  pageCount = 0;
+  diskWriteCount = 0;
+  recordCount = 0;
+  streamCrc = 0;
+
+  add(type: "pageBatch" | "diskWrites" | "vcpu" | "device", entries: number, frameCrc: number): void {
+    if (type === "pageBatch") this.pageCount += entries;
+    else if (type === "diskWrites") this.diskWriteCount += entries;
+    this.recordCount++;
+    trailerBytes.writeUInt32LE(frameCrc, 0);
+    this.streamCrc = crc32(trailerBytes, this.streamCrc);
+  }
+
+  summary(): CheckpointSummary {
+    const { pageCount, diskWriteCount, recordCount, streamCrc } = this;
+    return { pageCount, diskWriteCount, recordCount, streamCrc };
+  }
+}
+
+type CheckpointRecordType = "pageBatch" | "diskWrites" | "vcpu" | "device";
+
+/**
+ * The rules of the checkpoint stream from primary to backup. Throws
+ * `ProtocolError` (`bad-order`, `bad-generation`, `bad-checkpoint`) on a
+ * violation.
+ */
+export class CheckpointStream {
+  /** Epoch of the next CHECKPOINT_END; undefined before the first SYNC_BEGIN. */
+  #next: number | undefined;
+  #phase: "data" | "vcpu" | "device" = "data";
+  #syncing = false;
+  #final = false;
+  #maxEpoch = 0;
+  #cur = new Tally();
+  #ahead = new Tally();
+  readonly #generation: number;
+
+  constructor(generation: number) {
+    this.#generation = generation;
+  }
+
+  /** Epoch of the checkpoint in progress (the next CHECKPOINT_END), if a sync has begun. */
+  get openEpoch(): number | undefined {
+    return this.#next;
+  }
+
+  /** True once a CHECKPOINT_END with FINAL went by: no checkpoint record may follow. */
+  get finished(): boolean {
+    return this.#final;
+  }
+
+  syncBegin(epoch: number, generation: number): void {
+    if (this.#final) throw new ProtocolError("bad-order", "SYNC_BEGIN after the final checkpoint");
+    if (generation !== this.#generation) {
+      throw new ProtocolError(
+        "bad-generation",
+        `SYNC_BEGIN generation ${generation}, session ${this.#generation}`,
+      );
+    }
+    // Why: a fresh epoch number keeps records of the abandoned stream from matching the new one.
+    if (epoch <= this.#maxEpoch)
+      throw new ProtocolError("bad-order", `SYNC_BEGIN epoch ${epoch} not above ${this.#maxEpoch}`);
+    this.#maxEpoch = epoch;
+    this.#next = epoch;
+    this.#phase = "data";
+    this.#syncing = true;
+    this.#cur = new Tally();
+    this.#ahead = new Tally();
+  }
+
+  record(type: CheckpointRecordType, epoch: number, entries: number, frameCrc: number): void {
+    const next = this.#next;
+    if (next === undefined) throw new ProtocolError("bad-order", `${type} before SYNC_BEGIN`);
+    if (this.#final) throw new ProtocolError("bad-order", `${type} after the final checkpoint`);
+    // Why: disk writes of the running epoch may overtake the previous checkpoint's pages, one epoch ahead at most.
+    if (type === "diskWrites" && epoch === next + 1) {
+      this.#ahead.add(type, entries, frameCrc);
+      this.#maxEpoch = Math.max(this.#maxEpoch, epoch);
+      return;
+    }
+    if (epoch !== next)
+      throw new ProtocolError("bad-order", `${type} for epoch ${epoch}, checkpoint ${next} is open`);
+    const want = type === "vcpu" ? "data" : type === "device" ? "vcpu" : "data";
+    if (this.#phase !== want)
+      throw new ProtocolError(
+        "bad-order",
+        `${type} of epoch ${epoch} after ${this.#phase === "vcpu" ? "VCPU" : "DEVICE"}`,
+      );
+    if (type === "vcpu") this.#phase = "vcpu";
+    else if (type === "device") this.#phase = "device";
+    this.#cur.add(type, entries, frameCrc);
+  }
+
+  /** The numbers the CHECKPOINT_END of the open checkpoint must carry. */
+  summary(): CheckpointSummary {
+    return this.#cur.summary();
+  }
+
+  /** Whether the next CHECKPOINT_END must carry the SYNC flag. */
+  get syncing(): boolean {
+    return this.#syncing;
+  }
+
+  /** Checks a CHECKPOINT_END against the tally and closes the checkpoint. */
+  end(r: CheckpointEnd): void {
+    const next = this.#next;
+    if (next === undefined || this.#final)
+      throw new ProtocolError("bad-order", "CHECKPOINT_END with no open checkpoint");
+    if (r.epoch !== next)
+      throw new ProtocolError("bad-order", `CHECKPOINT_END for epoch ${r.epoch}, ${next} is open`);
+    if (this.#phase !== "device")
+      throw new ProtocolError("bad-order", "CHECKPOINT_END before VCPU and DEVICE");
+    if (r.generation !== this.#generation) {
+      throw new ProtocolError(
+        "bad-generation",
+        `CHECKPOINT_END generation ${r.generation}, session ${this.#generation}`,
+      );
+    }
+    const sync = (r.flags & CHECKPOINT_FLAG.sync) !== 0;
+    if (sync !== this.#syncing)
+      throw new ProtocolError("bad-checkpoint", `SYNC flag ${sync}, sync in progress ${this.#syncing}`);
+    // Why: a checkpoint is applied only if every record of it arrived, in order, as sent.
+    const t = this.#cur;
+    if (
+      r.pageCount !== t.pageCount ||
+      r.diskWriteCount !== t.diskWriteCount ||
+      r.recordCount !== t.recordCount ||
+      r.streamCrc !== t.streamCrc
+    ) {
+      throw new ProtocolError(
+        "bad-checkpoint",
+        `epoch ${r.epoch}: end says ${r.recordCount} records/${r.pageCount} pages/${r.diskWriteCount} writes/crc ${r.streamCrc}, ` +
+          `stream had ${t.recordCount}/${t.pageCount}/${t.diskWriteCount}/crc ${t.streamCrc}`,
+      );
+    }
+    this.#syncing = false;
+    this.#final = (r.flags & CHECKPOINT_FLAG.final) !== 0;
+    this.#next = next + 1;
+    this.#maxEpoch = Math.max(this.#maxEpoch, next);
+    this.#phase = "data";
+    this.#cur = this.#ahead;
+    this.#ahead = new Tally();
+  }
+}
+
+/** What to do with a received record that passed the order checks. */
+export type Verdict = "accept" | "discard";
+
+type Phase = "hello" | "auth" | "open" | "closed";
+
+/**
+ * The order rules of one connection, for one side. Feed it every frame sent
+ * (`sent`) and every record received (`received`, after `FrameCodec.decode`).
+ * `received` throws `ProtocolError` on a violation, and answers "discard" for
+ * checkpoint records that arrive after this backup sent a NACK and before the
+ * primary's next SYNC_BEGIN (they belong to a stream the backup gave up on).
+ */
+export class StreamOrder {
+  readonly #local: "primary" | "backup";
+  #inPhase: Phase = "hello";
+  #outPhase: Phase = "hello";
+  #generation: number | undefined;
+  #stream: CheckpointStream | undefined;
+  // Primary side: what was sent and acknowledged.
+  #lastEndSent = 0;
+  #lastAcked = 0;
+  #syncEpoch: number | undefined;
+  #synced = false;
+  #awaitResync = false;
+  // Backup side: a NACK was sent; drop checkpoint records until SYNC_BEGIN.
+  #discarding = false;
+  // The backup has an intact committed image the primary knows of (HELLO IMAGE_VALID,
+  // or an ACK in this session): an incremental sync is allowed.
+  #imageValid = false;
+
+  constructor(local: "primary" | "backup") {
+    this.#local = local;
+  }
+
+  /** The primary's generation from its HELLO, once known. */
+  get generation(): number | undefined {
+    return this.#generation;
+  }
+
+  /** The primary-to-backup checkpoint stream (the primary's own, or the one the backup receives). */
+  get checkpoints(): CheckpointStream | undefined {
+    return this.#stream;
+  }
+
+  /** Numbers for the CHECKPOINT_END the primary is about to send. */
+  summary(): CheckpointSummary {
+    if (this.#stream === undefined) throw new ProtocolError("bad-order", "no checkpoint stream yet");
+    return this.#stream.summary();
+  }
+
+  /** Notes a frame this side sent (any record type, as encoded). */
+  sent(frame: Uint8Array): void {
+    const b = Buffer.isBuffer(frame) ? frame : Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength);
+    const type = b[3];
+    if (this.#outPhase === "closed") throw new ProtocolError("bad-order", "frame sent after GOODBYE");
+    if (type === RECORD_TYPE.goodbye) {
+      this.#outPhase = "closed";
+      return;
+    }
+    if (this.#outPhase === "hello") {
+      if (type !== RECORD_TYPE.hello) throw new ProtocolError("bad-order", "first frame sent is not HELLO");
+      const hello = decodeFrame(b, { session: null, seq: null });
+      if (hello.type === "hello") this.#noteHello(hello);
+      this.#outPhase = "auth";
+      return;
+    }
+    if (this.#outPhase === "auth") {
+      if (type !== RECORD_TYPE.auth) throw new ProtocolError("bad-order", "second frame sent is not AUTH");
+      this.#outPhase = "open";
+      return;
+    }
+    if (this.#local === "backup") {
+      if (type === RECORD_TYPE.nack) this.#discarding = true;
+      if (type === RECORD_TYPE.ack) this.#imageValid = true;
+      return;
+    }
+    // Primary: run the checkpoint rules over our own stream.
+    const crc = b.readUInt32LE(b.length - TRAILER_SIZE);
+    switch (type) {
+      case RECORD_TYPE.pageBatch:
+      case RECORD_TYPE.diskWrites: {
+        const epoch = b.readUInt32LE(HEADER_SIZE + 4) * 0x1_0000_0000 + b.readUInt32LE(HEADER_SIZE);
+        const count = b.readUInt32LE(HEADER_SIZE + 8);
+        this.#requireStream().record(
+          type === RECORD_TYPE.pageBatch ? "pageBatch" : "diskWrites",
+          epoch,
+          count,
+          crc,
+        );
+        return;
+      }
+      case RECORD_TYPE.vcpu:
+      case RECORD_TYPE.device: {
+        const epoch = b.readUInt32LE(HEADER_SIZE + 4) * 0x1_0000_0000 + b.readUInt32LE(HEADER_SIZE);
+        this.#requireStream().record(type === RECORD_TYPE.vcpu ? "vcpu" : "device", epoch, 0, crc);
+        return;
+      }
+      case RECORD_TYPE.syncBegin:
+      case RECORD_TYPE.checkpointEnd: {
+        const r = decodeFrame(b, { session: null, seq: null });
+        if (r.type === "syncBegin") {
+          this.#checkSyncFlags(r.flags);
+          this.#requireStream().syncBegin(r.epoch, r.generation);
+          this.#syncEpoch = r.epoch;
+          this.#synced = false;
+          this.#awaitResync = false;
+        } else if (r.type === "checkpointEnd") {
+          this.#requireStream().end(r);
+          this.#lastEndSent = r.epoch;
+        }
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  /** Checks a decoded record against the order rules; `frame` is the frame it came in. */
+  received(r: ReplicationRecord, frame: Uint8Array): Verdict {
+    if (this.#inPhase === "closed") throw new ProtocolError("bad-order", `${r.type} after GOODBYE`);
+    if (r.type === "goodbye") {
+      this.#inPhase = "closed";
+      return "accept";
+    }
+    if (this.#inPhase === "hello") {
+      if (r.type !== "hello") throw new ProtocolError("bad-order", `${r.type} before HELLO`);
+      if (r.role === (this.#local === "primary" ? ROLE.primary : ROLE.backup)) {
+        throw new ProtocolError("bad-order", "the peer claims our role");
+      }
+      this.#noteHello(r);
+      this.#inPhase = "auth";
+      return "accept";
+    }
+    if (this.#inPhase === "auth") {
+      if (r.type !== "auth") throw new ProtocolError("bad-order", `${r.type} before AUTH`);
+      this.#inPhase = "open";
+      return "accept";
+    }
+    switch (r.type) {
+      case "heartbeat":
+      case "heartbeatReply":
+        return "accept";
+      case "hello":
+      case "auth":
+        throw new ProtocolError("bad-order", `a second ${r.type.toUpperCase()}`);
+      default:
+        return this.#local === "backup" ? this.#fromPrimary(r, frame) : this.#fromBackup(r);
+    }
+  }
+
+  #fromPrimary(r: ReplicationRecord, frame: Uint8Array): Verdict {
+    switch (r.type) {
+      case "syncBegin":
+        this.#checkSyncFlags(r.flags);
+        this.#requireStream().syncBegin(r.epoch, r.generation);
+        this.#discarding = false;
+        return "accept";
+      case "pageBatch":
+      case "diskWrites":
+      case "vcpu":
+      case "device":
+      case "checkpointEnd": {
+        if (this.#discarding) return "discard";
+        const stream = this.#requireStream();
+        if (r.type === "checkpointEnd") stream.end(r);
+        else {
+          const entries = r.type === "pageBatch" || r.type === "diskWrites" ? r.entries.length : 0;
+          stream.record(r.type, r.epoch, entries, frameCrc(frame));
+        }
+        return "accept";
+      }
+      default:
+        throw new ProtocolError("bad-order", `${r.type} from a primary`);
+    }
+  }
+
+  #fromBackup(r: ReplicationRecord): Verdict {
+    switch (r.type) {
+      case "ack":
+      case "nack": {
+        if (r.type === "ack" && r.generation !== this.#generation) {
+          throw new ProtocolError(
+            "bad-generation",
+            `ACK generation ${r.generation}, session ${this.#generation}`,
+          );
+        }
+        // Why: acks are cumulative and in order; a NACK'd stream is acked only after a new sync.
+        if (this.#awaitResync || r.epoch <= this.#lastAcked || r.epoch > this.#lastEndSent) {
+          throw new ProtocolError(
+            "bad-order",
+            `${r.type.toUpperCase()} for epoch ${r.epoch}: last acked ${this.#lastAcked}, last sent ${this.#lastEndSent}`,
+          );
+        }
+        if (r.type === "nack") {
+          this.#awaitResync = true;
+          return "accept";
+        }
+        this.#lastAcked = r.epoch;
+        this.#imageValid = true;
+        if (this.#syncEpoch !== undefined && r.epoch >= this.#syncEpoch) this.#synced = true;
+        return "accept";
+      }
+      case "switchoverRequest":
+        if (r.generation !== this.#generation) {
+          throw new ProtocolError(
+            "bad-generation",
+            `SWITCHOVER_REQUEST generation ${r.generation}, session ${this.#generation}`,
+          );
+        }
+        if (!this.#synced)
+          throw new ProtocolError("bad-order", "SWITCHOVER_REQUEST before the sync was acknowledged");
+        return "accept";
+      default:
+        throw new ProtocolError("bad-order", `${r.type} from a backup`);
+    }
+  }
+
+  #noteHello(h: Hello): void {
+    if (h.role === ROLE.primary) {
+      this.#generation = h.generation;
+      this.#stream = new CheckpointStream(h.generation);
+    } else {
+      this.#imageValid = (h.flags & HELLO_FLAG.imageValid) !== 0;
+    }
+  }
+
+  #checkSyncFlags(flags: number): void {
+    // Why: an incremental sync onto a backup without an intact image would leave stale pages in it.
+    if ((flags & SYNC_FLAG.incremental) !== 0 && !this.#imageValid) {
+      throw new ProtocolError("bad-order", "incremental SYNC_BEGIN to a backup without IMAGE_VALID");
+    }
+  }
+
+  #requireStream(): CheckpointStream {
+    if (this.#stream === undefined)
+      throw new ProtocolError("bad-order", "checkpoint record before the primary's HELLO");
+    return this.#stream;
+  }
+}

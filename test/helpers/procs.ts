@@ -1,0 +1,133 @@
+/**
+ * Real-process test helpers: start remusd commands as child processes on
+ * ephemeral loopback ports, wait for conditions (polling with a deadline, never
+ * a fixed sleep), read event logs, and kill exactly the processes we started.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseEventLog } from "../../src/daemon/eventlog.js";
+
+export const REMUSD = join(process.cwd(), "dist", "src", "cli", "remusd.js");
+export const REMUSCTL = join(process.cwd(), "dist", "src", "cli", "remusctl.js");
+
+export interface Proc {
+  readonly child: ChildProcess;
+  readonly name: string;
+  stderr: string;
+  stdout: string;
+  exited: Promise<number | null>;
+  exitCode: number | null | undefined;
+}
+
+const started = new Set<Proc>();
+
+export function tempDir(prefix: string): string {
+  return mkdtempSync(join(tmpdir(), `remusd-${prefix}-`));
+}
+
+export function startProc(name: string, args: string[], env: NodeJS.ProcessEnv = {}): Proc {
+  const child = spawn(process.execPath, [REMUSD, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const p: Proc = {
+    child,
+    name,
+    stderr: "",
+    stdout: "",
+    exitCode: undefined,
+    exited: new Promise((resolve) => child.on("exit", (code) => resolve(code))),
+  };
+  child.stderr?.on("data", (d: Buffer) => {
+    p.stderr += d.toString();
+  });
+  child.stdout?.on("data", (d: Buffer) => {
+    p.stdout += d.toString();
+  });
+  void p.exited.then((c) => {
+    p.exitCode = c;
+    started.delete(p);
+  });
+  started.add(p);
+  return p;
+}
+
+/** Polls `cond` every 20 ms until it returns a truthy value or `timeoutMs` passes. */
+export async function waitFor<T>(what: string, cond: () => T | undefined | false, timeoutMs = 20000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = cond();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** The JSON log line with `msg`, once the process printed it. */
+export function logLine(p: Proc, msg: string): Record<string, unknown> | undefined {
+  for (const line of p.stderr.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    try {
+      const o = JSON.parse(line) as Record<string, unknown>;
+      if (o.msg === msg) return o;
+    } catch {
+      // partial line
+    }
+  }
+  return undefined;
+}
+
+export interface DaemonInfo {
+  readonly proc: Proc;
+  readonly control: string;
+  readonly replicationPort: number | undefined;
+}
+
+/** Starts a daemon and waits for its "started" line; returns its addresses. */
+export async function startDaemon(role: "primary" | "backup", name: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<DaemonInfo> {
+  const proc = startProc(name, [role, ...args], env);
+  const line = await waitFor(`${name} to start`, () => {
+    if (proc.exitCode !== undefined) throw new Error(`${name} exited with ${proc.exitCode}: ${proc.stderr.slice(-2000)}`);
+    return logLine(proc, `remusd ${role} started`);
+  });
+  return {
+    proc,
+    control: line.control as string,
+    replicationPort: typeof line.replication === "number" ? line.replication : undefined,
+  };
+}
+
+export function readEvents(file: string): ReturnType<typeof parseEventLog> {
+  if (!existsSync(file)) return [];
+  return parseEventLog(readFileSync(file, "utf8"));
+}
+
+export async function getJson(url: string, init?: RequestInit): Promise<{ status: number; body: unknown }> {
+  const r = await fetch(url, init);
+  const text = await r.text();
+  let body: unknown = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // not JSON
+  }
+  return { status: r.status, body };
+}
+
+export function kill(p: Proc, signal: NodeJS.Signals = "SIGKILL"): Promise<number | null> {
+  if (p.exitCode === undefined && p.child.pid !== undefined) p.child.kill(signal);
+  return p.exited;
+}
+
+/** Kills every process this test file started (call from `after`). */
+export async function killAll(): Promise<void> {
+  const all = [...started];
+  for (const p of all) if (p.child.pid !== undefined && p.exitCode === undefined) p.child.kill("SIGKILL");
+  await Promise.all(all.map((p) => p.exited));
+}
+
+export function cleanup(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}

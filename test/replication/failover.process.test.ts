@@ -1,0 +1,120 @@
+import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import { cleanup, getJson, kill, killAll, readEvents, startDaemon, tempDir, waitFor } from "../helpers/procs.js";
+
+after(killAll);
+
+const KEY = "process-test-key-0123456789";
+
+function common(dir: string, name: string): string[] {
+  const keyFile = join(dir, "key");
+  writeFileSync(keyFile, KEY);
+  return [
+    "--control",
+    "127.0.0.1:0",
+    "--auth-key-file",
+    keyFile,
+    "--data-dir",
+    join(dir, name),
+    "--event-log",
+    join(dir, `${name}.jsonl`),
+    "--verify",
+    "--domain-mib",
+    "16",
+    "--disk-mib",
+    "8",
+    "--heartbeat-ms",
+    "50",
+    "--heartbeat-misses",
+    "10",
+    "--log-level",
+    "info",
+  ];
+}
+
+test("SIGKILL of the primary: the backup activates from the last committed epoch with the primary's digest", async () => {
+  const dir = tempDir("failover");
+  try {
+    const backup = await startDaemon("backup", "backup", ["--listen", "127.0.0.1:0", ...common(dir, "backup")]);
+    const primary = await startDaemon("primary", "primary", [
+      "--peer",
+      `ws://127.0.0.1:${backup.replicationPort}`,
+      "--workload",
+      "dirty:rate=3000,hot=0.2,pattern=zipf+disk:rate=64",
+      "--interval-ms",
+      "20",
+      ...common(dir, "primary"),
+    ]);
+    const pLog = join(dir, "primary.jsonl");
+    const bLog = join(dir, "backup.jsonl");
+    await waitFor("20 committed epochs", () => readEvents(pLog).filter((e) => e.event === "checkpoint.committed").length >= 20);
+    await kill(primary.proc, "SIGKILL");
+    const activated = await waitFor("failover.activated", () => readEvents(bLog).find((e) => e.event === "failover.activated"));
+    const pEvents = readEvents(pLog);
+    const lastCommitted = Math.max(...pEvents.filter((e) => e.event === "checkpoint.committed").map((e) => e.epoch));
+    // The backup resumed from an epoch at least as new as the last one the primary saw committed...
+    assert.ok(activated.epoch >= lastCommitted, `activated ${activated.epoch} < committed ${lastCommitted}`);
+    // ...and its state is exactly the primary's state at that epoch.
+    const sent = pEvents.find((e) => e.event === "checkpoint.sent" && e.epoch === activated.epoch);
+    assert.ok(sent, `the primary's log has no checkpoint.sent for epoch ${activated.epoch}`);
+    assert.equal(activated.digest, sent.digest);
+    const applied = readEvents(bLog).find((e) => e.event === "checkpoint.applied" && e.epoch === activated.epoch);
+    assert.equal(applied?.digest, sent.digest);
+    // The daemon is now the primary, unprotected, and reports it.
+    const status = await getJson(`${backup.control}/v1/status`);
+    const st = status.body as { role: string; state: string; generation: number };
+    assert.equal(st.role, "primary");
+    assert.equal(st.state, "unprotected");
+    assert.equal(st.generation, 2);
+    assert.ok(readEvents(bLog).some((e) => e.event === "role.changed" && e.to === "primary"));
+    // The counter's file on the activated domain has no gap and no repeat: read it through the API.
+    const ps = (await getJson(`${backup.control}/v1/domain/processes`)).body as { processes: { name: string; ticks: number }[] };
+    assert.ok(ps.processes.some((p) => p.name === "counter"));
+    const check = await getJson(`${backup.control}/v1/domain/counter`);
+    assert.equal(check.status, 200, JSON.stringify(check.body));
+    const c = check.body as { ok: boolean; counter: number; lines: number; error?: string };
+    assert.ok(c.ok, c.error);
+    assert.ok(c.counter > 0 && c.lines === c.counter);
+    await kill(backup.proc, "SIGTERM");
+  } finally {
+    await killAll();
+    cleanup(dir);
+  }
+});
+
+test("SIGKILL of the backup: the primary goes unprotected, a new backup resyncs it and it is protected again", async () => {
+  const dir = tempDir("backup-loss");
+  try {
+    const backup1 = await startDaemon("backup", "backup1", ["--listen", "127.0.0.1:0", ...common(dir, "backup1")]);
+    const port = backup1.replicationPort as number;
+    const primary = await startDaemon("primary", "primary", [
+      "--peer",
+      `ws://127.0.0.1:${port}`,
+      "--workload",
+      "web",
+      ...common(dir, "primary"),
+    ]);
+    const pLog = join(dir, "primary.jsonl");
+    const status = async () => (await getJson(`${primary.control}/v1/status`)).body as { state: string; peer: { connected: boolean } };
+    await waitFor("primary protected", () => readEvents(pLog).some((e) => e.event === "state.changed" && e.to === "protected"));
+    await kill(backup1.proc, "SIGKILL");
+    await waitFor("primary unprotected", () =>
+      readEvents(pLog).some((e) => e.event === "state.changed" && e.to === "unprotected"),
+    );
+    assert.equal((await status()).state, "unprotected");
+    assert.ok(readEvents(pLog).some((e) => e.event === "peer.lost" && e.planned === false));
+    // A new backup on the same address: the primary reconnects (with backoff) and resyncs.
+    const before = readEvents(pLog).filter((e) => e.event === "state.changed" && e.to === "protected").length;
+    await startDaemon("backup", "backup2", ["--listen", `127.0.0.1:${port}`, ...common(dir, "backup2")]);
+    await waitFor("protected again", () =>
+      readEvents(pLog).filter((e) => e.event === "state.changed" && e.to === "protected").length > before,
+    );
+    assert.equal((await status()).state, "protected");
+    assert.ok(readEvents(pLog).some((e) => e.event === "sync.started" && e.mode === "full"));
+  } finally {
+    await killAll();
+    cleanup(dir);
+  }
+});
