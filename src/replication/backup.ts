@@ -566,6 +566,13 @@ export class BackupMachine {
     }
   }
 
+  /** New heartbeat settings, for new connections and the live one at once (PATCH /v1/config). */
+  setHeartbeat(hb: HeartbeatConfig): void {
+    this.config.heartbeat = hb;
+    if (this.conn) this.conn.heartbeat.config = hb;
+    for (const c of this.pending) c.heartbeat.config = hb;
+  }
+
   /** Asks the primary for a planned switchover (POST /v1/failover {"planned": true}). */
   requestSwitchover(): void {
     const c = this.conn;

@@ -158,6 +158,8 @@ export class PrimaryMachine {
   private lastBackupNode: string | undefined;
   private stopKind: "switchover" | "shutdown" | undefined;
   private finalEpoch: number | undefined;
+  /** Interval/compression changes waiting for the open epoch to end (see `reconfigure`). */
+  private nextConfig: Partial<Pick<PrimaryConfig, "intervalMs" | "compress">> | undefined;
 
   constructor(opts: PrimaryOptions) {
     this.domain = opts.domain;
@@ -235,6 +237,11 @@ export class PrimaryMachine {
     const from = this._state;
     this._state = s;
     this._lastChange = reason;
+    if (s !== "protected" && this.nextConfig) {
+      // No epoch is timed any more: changes waiting for the epoch's end apply now.
+      Object.assign(this.config, this.nextConfig);
+      this.nextConfig = undefined;
+    }
     this.emit({ type: "state.changed", from, to: s, reason });
     this.hooks.onState?.(s, reason);
   }
@@ -244,6 +251,28 @@ export class PrimaryMachine {
     if (!this.running) return 0;
     for (let i = 0; i < ticks; i++) this.kernel.tick();
     return ticks;
+  }
+
+  /**
+   * Changes the checkpoint interval or compression (PATCH /v1/config). While
+   * protected they take effect when the open epoch ends, so an epoch keeps the
+   * length it started with; otherwise no epoch is timed and they apply at once.
+   */
+  reconfigure(change: Partial<Pick<PrimaryConfig, "intervalMs" | "compress">>): void {
+    if (this._state === "protected") this.nextConfig = { ...this.nextConfig, ...change };
+    else Object.assign(this.config, change);
+  }
+
+  /** The interval/compression changes not yet in effect, if any. */
+  get pendingConfig(): Partial<Pick<PrimaryConfig, "intervalMs" | "compress">> | undefined {
+    return this.nextConfig;
+  }
+
+  /** New heartbeat settings, for new connections and the live one at once. */
+  setHeartbeat(hb: HeartbeatConfig): void {
+    this.config.heartbeat = hb;
+    if (this.conn) this.conn.heartbeat.config = hb;
+    for (const c of this.pending) c.heartbeat.config = hb;
   }
 
   /** Asks for a checkpoint at the next poll (POST /v1/checkpoint). */
@@ -556,6 +585,10 @@ export class PrimaryMachine {
     this.epoch = n + 1;
     this.epochStartedAt = now;
     this.forceCheckpoint = false;
+    if (this.nextConfig) {
+      Object.assign(this.config, this.nextConfig);
+      this.nextConfig = undefined;
+    }
     this.inflight.push(f);
     this.jobs.push(new CheckpointJob(this, f));
   }

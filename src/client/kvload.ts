@@ -1,0 +1,335 @@
+/**
+ * The client's load generator and checker for the guest's kvd (sans-IO: it
+ * drives a NetStack and is polled with the time; the real `remusd client` and
+ * the in-process simulations both use it).
+ *
+ * Each connection owns its own keys, so the expected result of every command
+ * is known exactly: SET makes an acknowledged write, INCR must return the
+ * previous value plus one, GET must return the last acknowledged value. Any
+ * other reply is a wrong read; a key whose acknowledged value is missing in the
+ * final read-back is a lost write. A connection that is reset or closed by the
+ * server counts as a reset. Because output commit holds every reply until the
+ * state that produced it is on the backup, none of these may happen across a
+ * failover.
+ */
+import type { NetStack } from "../net/stack.js";
+import { encodeCommand, RespError, RespParser, type RespValue } from "./resp.js";
+
+export interface KvLoadOptions {
+  readonly connections: number;
+  readonly seed: number;
+  readonly targetIp: number;
+  readonly port: number;
+  /** Keys per connection for SET/GET, and counters per connection for INCR. */
+  readonly keysPerConnection: number;
+  /** Requests in flight per connection (pipelining). */
+  readonly pipeline: number;
+  /** Stop issuing new commands after this many per connection (undefined: until `finish`). */
+  readonly maxRequestsPerConnection?: number;
+}
+
+export const DEFAULT_KVLOAD: Omit<KvLoadOptions, "targetIp" | "seed"> = {
+  connections: 8,
+  port: 6379,
+  keysPerConnection: 16,
+  pipeline: 2,
+};
+
+type Expect =
+  | { kind: "set"; key: string; value: string }
+  | { kind: "incr"; key: string; value: number }
+  | { kind: "get"; key: string; value: string | null; final: boolean };
+
+interface Conn {
+  readonly index: number;
+  sock: number;
+  phase: "connecting" | "open" | "closing" | "closed";
+  parser: RespParser;
+  outstanding: { expect: Expect; sentAt: number }[];
+  outbuf: Buffer;
+  issued: number;
+  lastProgress: number;
+}
+
+export interface KvLoadSummary {
+  connections: number;
+  requests: number;
+  replies: number;
+  resets: number;
+  reconnects: number;
+  longestStallMs: number;
+  lostWrites: number;
+  wrongReads: number;
+  verifiedKeys: number;
+  protocolErrors: number;
+  errors: string[];
+  ok: boolean;
+}
+
+function prng(seed: number): () => number {
+  let a = seed >>> 0 || 1;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export class KvLoad {
+  private readonly conns: Conn[] = [];
+  private readonly model = new Map<string, string>();
+  private readonly counters = new Map<string, number>();
+  private readonly rand: () => number;
+  private phase: "run" | "drain" | "verify" | "done" = "run";
+  readonly summary: KvLoadSummary = {
+    connections: 0,
+    requests: 0,
+    replies: 0,
+    resets: 0,
+    reconnects: 0,
+    longestStallMs: 0,
+    lostWrites: 0,
+    wrongReads: 0,
+    verifiedKeys: 0,
+    protocolErrors: 0,
+    errors: [],
+    ok: true,
+  };
+  /** Replies received per poll, for rate displays. */
+  repliesSince = 0;
+
+  constructor(
+    private readonly stack: NetStack,
+    readonly opts: KvLoadOptions,
+    now: number,
+  ) {
+    this.rand = prng(opts.seed);
+    for (let i = 0; i < opts.connections; i++) {
+      this.conns.push(this.open(i, now));
+    }
+    this.summary.connections = opts.connections;
+  }
+
+  private open(index: number, now: number): Conn {
+    const sock = this.stack.connect(this.opts.targetIp, this.opts.port);
+    return {
+      index,
+      sock,
+      phase: "connecting",
+      parser: new RespParser(),
+      outstanding: [],
+      outbuf: Buffer.alloc(0),
+      issued: 0,
+      lastProgress: now,
+    };
+  }
+
+  private error(msg: string): void {
+    if (this.summary.errors.length < 20) this.summary.errors.push(msg);
+  }
+
+  get done(): boolean {
+    return this.phase === "done";
+  }
+
+  get currentPhase(): string {
+    return this.phase;
+  }
+
+  /** Stops issuing load; drains outstanding replies, then reads back every acknowledged key. */
+  finish(): void {
+    if (this.phase === "run") this.phase = "drain";
+  }
+
+  private nextCommand(c: Conn): { args: string[]; expect: Expect } {
+    const r = this.rand();
+    const k = Math.floor(this.rand() * this.opts.keysPerConnection);
+    if (r < 0.4) {
+      const key = `c${c.index}:k${k}`;
+      const value = `v${c.index}-${c.issued}-${Math.floor(this.rand() * 1e9).toString(36)}`;
+      return { args: ["SET", key, value], expect: { kind: "set", key, value } };
+    }
+    if (r < 0.7) {
+      const key = `c${c.index}:n${k}`;
+      const value = (this.counters.get(key) ?? 0) + 1;
+      this.counters.set(key, value);
+      return { args: ["INCR", key], expect: { kind: "incr", key, value } };
+    }
+    const key = `c${c.index}:k${k}`;
+    return { args: ["GET", key], expect: { kind: "get", key, value: this.pendingValue(c, key), final: false } };
+  }
+
+  /** The value a GET must see: the last SET of this key issued on this connection (replies come in order). */
+  private pendingValue(c: Conn, key: string): string | null {
+    for (let i = c.outstanding.length - 1; i >= 0; i--) {
+      const e = (c.outstanding[i] as { expect: Expect }).expect;
+      if (e.kind === "set" && e.key === key) return e.value;
+    }
+    return this.model.get(key) ?? null;
+  }
+
+  private enqueue(c: Conn, args: string[], expect: Expect, now: number): void {
+    c.outbuf = c.outbuf.length ? Buffer.concat([c.outbuf, encodeCommand(args)]) : encodeCommand(args);
+    c.outstanding.push({ expect, sentAt: now });
+    this.summary.requests++;
+    c.issued++;
+  }
+
+  private check(c: Conn, expect: Expect, v: RespValue): void {
+    const where = `conn ${c.index} ${expect.kind} ${expect.key}`;
+    if (v.t === "error") {
+      this.summary.wrongReads++;
+      this.error(`${where}: error reply ${v.v}`);
+      return;
+    }
+    switch (expect.kind) {
+      case "set":
+        if (v.t === "simple" && v.v === "OK") this.model.set(expect.key, expect.value);
+        else {
+          this.summary.wrongReads++;
+          this.error(`${where}: SET answered ${JSON.stringify(v)}`);
+        }
+        return;
+      case "incr":
+        if (v.t !== "int" || v.v !== expect.value) {
+          this.summary.wrongReads++;
+          this.error(`${where}: INCR gave ${v.t === "int" ? v.v : JSON.stringify(v)}, expected ${expect.value}`);
+        }
+        return;
+      case "get": {
+        const got = v.t === "bulk" ? (v.v === null ? null : v.v.toString()) : undefined;
+        if (got === expect.value) {
+          if (expect.final) this.summary.verifiedKeys++;
+          return;
+        }
+        if (expect.final) {
+          this.summary.lostWrites++;
+          this.error(`${where}: acknowledged value '${expect.value}' read back as ${JSON.stringify(got)}`);
+        } else {
+          this.summary.wrongReads++;
+          this.error(`${where}: GET gave ${JSON.stringify(got)}, expected ${JSON.stringify(expect.value)}`);
+        }
+        return;
+      }
+    }
+  }
+
+  /** Advances every connection; call after the stack processed input and before stack.poll(). */
+  poll(now: number): void {
+    let finalQueued = false;
+    for (const c of this.conns) {
+      const st = this.stack.state(c.sock);
+      if (c.phase === "connecting") {
+        if (st === "ESTABLISHED") {
+          c.phase = "open";
+          c.lastProgress = now;
+        } else if (st === "CLOSED") {
+          this.reset(c, now, `connect failed (${this.stack.error(c.sock)})`);
+          continue;
+        }
+      }
+      if (c.phase === "open" && (st === "CLOSED" || st === "CLOSE_WAIT" || this.stack.eof(c.sock))) {
+        this.reset(c, now, `connection ${st === "CLOSED" ? `reset (${this.stack.error(c.sock)})` : "closed by the server"}`);
+        continue;
+      }
+      if (c.phase !== "open") continue;
+      // Read replies.
+      for (;;) {
+        const data = this.stack.recv(c.sock, 65536);
+        if (!data || data.length === 0) break;
+        c.parser.push(data);
+      }
+      try {
+        for (let v = c.parser.next(); v; v = c.parser.next()) {
+          const o = c.outstanding.shift();
+          if (!o) {
+            this.summary.protocolErrors++;
+            this.error(`conn ${c.index}: a reply nobody asked for`);
+            continue;
+          }
+          this.summary.replies++;
+          this.repliesSince++;
+          this.summary.longestStallMs = Math.max(this.summary.longestStallMs, now - Math.max(o.sentAt, c.lastProgress));
+          c.lastProgress = now;
+          this.check(c, o.expect, v);
+        }
+      } catch (e) {
+        this.summary.protocolErrors++;
+        this.error(`conn ${c.index}: ${e instanceof RespError ? e.message : String(e)}`);
+        this.stack.abort(c.sock);
+        this.reset(c, now, "unparsable reply");
+        continue;
+      }
+      if (c.outstanding.length > 0) {
+        this.summary.longestStallMs = Math.max(this.summary.longestStallMs, now - Math.max(c.outstanding[0]?.sentAt ?? now, c.lastProgress));
+      }
+      // Issue commands.
+      const limit = this.opts.maxRequestsPerConnection;
+      while (
+        this.phase === "run" &&
+        c.outstanding.length < this.opts.pipeline &&
+        (limit === undefined || c.issued < limit)
+      ) {
+        const cmd = this.nextCommand(c);
+        this.enqueue(c, cmd.args, cmd.expect, now);
+      }
+      if (this.phase === "verify" && !finalQueued) finalQueued = true;
+      // Flush what the socket accepts.
+      if (c.outbuf.length > 0) {
+        const n = this.stack.send(c.sock, c.outbuf);
+        if (n > 0) c.outbuf = c.outbuf.subarray(n);
+      }
+    }
+    this.advancePhase(now);
+  }
+
+  private reset(c: Conn, now: number, why: string): void {
+    this.summary.resets++;
+    this.error(`conn ${c.index}: ${why}`);
+    this.stack.close(c.sock);
+    // Requests in flight on a reset connection have unknown outcomes: forget their expectations.
+    for (const o of c.outstanding) {
+      if (o.expect.kind === "set") this.model.delete(o.expect.key);
+      if (o.expect.kind === "incr") this.counters.delete(o.expect.key);
+    }
+    const fresh = this.open(c.index, now);
+    Object.assign(c, fresh);
+    this.summary.reconnects++;
+  }
+
+  private advancePhase(now: number): void {
+    const idle = this.conns.every((c) => c.outstanding.length === 0 && c.outbuf.length === 0);
+    if (this.phase === "run") {
+      const limit = this.opts.maxRequestsPerConnection;
+      if (limit !== undefined && this.conns.every((c) => c.issued >= limit)) this.phase = "drain";
+      else return;
+    }
+    if (this.phase === "drain" && idle && this.conns.every((c) => c.phase === "open")) {
+      this.phase = "verify";
+      for (const c of this.conns) {
+        for (const [key, value] of this.model) {
+          if (key.startsWith(`c${c.index}:`)) this.enqueue(c, ["GET", key], { kind: "get", key, value, final: true }, now);
+        }
+        for (const [key, value] of this.counters) {
+          // A counter's last acknowledged INCR value: GET returns it as a string.
+          if (key.startsWith(`c${c.index}:`)) this.enqueue(c, ["GET", key], { kind: "get", key, value: String(value), final: true }, now);
+        }
+      }
+      return;
+    }
+    if (this.phase === "verify" && idle) {
+      this.phase = "done";
+      for (const c of this.conns) {
+        this.stack.close(c.sock);
+        c.phase = "closing";
+      }
+      this.summary.ok =
+        this.summary.resets === 0 &&
+        this.summary.lostWrites === 0 &&
+        this.summary.wrongReads === 0 &&
+        this.summary.protocolErrors === 0;
+    }
+  }
+}
