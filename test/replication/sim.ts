@@ -10,7 +10,7 @@ import { parseWorkload } from "../../src/guest/workload.js";
 import { BackupMachine, NullStore } from "../../src/replication/backup.js";
 import type { Port } from "../../src/replication/conn.js";
 import type { ReplicationEvent } from "../../src/replication/events.js";
-import { PrimaryMachine } from "../../src/replication/primary.js";
+import { type PrimaryHooks, PrimaryMachine } from "../../src/replication/primary.js";
 
 /** Mulberry32: a small seeded PRNG for the simulation's own choices. */
 export function rng(seed: number): () => number {
@@ -153,6 +153,8 @@ export interface PairOptions {
   heartbeatMs?: number;
   misses?: number;
   key?: Buffer;
+  /** Give the guest a NIC, a TCP/IP stack and its network services. */
+  net?: { mac: Uint8Array; ip: number };
 }
 
 /** A primary and a backup on a SimNet, with every event recorded. */
@@ -176,6 +178,10 @@ export class SimPair {
   autoReconnect = true;
   readonly store = new NullStore();
   onPrimaryFrame: ((data: Buffer) => void) | undefined;
+  /** Runs after the primary's guest tick, before its poll (the NIC's host side pumps output here). */
+  afterGuest: (() => void) | undefined;
+  /** More primary hooks (the network's output commit), called after the built-in ones. */
+  extraHooks: PrimaryHooks = {};
 
   constructor(readonly opts: PairOptions) {
     this.random = rng(opts.seed);
@@ -186,6 +192,7 @@ export class SimPair {
     const kernel = bootGuest(this.primaryDomain, {
       seed: opts.seed,
       workload: parseWorkload(opts.workload ?? "dirty:rate=30000,hot=0.2,pattern=zipf+disk:rate=256"),
+      ...(opts.net ? { net: opts.net } : {}),
     });
     const key = opts.key ?? Buffer.from("simulation-key");
     const hb = { intervalMs: opts.heartbeatMs ?? 20, misses: opts.misses ?? 5 };
@@ -210,9 +217,12 @@ export class SimPair {
         if (e.type === "checkpoint.sent" && e.digest) this.primaryDigests.set(e.epoch, e.digest);
       },
       hooks: {
+        beforeCapture: (epoch) => this.extraHooks.beforeCapture?.(epoch),
         onCommitted: (epoch) => {
           this.releasedEpoch = Math.max(this.releasedEpoch, epoch);
+          this.extraHooks.onCommitted?.(epoch);
         },
+        onState: (state, reason) => this.extraHooks.onState?.(state, reason),
       },
       hrClock: () => 0,
     });
@@ -259,6 +269,7 @@ export class SimPair {
     this.net.advance(t - 0.5);
     if (this.primaryAlive && !this.primaryFrozen) {
       this.primary.runGuest(1);
+      this.afterGuest?.();
       this.primary.poll(this.net.now);
       if (this.autoReconnect && this.primary.wantsPeer && this.net.now >= this.reconnectAt && this.backup.state !== "activated") {
         this.reconnectAt = this.net.now + 10;
