@@ -49,6 +49,9 @@ interface Conn {
   outbuf: Buffer;
   issued: number;
   lastProgress: number;
+  /** After a reset: when to reconnect, and how many times in a row it failed. */
+  retryAt: number;
+  failures: number;
 }
 
 export interface KvLoadSummary {
@@ -123,6 +126,8 @@ export class KvLoad {
       outbuf: Buffer.alloc(0),
       issued: 0,
       lastProgress: now,
+      retryAt: 0,
+      failures: 0,
     };
   }
 
@@ -218,12 +223,19 @@ export class KvLoad {
 
   /** Advances every connection; call after the stack processed input and before stack.poll(). */
   poll(now: number): void {
-    let finalQueued = false;
     for (const c of this.conns) {
+      if (c.phase === "closed") {
+        if (now < c.retryAt) continue;
+        const failures = c.failures;
+        Object.assign(c, this.open(c.index, now));
+        c.failures = failures;
+        this.summary.reconnects++;
+      }
       const st = this.stack.state(c.sock);
       if (c.phase === "connecting") {
         if (st === "ESTABLISHED") {
           c.phase = "open";
+          c.failures = 0;
           c.lastProgress = now;
         } else if (st === "CLOSED") {
           this.reset(c, now, `connect failed (${this.stack.error(c.sock)})`);
@@ -275,7 +287,6 @@ export class KvLoad {
         const cmd = this.nextCommand(c);
         this.enqueue(c, cmd.args, cmd.expect, now);
       }
-      if (this.phase === "verify" && !finalQueued) finalQueued = true;
       // Flush what the socket accepts.
       if (c.outbuf.length > 0) {
         const n = this.stack.send(c.sock, c.outbuf);
@@ -294,9 +305,13 @@ export class KvLoad {
       if (o.expect.kind === "set") this.model.delete(o.expect.key);
       if (o.expect.kind === "incr") this.counters.delete(o.expect.key);
     }
-    const fresh = this.open(c.index, now);
-    Object.assign(c, fresh);
-    this.summary.reconnects++;
+    c.outstanding = [];
+    c.outbuf = Buffer.alloc(0);
+    c.parser = new RespParser();
+    c.phase = "closed";
+    // Back off: 50 ms doubling to 1 s, so a refused port is not hammered.
+    c.retryAt = now + Math.min(1000, 50 * 2 ** c.failures);
+    c.failures++;
   }
 
   private advancePhase(now: number): void {

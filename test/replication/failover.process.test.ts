@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { after, test } from "node:test";
+import { WebSocket } from "ws";
 import { cleanup, getJson, kill, killAll, readEvents, startDaemon, tempDir, waitFor } from "../helpers/procs.js";
 
 after(killAll);
@@ -32,6 +34,13 @@ function common(dir: string, name: string): string[] {
     "--log-level",
     "info",
   ];
+}
+
+/** The same options with another --auth-key-file. */
+function withKeyFile(args: string[], file: string): string[] {
+  const out = [...args];
+  out[out.indexOf("--auth-key-file") + 1] = file;
+  return out;
 }
 
 test("SIGKILL of the primary: the backup activates from the last committed epoch with the primary's digest", async () => {
@@ -113,6 +122,66 @@ test("SIGKILL of the backup: the primary goes unprotected, a new backup resyncs 
     );
     assert.equal((await status()).state, "protected");
     assert.ok(readEvents(pLog).some((e) => e.event === "sync.started" && e.mode === "full"));
+  } finally {
+    await killAll();
+    cleanup(dir);
+  }
+});
+
+test("real sockets: strangers on the replication port (raw TCP garbage, a WebSocket with junk frames, a wrong key) change nothing", async () => {
+  const dir = tempDir("strangers");
+  try {
+    const backup = await startDaemon("backup", "backup", ["--listen", "127.0.0.1:0", ...common(dir, "backup")]);
+    await startDaemon("primary", "primary", [
+      "--peer",
+      `ws://127.0.0.1:${backup.replicationPort}`,
+      "--workload",
+      "idle",
+      ...common(dir, "primary"),
+    ]);
+    const bLog = join(dir, "backup.jsonl");
+    await waitFor("standby", () => readEvents(bLog).some((e) => e.event === "state.changed" && e.to === "standby"));
+    const port = backup.replicationPort as number;
+    // 1. Raw TCP garbage (not even HTTP).
+    await new Promise<void>((resolve) => {
+      const s = connect(port, "127.0.0.1", () => s.write(Buffer.alloc(300, 0x41)));
+      s.on("close", () => resolve());
+      s.on("error", () => resolve());
+      setTimeout(() => s.destroy(), 2000).unref();
+    });
+    // 2. A WebSocket that sends junk binary and text frames.
+    await new Promise<void>((resolve) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${port}`);
+      ws.on("open", () => {
+        ws.send(Buffer.from("not a replication frame at all"));
+        ws.send("text is not allowed either");
+      });
+      ws.on("close", () => resolve());
+      ws.on("error", () => resolve());
+    });
+    // 3. A primary with the wrong key.
+    const wrongKey = join(dir, "wrong.key");
+    writeFileSync(wrongKey, "a-completely-different-key-987654");
+    const intruder = await startDaemon("primary", "intruder", [
+      "--peer",
+      `ws://127.0.0.1:${port}`,
+      "--workload",
+      "idle",
+      ...withKeyFile(common(dir, "intruder"), wrongKey),
+    ]);
+    await waitFor("the intruder refused", () => readEvents(bLog).filter((e) => e.event === "peer.refused").length >= 3);
+    await kill(intruder.proc, "SIGKILL");
+    const committed = async () => ((await getJson(`${backup.control}/v1/status`)).body as { epoch: { committed: number } }).epoch.committed;
+    const before = await committed();
+    await waitFor("the real pair goes on", async () => (await committed()) > before + 5);
+    const st = (await getJson(`${backup.control}/v1/status`)).body as { state: string; role: string };
+    assert.equal(st.role, "backup");
+    assert.equal(st.state, "standby");
+    assert.ok(!readEvents(bLog).some((e) => e.event === "peer.lost" || e.event === "failover.activated"));
+    const reasons = readEvents(bLog)
+      .filter((e) => e.event === "peer.refused")
+      .map((e) => String(e.reason));
+    assert.ok(reasons.some((r) => /auth/i.test(r)), reasons.join(" | "));
   } finally {
     await killAll();
     cleanup(dir);

@@ -1,0 +1,288 @@
+/**
+ * `remusd demo`: the whole system on one machine, with a failover.
+ *
+ * Starts real child processes on loopback with ephemeral ports (a vswitch, a
+ * backup, a primary running kvd and a workload, and `remusd client` load),
+ * shows live progress, SIGKILLs the primary, shows the failover, lets the
+ * workload continue on the new primary, prints a summary, and exits 0 only if
+ * the client saw zero resets, zero lost writes and zero wrong reads.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { percentile } from "../bench/stats.js";
+import type { OptValues } from "./options.js";
+
+const REMUSD = fileURLToPath(new URL("./remusd.js", import.meta.url));
+
+interface Child {
+  readonly name: string;
+  readonly proc: ChildProcess;
+  stderr: string;
+  stdout: string;
+  exit: Promise<number | null>;
+  exited: boolean;
+}
+
+function spawnRemusd(name: string, args: string[]): Child {
+  const proc = spawn(process.execPath, [REMUSD, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  const c: Child = {
+    name,
+    proc,
+    stderr: "",
+    stdout: "",
+    exited: false,
+    exit: new Promise((resolve) => proc.on("exit", (code) => resolve(code))),
+  };
+  void c.exit.then(() => {
+    c.exited = true;
+  });
+  proc.stderr?.on("data", (d: Buffer) => {
+    c.stderr += d.toString();
+    if (c.stderr.length > 4_000_000) c.stderr = c.stderr.slice(-1_000_000);
+  });
+  proc.stdout?.on("data", (d: Buffer) => {
+    c.stdout += d.toString();
+  });
+  return c;
+}
+
+function jsonLines(text: string): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  for (const line of text.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    try {
+      out.push(JSON.parse(line) as Record<string, unknown>);
+    } catch {
+      // a partial line
+    }
+  }
+  return out;
+}
+
+async function waitFor<T>(what: string, f: () => T | undefined | false | Promise<T | undefined | false>, ms: number): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function started(c: Child, msg: string): Record<string, unknown> | undefined {
+  if (c.exited) throw new Error(`${c.name} exited early:\n${c.stderr.slice(-1500)}`);
+  return jsonLines(c.stderr).find((o) => o.msg === msg);
+}
+
+async function getJson(url: string): Promise<Record<string, unknown> | undefined> {
+  try {
+    const r = await fetch(url, { signal: AbortSignal.timeout(1000) });
+    return (await r.json()) as Record<string, unknown>;
+  } catch {
+    return undefined;
+  }
+}
+
+function readEvents(file: string): Record<string, unknown>[] {
+  return existsSync(file) ? jsonLines(readFileSync(file, "utf8")) : [];
+}
+
+const fmt = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : "-");
+
+export async function runDemo(v: OptValues): Promise<void> {
+  const killAfter = (v["kill-after"] as number) * 1000;
+  const after = (v["after"] as number) * 1000;
+  const keep = v["keep-running"] === true;
+  const tty = process.stdout.isTTY === true;
+  const dir = (v.dir as string | undefined) ?? mkdtempSync(join(tmpdir(), "remusd-demo-"));
+  mkdirSync(dir, { recursive: true });
+  const keyFile = join(dir, "replication.key");
+  const tokenFile = join(dir, "api.token");
+  writeFileSync(keyFile, randomBytes(24).toString("hex"), { mode: 0o600 });
+  writeFileSync(tokenFile, randomBytes(16).toString("hex"), { mode: 0o600 });
+  const pLog = join(dir, "primary.events.jsonl");
+  const bLog = join(dir, "backup.events.jsonl");
+  const children: Child[] = [];
+  const say = (s: string) => process.stdout.write(`${s}\n`);
+  const cleanup = async (keepPrimary: Child | undefined) => {
+    for (const c of children) if (c !== keepPrimary && !c.exited) c.proc.kill("SIGKILL");
+    await Promise.all(children.filter((c) => c !== keepPrimary).map((c) => c.exit));
+  };
+  let interrupted = false;
+  const onSigint = () => {
+    interrupted = true;
+    void cleanup(undefined).then(() => process.exit(130));
+  };
+  process.on("SIGINT", onSigint);
+  process.on("SIGTERM", onSigint);
+
+  try {
+    say(`remusd demo: working directory ${dir}`);
+    const common = (name: string) => [
+      "--control",
+      "127.0.0.1:0",
+      "--auth-key-file",
+      keyFile,
+      "--api-token-file",
+      tokenFile,
+      "--data-dir",
+      join(dir, name),
+      "--verify",
+      "--heartbeat-ms",
+      "50",
+      "--heartbeat-misses",
+      "6",
+      "--domain-mib",
+      String(v["domain-mib"]),
+    ];
+    const sw = spawnRemusd("vswitch", ["vswitch", "--listen", "127.0.0.1:0"]);
+    children.push(sw);
+    const swPort = (await waitFor("the vswitch", () => started(sw, "remusd vswitch started"), 15000)).port as number;
+    const backup = spawnRemusd("backup", [
+      "backup",
+      "--listen",
+      "127.0.0.1:0",
+      "--event-log",
+      bLog,
+      "--switch",
+      `127.0.0.1:${swPort}`,
+      ...common("backup"),
+    ]);
+    children.push(backup);
+    const bInfo = await waitFor("the backup", () => started(backup, "remusd backup started"), 15000);
+    const primary = spawnRemusd("primary", [
+      "primary",
+      "--peer",
+      `ws://127.0.0.1:${bInfo.replication as number}`,
+      "--listen",
+      "127.0.0.1:0",
+      "--event-log",
+      pLog,
+      "--switch",
+      `127.0.0.1:${swPort}`,
+      "--workload",
+      v.workload as string,
+      ...common("primary"),
+    ]);
+    children.push(primary);
+    const pInfo = await waitFor("the primary", () => started(primary, "remusd primary started"), 15000);
+    const pControl = pInfo.control as string;
+    const bControl = bInfo.control as string;
+    say(`  vswitch  udp://127.0.0.1:${swPort}`);
+    say(`  backup   ${bControl}  (replication ws://127.0.0.1:${bInfo.replication as number})`);
+    say(`  primary  ${pControl}`);
+    const t0 = Date.now();
+    await waitFor(
+      "the first sync",
+      async () => (await getJson(`${pControl}/v1/status`))?.state === "protected",
+      30000,
+    );
+    say(`  protected after ${((Date.now() - t0) / 1000).toFixed(1)} s (full sync of ${v["domain-mib"]} MiB done)`);
+    const clientDuration = (killAfter + after) / 1000;
+    const client = spawnRemusd("client", [
+      "client",
+      "--switch",
+      `127.0.0.1:${swPort}`,
+      "--connections",
+      String(v.connections),
+      "--duration",
+      String(clientDuration),
+      "--seed",
+      String(v.seed),
+      "--progress",
+    ]);
+    children.push(client);
+
+    // Live progress until the kill.
+    const loadStart = Date.now();
+    let lastLine = "";
+    const progress = async (phase: string, control: string, log: string): Promise<void> => {
+      const ev = readEvents(log).filter((e) => e.event === "checkpoint.committed");
+      const recent = ev.slice(-400);
+      const pauses = recent.map((e) => e.pauseMs as number);
+      const wire = ev.reduce((a, e) => a + ((e.wireBytes as number) ?? 0), 0);
+      const raw = ev.reduce((a, e) => a + ((e.rawBytes as number) ?? 0), 0);
+      const st = await getJson(`${control}/v1/status`);
+      const nb = (st?.netbuf as { packets?: number } | undefined)?.packets ?? 0;
+      const cp = jsonLines(client.stderr).filter((o) => o.msg === "client progress");
+      const last = cp[cp.length - 1];
+      const role = `${String(st?.role ?? "?")}/${String(st?.state ?? "?")}`;
+      const line =
+        `${phase.padEnd(11)} ${role.padEnd(20)} epoch ${String((st?.epoch as { committed?: number } | undefined)?.committed ?? "-").padStart(5)}` +
+        `  pause p50 ${fmt(percentile(pauses, 50), 2)} ms p99 ${fmt(percentile(pauses, 99), 2)} ms` +
+        `  replicated ${fmt(wire / 1e6)} MB (x${fmt(raw / Math.max(1, wire))} compression)` +
+        `  netbuf ${nb}  client ${fmt((last?.rps as number) ?? 0, 0)} req/s, ${(last?.replies as number) ?? 0} replies`;
+      if (tty) process.stdout.write(`\r${line.slice(0, (process.stdout.columns ?? 200) - 1).padEnd(lastLine.length)}`);
+      else if (line !== lastLine) say(line);
+      lastLine = line;
+    };
+    while (Date.now() - loadStart < killAfter) {
+      await progress("protected", pControl, pLog);
+      await new Promise((r) => setTimeout(r, tty ? 250 : 1000));
+    }
+    if (tty) process.stdout.write("\n");
+
+    // The failover.
+    const lastCommitted = Math.max(0, ...readEvents(pLog).filter((e) => e.event === "checkpoint.committed").map((e) => e.epoch as number));
+    const killedAt = Date.now();
+    primary.proc.kill("SIGKILL");
+    say(`SIGKILL primary (pid ${primary.proc.pid}) at epoch ${lastCommitted} ...`);
+    const activated = await waitFor("the backup to activate", () => readEvents(bLog).find((e) => e.event === "failover.activated"), 30000);
+    const activationMs = Date.parse(activated.ts as string) - killedAt;
+    say(
+      `  backup activated from epoch ${activated.epoch as number} after ${activationMs} ms (${activated.reason as string}); digest ${(activated.digest as string).slice(0, 16)}… matches the primary's: ${
+        readEvents(pLog).find((e) => e.event === "checkpoint.sent" && e.epoch === activated.epoch)?.digest === activated.digest
+      }`,
+    );
+    while (!client.exited) {
+      await progress("failed over", bControl, bLog);
+      await new Promise((r) => setTimeout(r, tty ? 250 : 1000));
+    }
+    if (tty) process.stdout.write("\n");
+    await client.exit;
+    const summary = jsonLines(client.stdout).pop();
+    if (!summary) throw new Error(`the client printed no summary:\n${client.stderr.slice(-1500)}`);
+    const pEvents = readEvents(pLog).filter((e) => e.event === "checkpoint.committed");
+    const pauses = pEvents.map((e) => e.pauseMs as number);
+    const wire = pEvents.reduce((a, e) => a + (e.wireBytes as number), 0);
+    const raw = pEvents.reduce((a, e) => a + (e.rawBytes as number), 0);
+    const st = await getJson(`${bControl}/v1/status`);
+    const rows: [string, string][] = [
+      ["checkpoints committed (old primary)", String(pEvents.length)],
+      ["pause p50 / p99", `${fmt(percentile(pauses, 50), 2)} ms / ${fmt(percentile(pauses, 99), 2)} ms`],
+      ["replicated on the wire", `${fmt(wire / 1e6)} MB (raw ${fmt(raw / 1e6)} MB, compression x${fmt(raw / Math.max(1, wire))})`],
+      ["failover: kill to activation", `${activationMs} ms, resumed epoch ${activated.epoch as number} (last committed ${lastCommitted})`],
+      ["new primary", `${String(st?.role)} / ${String(st?.state)} / generation ${String(st?.generation)}`],
+      ["client requests / replies", `${summary.requests as number} / ${summary.replies as number} (${summary.requestsPerSec as number} req/s)`],
+      ["client longest stall", `${Math.round(summary.longestStallMs as number)} ms`],
+      ["resets / reconnects", `${summary.resets as number} / ${summary.reconnects as number}`],
+      ["lost acknowledged writes", String(summary.lostWrites)],
+      ["wrong reads", String(summary.wrongReads)],
+      ["keys verified at the end", String(summary.verifiedKeys)],
+    ];
+    const w = Math.max(...rows.map((r) => r[0].length));
+    say("");
+    say("summary");
+    for (const [k, val] of rows) say(`  ${k.padEnd(w)}  ${val}`);
+    const ok = summary.ok === true;
+    say("");
+    say(ok ? "PASS: no reset, no lost write, no wrong read across the failover" : `FAIL: ${JSON.stringify(summary.errors)}`);
+    process.exitCode = ok ? 0 : 1;
+    if (keep && !interrupted) {
+      say("");
+      say("the new primary keeps running (Ctrl-C stops it):");
+      say(`  status   ${bControl}/v1/status`);
+      say(`  docs     ${bControl}/docs`);
+      say(`  metrics  ${bControl}/metrics`);
+      say(`  token    ${tokenFile}`);
+      await new Promise(() => {});
+    }
+  } finally {
+    if (!interrupted) await cleanup(undefined);
+    if (v.dir === undefined && !keep) rmSync(dir, { recursive: true, force: true });
+  }
+}
