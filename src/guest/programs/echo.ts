@@ -25,12 +25,18 @@ registerProgram({
     const st = p.stateAddr;
     const m = k.mem;
     const l = m.u32(st);
+    // accept scans the socket table: call it only while it yields and there is a free slot.
+    let pending = true;
     for (let i = 0; i < MAX_CONNS; i++) {
       const slot = st + 8 + i * 4;
       let c = m.u32(slot);
       if (c === 0) {
+        if (!pending) continue;
         c = s.accept(l);
-        if (c === 0) continue;
+        if (c === 0) {
+          pending = false;
+          continue;
+        }
         m.setU32(slot, c);
       }
       const room = s.sendSpace(c);
