@@ -7,12 +7,46 @@
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import { METRIC_LABELS } from "./contract.js";
-import type { ReplicationEvent } from "./replication/events.js";
+import type { BackupStateName, PrimaryStateName, ReplicationEvent } from "./replication/events.js";
 
-export const MS_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+/** Seconds, from 0.1 ms to 2.5 s: pauses, checkpoint round trips, output release delays. */
+export const MS_BUCKETS = [
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+];
+/** Dirty pages per checkpoint. */
 export const PAGE_BUCKETS = [0, 1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 100000];
-export const RTT_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
+/** Seconds, from 50 us to 1 s: heartbeat round trips. */
+export const RTT_BUCKETS = [
+  0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1,
+];
 
+/** The output buffer's depth, read at every scrape and by /v1/status. */
+export interface NetbufStats {
+  /** Frames held until their epoch commits. */
+  readonly packets: number;
+  readonly bytes: number;
+  /** How long the oldest held frame has waited, in ms (0 when empty). */
+  readonly oldestAgeMs: number;
+}
+
+/** Every state a primary or a backup can be in (the `state` label of `remusd_state`). */
+export const STATES = [
+  "unprotected",
+  "syncing",
+  "protected",
+  "stopped",
+  "fenced",
+  "waiting",
+  "standby",
+  "activated",
+] as const satisfies readonly (PrimaryStateName | BackupStateName)[];
+// Why: a state missing here would never show in remusd_state; this fails to compile instead.
+const statesComplete: [Exclude<PrimaryStateName | BackupStateName, (typeof STATES)[number]>] extends [never]
+  ? true
+  : never = true;
+void statesComplete;
+
+/** The daemon's metrics on their own Registry, fed by replication events. */
 export class Metrics {
   readonly registry = new Registry();
   readonly checkpoints: Counter<"result">;
@@ -30,10 +64,13 @@ export class Metrics {
   readonly role: Gauge<"role">;
   readonly lastCheckpoint: Gauge;
   readonly buildInfo: Gauge<"version" | "node">;
-  readonly protectedGauge: Gauge<"state">;
+  readonly state: Gauge<"state">;
+  /** Where the netbuf gauges read from at each scrape (the daemon sets it). */
+  netbufSource: (() => NetbufStats) | undefined;
 
   constructor(version: string, withDefaults = true) {
     const r = this.registry;
+    const self = this;
     const reg = { registers: [r] };
     this.checkpoints = new Counter({
       name: "remusd_checkpoints_total",
@@ -70,8 +107,22 @@ export class Metrics {
       help: "Last committed (acknowledged or applied) epoch",
       ...reg,
     });
-    this.netbufPackets = new Gauge({ name: "remusd_netbuf_packets", help: "Frames held in the output buffer", ...reg });
-    this.netbufBytes = new Gauge({ name: "remusd_netbuf_bytes", help: "Bytes held in the output buffer", ...reg });
+    this.netbufPackets = new Gauge({
+      name: "remusd_netbuf_packets",
+      help: "Guest frames held in the output buffer until their epoch commits",
+      collect() {
+        if (self.netbufSource) this.set(self.netbufSource().packets);
+      },
+      ...reg,
+    });
+    this.netbufBytes = new Gauge({
+      name: "remusd_netbuf_bytes",
+      help: "Bytes held in the output buffer until their epoch commits",
+      collect() {
+        if (self.netbufSource) this.set(self.netbufSource().bytes);
+      },
+      ...reg,
+    });
     this.releaseDelay = new Histogram({
       name: "remusd_output_release_delay_seconds",
       help: "Time a guest frame was held before release",
@@ -84,14 +135,23 @@ export class Metrics {
       labelNames: ["reason"],
       ...reg,
     });
-    this.peerUp = new Gauge({ name: "remusd_peer_up", help: "1 when the replication peer is connected", ...reg });
+    this.peerUp = new Gauge({
+      name: "remusd_peer_up",
+      help: "1 when the replication peer is connected",
+      ...reg,
+    });
     this.rtt = new Histogram({
       name: "remusd_heartbeat_rtt_seconds",
       help: "Round-trip time of replication heartbeats",
       buckets: RTT_BUCKETS,
       ...reg,
     });
-    this.role = new Gauge({ name: "remusd_role", help: "1 for the daemon's current role", labelNames: ["role"], ...reg });
+    this.role = new Gauge({
+      name: "remusd_role",
+      help: "1 for the daemon's current role",
+      labelNames: ["role"],
+      ...reg,
+    });
     this.lastCheckpoint = new Gauge({
       name: "remusd_last_checkpoint_timestamp_seconds",
       help: "Unix time of the last committed (primary) or applied (backup) checkpoint",
@@ -103,7 +163,7 @@ export class Metrics {
       labelNames: ["version", "node"],
       ...reg,
     });
-    this.protectedGauge = new Gauge({
+    this.state = new Gauge({
       name: "remusd_state",
       help: "1 for the daemon's current state (protected, unprotected, syncing, standby, ...)",
       labelNames: ["state"],
@@ -114,22 +174,23 @@ export class Metrics {
     for (const stage of METRIC_LABELS.replicationStage) this.bytes.inc({ stage }, 0);
     for (const reason of METRIC_LABELS.failoverReason) this.failovers.inc({ reason }, 0);
     for (const role of METRIC_LABELS.role) this.role.set({ role }, 0);
+    for (const state of STATES) this.state.set({ state }, 0);
     this.netbufPackets.set(0);
     this.netbufBytes.set(0);
     this.peerUp.set(0);
     this.epochCommitted.set(0);
     this.lastCheckpoint.set(0);
-    if (withDefaults) collectDefaultMetrics({ register: r, prefix: "remusd_" });
+    // Unprefixed (process_cpu_seconds_total, nodejs_heap_size_used_bytes, ...): the names
+    // that standard Node.js dashboards and alerts expect.
+    if (withDefaults) collectDefaultMetrics({ register: r });
   }
 
   setRole(role: "primary" | "backup"): void {
     for (const r of METRIC_LABELS.role) this.role.set({ role: r }, r === role ? 1 : 0);
   }
 
-  private states = new Set<string>();
   setState(state: string): void {
-    this.states.add(state);
-    for (const s of this.states) this.protectedGauge.set({ state: s }, s === state ? 1 : 0);
+    for (const s of STATES) this.state.set({ state: s }, s === state ? 1 : 0);
   }
 
   /** Updates the metrics from a replication event. */

@@ -9,13 +9,36 @@ import { Daemon } from "../daemon/daemon.js";
 import { resolveSettings } from "../daemon/settings.js";
 import { isRemusError } from "../errors.js";
 import { VERSION } from "../version.js";
-import { type CommandSpec, helpText, parseOptions, UsageError } from "./options.js";
-import { BACKUP_SPEC, PRIMARY_SPEC } from "./specs.js";
+import { type CommandSpec, helpText, type OptValues, parseOptions, UsageError } from "./options.js";
+import { runClient } from "./client.js";
+import { runBench } from "../bench/index.js";
+import { runDemo } from "./demo.js";
+import { BACKUP_SPEC, BENCH_SPEC, CLIENT_SPEC, DEMO_SPEC, PRIMARY_SPEC, VSWITCH_SPEC } from "./specs.js";
+import { runVswitch } from "./vswitch.js";
 
 const COMMANDS: Record<string, { spec: CommandSpec; run: (argv: string[]) => Promise<void> }> = {
   primary: { spec: PRIMARY_SPEC, run: (a) => runDaemon("primary", PRIMARY_SPEC, a) },
   backup: { spec: BACKUP_SPEC, run: (a) => runDaemon("backup", BACKUP_SPEC, a) },
+  vswitch: { spec: VSWITCH_SPEC, run: (a) => runSimple(VSWITCH_SPEC, a, runVswitch) },
+  client: { spec: CLIENT_SPEC, run: (a) => runSimple(CLIENT_SPEC, a, runClient) },
+  demo: { spec: DEMO_SPEC, run: (a) => runSimple(DEMO_SPEC, a, runDemo) },
+  bench: {
+    spec: BENCH_SPEC,
+    run: (a) =>
+      runSimple(BENCH_SPEC, a, async (v) => {
+        await runBench({ json: v.json === true, ...(v.only ? { only: v.only as string } : {}) });
+      }),
+  },
 };
+
+async function runSimple(spec: CommandSpec, argv: string[], run: (v: OptValues) => Promise<void>): Promise<void> {
+  const { values, help } = parseOptions(spec, argv);
+  if (help) {
+    process.stdout.write(`${helpText(spec)}\n`);
+    return;
+  }
+  await run(values);
+}
 
 function usage(): string {
   return [
@@ -49,18 +72,35 @@ async function runDaemon(role: "primary" | "backup", spec: CommandSpec, argv: st
     },
     `remusd ${role} started`,
   );
+  if (settings.apiToken === undefined && !settings.unsafeOpenApi) {
+    d.log.warn(
+      "no API token: the mutating routes (failover, checkpoint, config changes) are refused; give --api-token-file FILE or REMUSD_API_TOKEN",
+    );
+  } else if (settings.apiToken === undefined) {
+    d.log.warn("--unsafe-open-api: anyone who reaches the control address can fail over or reconfigure this daemon");
+  }
   let signals = 0;
   const onSignal = (sig: string) => {
     signals++;
     if (signals > 1) {
       d.log.warn({ signal: sig }, "second signal: exiting at once");
+      d.flushLog();
       process.exit(1);
     }
-    d.log.info({ signal: sig }, "shutting down");
+    d.log.info({ signal: sig, state: d.machine.state }, "shutting down");
     void (async () => {
-      await api.app.close();
-      await d.stop();
-      process.exit(0);
+      let code = 0;
+      try {
+        // Stop accepting requests first, then the final checkpoint and the planned GOODBYE.
+        await api.app.close();
+        await d.stop();
+        d.log.info({ epoch: d.machine.committed }, "stopped");
+      } catch (e) {
+        d.log.error({ err: e }, "error while shutting down");
+        code = 1;
+      }
+      d.flushLog();
+      process.exit(code);
     })();
   };
   process.on("SIGTERM", () => onSignal("SIGTERM"));

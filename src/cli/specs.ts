@@ -129,3 +129,80 @@ export const PRIMARY_SPEC: CommandSpec = {
     "remusd primary --peer ws://127.0.0.1:7780 --control 127.0.0.1:7781 --auth-key-file key --workload web",
   ],
 };
+
+export const VSWITCH_SPEC: CommandSpec = {
+  name: "vswitch",
+  summary: "run the virtual LAN: an L2 learning switch that guest NICs and clients attach to over UDP",
+  usage: "remusd vswitch --listen HOST:PORT [options]",
+  options: [
+    {
+      name: "listen",
+      type: "hostport",
+      default: `127.0.0.1:${DEFAULT_PORTS.vswitch}`,
+      placeholder: "HOST:PORT",
+      help: "UDP address to listen on",
+    },
+    { name: "mac-aging-s", type: "int", default: 300, min: 1, max: 86_400, placeholder: "N", help: "forget a MAC after N seconds of silence" },
+    { name: "stats-s", type: "int", default: 0, min: 0, max: 86_400, placeholder: "N", help: "log port counters every N seconds (0: never)" },
+    logLevel,
+    config,
+  ],
+  examples: ["remusd vswitch --listen 127.0.0.1:7790"],
+};
+
+export const CLIENT_SPEC: CommandSpec = {
+  name: "client",
+  summary: "load generator and checker for the guest's kvd: prints a JSON summary, exits 1 on any violation",
+  usage: "remusd client --switch HOST:PORT [options]",
+  details:
+    "Opens TCP connections (with remusd's own TCP/IP stack, attached to the vswitch) to the guest's kvd, runs a seeded\n" +
+    "mix of SET/INCR/GET while keeping a model of every acknowledged write, then reads every key back. The summary\n" +
+    "counts requests, replies, resets, reconnects, the longest stall, lost acknowledged writes and wrong reads.",
+  options: [
+    { name: "switch", type: "hostport", required: true, placeholder: "HOST:PORT", help: "the vswitch to attach to" },
+    { name: "connections", type: "int", default: 8, min: 1, max: 1024, placeholder: "N", help: "TCP connections to open" },
+    { name: "duration", type: "number", default: 10, min: 0.1, max: 86_400, placeholder: "SECONDS", help: "how long to run the load" },
+    { name: "seed", type: "int", default: 1, min: 0, max: 0xffffffff, placeholder: "N", help: "seed of the command mix" },
+    { name: "target", type: "string", default: "10.0.0.10", placeholder: "IP", help: "the guest's IPv4 address" },
+    { name: "port", type: "int", default: 6379, min: 1, max: 65535, placeholder: "N", help: "kvd's TCP port" },
+    { name: "ip", type: "string", default: "10.0.0.100", placeholder: "IP", help: "this client's IPv4 address" },
+    { name: "mac", type: "string", default: "02:00:00:00:01:00", placeholder: "MAC", help: "this client's MAC address" },
+    { name: "pipeline", type: "int", default: 2, min: 1, max: 64, placeholder: "N", help: "requests in flight per connection" },
+    { name: "keys", type: "int", default: 16, min: 1, max: 100_000, placeholder: "N", help: "keys (and counters) per connection" },
+    { name: "progress", type: "bool", help: "print a JSON progress line on stderr every second" },
+    { name: "drain-timeout", type: "number", default: 60, min: 1, max: 3600, placeholder: "SECONDS", help: "time allowed for the final read-back" },
+    config,
+  ],
+  examples: ["remusd client --switch 127.0.0.1:7790 --connections 8 --duration 10"],
+};
+
+export const DEMO_SPEC: CommandSpec = {
+  name: "demo",
+  summary: "run a vswitch, a backup, a primary with kvd and client load on this machine, kill the primary, show the failover",
+  usage: "remusd demo [options]",
+  details:
+    "Everything runs as real child processes on 127.0.0.1 with ephemeral ports; no network, Docker or other service\n" +
+    "is needed. Exits 0 only if the client saw zero resets, zero lost writes and zero wrong reads.",
+  options: [
+    { name: "kill-after", type: "number", default: 5, min: 1, max: 3600, placeholder: "SECONDS", help: "SIGKILL the primary after this long under load" },
+    { name: "after", type: "number", default: 5, min: 1, max: 3600, placeholder: "SECONDS", help: "keep the load running this long after the failover" },
+    { name: "connections", type: "int", default: 8, min: 1, max: 256, placeholder: "N", help: "client TCP connections" },
+    { name: "workload", type: "string", default: "web", placeholder: "SPEC", help: "the guest's workload (see remusd primary --help)" },
+    { name: "domain-mib", type: "int", default: 64, min: 4, max: 4096, placeholder: "N", help: "guest memory in MiB" },
+    { name: "seed", type: "int", default: 1, min: 0, max: 0xffffffff, placeholder: "N", help: "seed of the client's command mix" },
+    { name: "dir", type: "string", placeholder: "DIR", help: "keep keys, data and event logs in DIR (default: a temporary folder, removed)" },
+    { name: "keep-running", type: "bool", help: "leave the new primary up and print its URLs (Ctrl-C stops it)" },
+  ],
+  examples: ["remusd demo", "remusd demo --kill-after 10 --keep-running"],
+};
+
+export const BENCH_SPEC: CommandSpec = {
+  name: "bench",
+  summary: "run the benchmark suite and print ratios measured side by side in one run",
+  usage: "remusd bench [--json] [--only NAME]",
+  options: [
+    { name: "json", type: "bool", help: "print the results as JSON" },
+    { name: "only", type: "string", placeholder: "NAME", help: "run only the benchmarks whose name contains NAME" },
+  ],
+  examples: ["remusd bench", "remusd bench --json --only capture"],
+};

@@ -8,25 +8,56 @@
  * PrimaryMachine over them.
  */
 import { join } from "node:path";
-import { type Logger, pino } from "pino";
+import type { Logger } from "pino";
 import { Domain } from "../domain/domain.js";
 import { RemusError } from "../errors.js";
 import { bootGuest } from "../guest/guest.js";
 import { Kernel, type ProcessInfo } from "../guest/kernel.js";
 import { type CounterCheck, verifyCounter } from "../guest/programs/basic.js";
-import { Metrics } from "../metrics.js";
+import { Metrics, type NetbufStats } from "../metrics.js";
 import { type Activation, BackupMachine } from "../replication/backup.js";
 import type { Port } from "../replication/conn.js";
 import type { ReplicationEvent } from "../replication/events.js";
+import type { HeartbeatConfig } from "../replication/heartbeat.js";
 import { DEFAULT_PRIMARY_CONFIG, PrimaryMachine } from "../replication/primary.js";
 import { LevelStore } from "../store/level.js";
 import { NodeStateFile } from "../store/state.js";
 import { Dialer, type LinkHandler, listenReplication } from "../transport/ws.js";
 import { VERSION } from "../version.js";
+import { parseIp, parseMac } from "../guest/nic.js";
 import { EventLog } from "./eventlog.js";
+import { NetSide } from "./netside.js";
+import { createLogger } from "./logging.js";
 import type { DaemonSettings } from "./settings.js";
 
 type Machine = PrimaryMachine | BackupMachine;
+
+/** The settings an operator may change at run time (PATCH /v1/config). */
+export interface RuntimeConfig {
+  intervalMs: number;
+  compress: boolean;
+  heartbeat: HeartbeatConfig;
+}
+
+/** The last role change, for /v1/status. */
+export interface RoleChange {
+  readonly from: "primary" | "backup" | null;
+  readonly to: "primary" | "backup";
+  readonly reason: string;
+  readonly at: string;
+}
+
+/** The last checkpoint committed (primary, on ack) or applied (backup), for /v1/status. */
+export interface LastCheckpoint {
+  readonly epoch: number;
+  readonly at: string;
+  readonly dirtyPages: number;
+  readonly diskWrites: number | null;
+  readonly pauseMs: number | null;
+  readonly durationMs: number | null;
+  readonly wireBytes: number | null;
+  readonly applyMs: number | null;
+}
 
 /** Events written to the event log (the rest only feed metrics). */
 const LOGGED = new Set<ReplicationEvent["type"]>([
@@ -52,7 +83,8 @@ const MAX_LAG_TICKS = 250;
 
 export class Daemon {
   readonly settings: DaemonSettings;
-  readonly log: Logger;
+  /** Bound to the current role and generation; rebound when either changes. */
+  log: Logger;
   readonly events: EventLog;
   readonly metrics: Metrics;
   readonly node: NodeStateFile;
@@ -68,17 +100,37 @@ export class Daemon {
   private tickBase = 0;
   private stopping = false;
   replicationPort: number | undefined;
-  private roleChange = "started";
+  /** The guest NIC's host side: the netbuf and the vswitch attachment. */
+  readonly net: NetSide;
+  private readonly rootLog: Logger;
+  /** Writes out buffered log lines (call before the process exits). */
+  readonly flushLog: () => void;
+  lastRoleChange: RoleChange;
+  lastCheckpoint: LastCheckpoint | undefined;
+  /** The last domain digest computed at a checkpoint (--verify). */
+  lastDigest: { readonly epoch: number; readonly digest: string } | undefined;
+  /** Interval, compression and heartbeat as set now (flags, then PATCH /v1/config); a new primary starts with them. */
+  readonly runtime: RuntimeConfig;
 
   constructor(settings: DaemonSettings, logger?: Logger) {
     this.settings = settings;
-    this.log =
-      logger ??
-      pino({ level: settings.logLevel, base: { role: settings.role } }, pino.destination({ fd: 2, sync: false }));
+    if (logger) {
+      this.rootLog = logger;
+      this.flushLog = () => {};
+    } else {
+      const l = createLogger({ level: settings.logLevel });
+      this.rootLog = l.logger;
+      this.flushLog = l.flush;
+    }
+    this.log = this.rootLog.child({ role: settings.role });
+    this.lastRoleChange = { from: null, to: settings.role, reason: "started", at: new Date().toISOString() };
+    this.runtime = { intervalMs: settings.intervalMs, compress: settings.compress, heartbeat: settings.heartbeat };
     this.events = new EventLog(settings.eventLog);
     this.metrics = new Metrics(VERSION);
+    this.metrics.netbufSource = () => this.netbufStats();
     this.node = new NodeStateFile(settings.dataDir);
     this.domain = new Domain(settings.geometry);
+    this.net = new NetSide(this.domain, this.metrics, settings.netbuf);
   }
 
   get role(): "primary" | "backup" {
@@ -94,8 +146,53 @@ export class Daemon {
     return this.primary ? this.primary.committed : (this.backup?.committed ?? 0);
   }
 
+  private logGeneration: number | undefined;
+
+  /** Binds `log` to the current role and generation. */
+  private rebindLog(): void {
+    this.logGeneration = this.machine.generation;
+    this.log = this.rootLog.child({ role: this.role, generation: this.logGeneration });
+  }
+
+  /** Remembers what /v1/status reports about the last checkpoint and digest. */
+  private remember(e: ReplicationEvent): void {
+    const at = new Date().toISOString();
+    if (e.type === "checkpoint.committed") {
+      this.lastCheckpoint = {
+        epoch: e.epoch,
+        at,
+        dirtyPages: e.dirtyPages,
+        diskWrites: null,
+        pauseMs: e.pauseMs,
+        durationMs: e.durationMs,
+        wireBytes: e.wireBytes,
+        applyMs: null,
+      };
+    } else if (e.type === "checkpoint.applied") {
+      this.lastCheckpoint = {
+        epoch: e.epoch,
+        at,
+        dirtyPages: e.pages,
+        diskWrites: e.diskWrites,
+        pauseMs: null,
+        durationMs: null,
+        wireBytes: null,
+        applyMs: e.applyMs,
+      };
+    }
+    if ((e.type === "checkpoint.sent" || e.type === "checkpoint.applied") && e.digest !== undefined) {
+      this.lastDigest = { epoch: e.epoch, digest: e.digest };
+    } else if (e.type === "failover.activated") {
+      this.lastDigest = { epoch: e.epoch, digest: e.digest };
+    }
+  }
+
   private emit = (e: ReplicationEvent): void => {
     this.metrics.onEvent(e);
+    this.remember(e);
+    // A backup adopts its primary's generation at sync; a fenced primary learns a newer one.
+    const m = this.primary ?? this.backup;
+    if (m && this.logGeneration !== undefined && m.generation !== this.logGeneration) this.rebindLog();
     if (!LOGGED.has(e.type)) return;
     const { type, ...fields } = e;
     const epoch = "epoch" in e ? (e.epoch as number) : this.currentEpoch();
@@ -140,8 +237,13 @@ export class Daemon {
   async start(): Promise<void> {
     const s = this.settings;
     if (s.role === "primary") {
-      const kernel = bootGuest(this.domain, { seed: s.seed, workload: s.workload });
+      const kernel = bootGuest(this.domain, {
+        seed: s.seed,
+        workload: s.workload,
+        net: { mac: parseMac(s.guestMac), ip: parseIp(s.guestIp) },
+      });
       this.startPrimary(kernel, this.node.state.generation || 1, 1);
+      this.net.dev.activate();
       this.node.setGeneration(this.primary?.generation ?? 1);
     } else {
       this.store = new LevelStore(join(s.dataDir, "store"));
@@ -159,13 +261,14 @@ export class Daemon {
         nodeId: this.node.nodeId,
         software: `remusd/${VERSION}`,
         generation,
-        config: { heartbeat: s.heartbeat, verify: s.verify },
+        config: { heartbeat: this.runtime.heartbeat, verify: s.verify },
         emit: this.emit,
         store: this.store,
       });
       this.metrics.setRole("backup");
       this.metrics.setState("waiting");
     }
+    if (s.switchAddr) await this.net.attach(s.switchAddr);
     if (s.listen) {
       this.listener = await listenReplication(s.listen, this.link);
       this.replicationPort = this.listener.port;
@@ -173,6 +276,7 @@ export class Daemon {
     if (s.role === "primary" && s.peer) {
       this.dialer = new Dialer(s.peer, this.link, () => this.primary?.wantsPeer ?? false);
     }
+    this.rebindLog();
     this.events.write("role.changed", this.role, this.currentEpoch(), { from: null, to: this.role, reason: "started" });
     this.wallBase = performance.now();
     this.tickBase = this.domain.vcpu.ticks;
@@ -191,15 +295,19 @@ export class Daemon {
       startEpoch,
       config: {
         ...DEFAULT_PRIMARY_CONFIG,
-        intervalMs: s.intervalMs,
+        intervalMs: this.runtime.intervalMs,
         maxInFlight: s.maxInFlight,
-        compress: s.compress,
+        compress: this.runtime.compress,
         verify: s.verify,
-        heartbeat: s.heartbeat,
+        heartbeat: this.runtime.heartbeat,
       },
       emit: this.emit,
       hooks: {
+        // Output commit: the frames of epoch N go into the netbuf at its pause and leave when N is acked.
+        beforeCapture: (epoch) => this.net.pump(epoch, this.primary?.outputMustWait ?? false, performance.now()),
+        onCommitted: (epoch) => this.net.committed(epoch, performance.now()),
         onState: (state) => {
+          if (state !== "protected") this.net.releaseAll(performance.now());
           this.metrics.setState(state);
           if (state === "fenced") this.node.setGeneration(this.primary?.generation ?? 0);
         },
@@ -216,7 +324,15 @@ export class Daemon {
     this.node.setGeneration(a.generation);
     const kernel = new Kernel(this.domain);
     this.startPrimary(kernel, a.generation, a.epoch + 1);
-    this.roleChange = `failover (${a.reason}) from epoch ${a.epoch}`;
+    // Only the active side talks on the LAN; announce the guest's new port with a gratuitous ARP.
+    this.net.dev.activate();
+    this.lastRoleChange = {
+      from: "backup",
+      to: "primary",
+      reason: `failover (${a.reason}) from epoch ${a.epoch}`,
+      at: new Date().toISOString(),
+    };
+    this.rebindLog();
     this.events.write("role.changed", "primary", a.epoch, { from: "backup", to: "primary", reason: a.reason, generation: a.generation });
     this.log.info({ epoch: a.epoch, generation: a.generation, reason: a.reason }, "role changed: backup -> primary");
     // The guest resumes now, from its own clock.
@@ -243,6 +359,7 @@ export class Daemon {
             this.wallBase += due - MAX_TICKS_PER_TURN;
           }
           if (due > 0) p.runGuest(Math.min(due, MAX_TICKS_PER_TURN));
+          this.net.pump(p.epoch, p.outputMustWait, now);
         }
         p.poll(now);
         if (p.wantsPeer) this.dialer?.kick();
@@ -259,44 +376,13 @@ export class Daemon {
 
   // ---- what the control API asks ----
 
-  status(): Record<string, unknown> {
-    const now = performance.now();
-    if (this.primary) {
-      const s = this.primary.status();
-      return {
-        role: "primary",
-        state: s.state,
-        generation: s.generation,
-        epoch: { current: s.epoch, committed: s.committed },
-        intervalMs: this.primary.config.intervalMs,
-        peer: {
-          connected: s.peerConnected,
-          lastSeenMsAgo: s.peerLastSeen === undefined ? null : Math.round(now - s.peerLastSeen),
-          heartbeatRttMs: s.heartbeatRttMs ?? null,
-        },
-        running: s.running,
-        lastRoleChange: this.roleChange,
-        lastStateChange: s.lastChange,
-        domain: { pages: this.domain.pages, pageSize: 4096, diskBlocks: this.domain.disk.blocks },
-      };
-    }
-    const b = this.backup as BackupMachine;
-    const s = b.status();
-    return {
-      role: "backup",
-      state: s.state,
-      generation: s.generation,
-      epoch: { current: s.stagingEpoch ?? s.committed, committed: s.committed },
-      imageValid: s.imageValid,
-      peer: {
-        connected: s.peerConnected,
-        lastSeenMsAgo: s.peerLastSeen === undefined ? null : Math.round(now - s.peerLastSeen),
-        heartbeatRttMs: s.heartbeatRttMs ?? null,
-      },
-      lastRoleChange: this.roleChange,
-      lastStateChange: s.lastChange,
-      domain: { pages: this.domain.pages, pageSize: 4096, diskBlocks: this.domain.disk.blocks },
-    };
+  /**
+   * The output buffer's depth. Zeros until the guest network is attached; the
+   * network integration provides the real numbers.
+   */
+  netbufStats(): NetbufStats {
+    const s = this.net.stats(performance.now());
+    return { packets: s.packets, bytes: s.bytes, oldestAgeMs: s.oldestAgeMs };
   }
 
   ready(): boolean {
@@ -363,6 +449,7 @@ export class Daemon {
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
     this.dialer?.stop();
+    this.net.close();
     // Let the GOODBYE frames leave before the sockets close.
     await new Promise((r) => setTimeout(r, 50));
     await this.listener?.close();

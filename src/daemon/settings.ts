@@ -69,6 +69,9 @@ export function resolveSettings(
   }
   if (key && key.length < 16) throw new UsageError("the replication key must be at least 16 characters");
   const apiToken = readSecret(v["api-token-file"] as string | undefined, env.REMUSD_API_TOKEN, "API token");
+  if (v["api-auth"] === "all" && !apiToken) {
+    throw new UsageError("--api-auth all needs an API token: give --api-token-file FILE (or REMUSD_API_TOKEN)");
+  }
   if (v["no-netbuf"] === true && v.unsafe !== true) {
     throw new UsageError("--no-netbuf gives up output commit (clients may see output the backup cannot reproduce); add --unsafe to confirm");
   }

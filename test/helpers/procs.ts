@@ -28,7 +28,12 @@ export function tempDir(prefix: string): string {
 }
 
 export function startProc(name: string, args: string[], env: NodeJS.ProcessEnv = {}): Proc {
-  const child = spawn(process.execPath, [REMUSD, ...args], {
+  return startCommand(name, process.execPath, [REMUSD, ...args], env);
+}
+
+/** Starts any program (e.g. prometheus) under the same bookkeeping: `killAll` ends it. */
+export function startCommand(name: string, command: string, args: string[], env: NodeJS.ProcessEnv = {}): Proc {
+  const child = spawn(command, args, {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -126,6 +131,17 @@ export async function killAll(): Promise<void> {
   const all = [...started];
   for (const p of all) if (p.child.pid !== undefined && p.exitCode === undefined) p.child.kill("SIGKILL");
   await Promise.all(all.map((p) => p.exited));
+}
+
+/** Runs remusctl to completion; returns its exit code and output. */
+export async function remusctl(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const p = startCommand("remusctl", process.execPath, [REMUSCTL, ...args], env);
+  // 'close', not 'exit': the output pipes are drained by then.
+  const code = await new Promise<number | null>((resolve) => p.child.on("close", (c) => resolve(c)));
+  return { code, stdout: p.stdout, stderr: p.stderr };
 }
 
 export function cleanup(dir: string): void {

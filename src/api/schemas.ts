@@ -1,0 +1,251 @@
+/**
+ * TypeBox schemas of the control API: every route's body, query and reply.
+ * Fastify validates requests and serialises replies with them, and the
+ * OpenAPI document at /docs is generated from them, so the three cannot
+ * disagree. Types for the handlers come from the same schemas (`Static`).
+ */
+import { type Static, type TSchema, Type } from "@sinclair/typebox";
+import type { OptSpec } from "../cli/options.js";
+import { PRIMARY_SPEC } from "../cli/specs.js";
+import { ERROR_CODES } from "../errors.js";
+import { STATES } from "../metrics.js";
+
+const Nullable = <T extends TSchema>(t: T, description?: string) =>
+  Type.Union([t, Type.Null()], description ? { description } : {});
+
+/** The bounds of an option in the CLI schema, so the API validates exactly as the CLI does. */
+function bounds(name: string): { minimum?: number; maximum?: number } {
+  const spec: OptSpec | undefined = PRIMARY_SPEC.options.find((o) => o.name === name);
+  if (!spec) throw new Error(`no option --${name} in the CLI schema`);
+  return {
+    ...(spec.min !== undefined ? { minimum: spec.min } : {}),
+    ...(spec.max !== undefined ? { maximum: spec.max } : {}),
+  };
+}
+
+/** A daemon's role. */
+export const Role = Type.Union([Type.Literal("primary"), Type.Literal("backup")]);
+/** Every state of either machine. */
+export const State = Type.Union(
+  STATES.map((s) => Type.Literal(s)),
+  {
+    description:
+      "primary: syncing, protected, unprotected (stopped, fenced); backup: waiting, syncing, standby (activated, stopped)",
+  },
+);
+
+/** The one error body of every route. */
+export const ErrorBody = Type.Object(
+  {
+    code: Type.Union(
+      Object.keys(ERROR_CODES).map((c) => Type.Literal(c)),
+      { description: "stable REMUSD_ERR_* code (docs/errors.md)" },
+    ),
+    message: Type.String(),
+  },
+  { $id: "Error", title: "Error" },
+);
+export type ErrorBody = Static<typeof ErrorBody>;
+
+/** 4xx/5xx replies of a route. */
+export const ERROR_REPLIES = { "4xx": ErrorBody, "5xx": ErrorBody } as const;
+
+/** The last checkpoint committed (primary) or applied (backup); fields the side cannot know are null. */
+export const LastCheckpoint = Type.Object(
+  {
+    epoch: Type.Integer(),
+    at: Type.String({
+      format: "date-time",
+      description: "when it was committed (primary) or applied (backup)",
+    }),
+    dirtyPages: Type.Integer({ description: "pages in the checkpoint" }),
+    diskWrites: Nullable(Type.Integer(), "disk blocks in the checkpoint (backup)"),
+    pauseMs: Nullable(Type.Number(), "time the domain was paused to capture it (primary)"),
+    durationMs: Nullable(Type.Number(), "from the pause to the backup's acknowledgement (primary)"),
+    wireBytes: Nullable(Type.Integer(), "bytes sent for it (primary)"),
+    applyMs: Nullable(Type.Number(), "time to apply it atomically (backup)"),
+  },
+  { title: "LastCheckpoint" },
+);
+
+/** GET /v1/status. `role`, `state`, `epoch.committed` and `peer.connected` are the contract (DESIGN.md Part 1). */
+export const Status = Type.Object(
+  {
+    role: Role,
+    state: State,
+    generation: Type.Integer({ description: "raised at every failover; an older primary is fenced" }),
+    version: Type.String(),
+    epoch: Type.Object({
+      current: Type.Integer({ description: "primary: the open epoch; backup: the epoch being received" }),
+      committed: Type.Integer({ description: "the last epoch acknowledged (primary) or applied (backup)" }),
+    }),
+    intervalMs: Type.Integer({
+      description: "checkpoint interval (a backup uses it once it becomes primary)",
+    }),
+    lastCheckpoint: Nullable(LastCheckpoint),
+    peer: Type.Object({
+      connected: Type.Boolean(),
+      lastSeenMsAgo: Nullable(Type.Number(), "ms since the last valid frame from the peer"),
+      heartbeatRttMs: Nullable(Type.Number()),
+    }),
+    netbuf: Type.Object(
+      {
+        packets: Type.Integer({ description: "guest frames held until their epoch commits" }),
+        bytes: Type.Integer(),
+        oldestAgeMs: Type.Number({ description: "how long the oldest held frame has waited (0 when empty)" }),
+      },
+      { description: "the output buffer (output commit)" },
+    ),
+    disk: Type.Object(
+      {
+        epoch: Type.Integer({ description: "the epoch the pending disk writes belong to" }),
+        pendingWrites: Type.Integer({
+          description:
+            "primary: blocks written and not yet sent; backup: blocks staged until their epoch commits",
+        }),
+      },
+      { description: "disk replication" },
+    ),
+    domain: Type.Object({
+      pages: Type.Integer(),
+      pageSize: Type.Integer(),
+      diskBlocks: Type.Integer(),
+      imageValid: Type.Boolean({ description: "the domain holds a complete, consistent image" }),
+      running: Type.Boolean({ description: "the guest is running here (only on a primary)" }),
+      digestEpoch: Nullable(Type.Integer(), "epoch of the last digest computed at a checkpoint (--verify)"),
+      digest: Nullable(Type.String(), "that digest"),
+    }),
+    lastRoleChange: Type.Object({
+      from: Nullable(Role),
+      to: Role,
+      reason: Type.String(),
+      at: Type.String({ format: "date-time" }),
+    }),
+    lastStateChange: Type.String({ description: "the reason of the last state change" }),
+  },
+  { title: "Status" },
+);
+export type Status = Static<typeof Status>;
+
+const intervalBounds = bounds("interval-ms");
+const hbBounds = bounds("heartbeat-ms");
+const missesBounds = bounds("heartbeat-misses");
+
+/** The run-time configuration (GET /v1/config, and the reply of PATCH). */
+export const Config = Type.Object(
+  {
+    intervalMs: Type.Integer({ ...intervalBounds, description: "checkpoint interval (epoch length) in ms" }),
+    compress: Type.Boolean({ description: "LZ4-compress pages and disk blocks on the wire" }),
+    heartbeat: Type.Object({
+      intervalMs: Type.Integer({ ...hbBounds }),
+      misses: Type.Integer({
+        ...missesBounds,
+        description: "heartbeats missed before the peer counts as lost",
+      }),
+    }),
+    pending: Type.Boolean({
+      description:
+        "a primary: interval/compression changes wait for the open epoch to end. A backup: always false; interval and compression are kept and apply when it becomes primary",
+    }),
+  },
+  { title: "Config" },
+);
+export type Config = Static<typeof Config>;
+
+/** PATCH /v1/config: any subset of the settings; unknown keys and values out of bounds are 400. */
+export const ConfigPatch = Type.Object(
+  {
+    intervalMs: Type.Optional(Type.Integer({ ...intervalBounds })),
+    compress: Type.Optional(Type.Boolean()),
+    heartbeat: Type.Optional(
+      Type.Object(
+        {
+          intervalMs: Type.Optional(Type.Integer({ ...hbBounds })),
+          misses: Type.Optional(Type.Integer({ ...missesBounds })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: false, minProperties: 1, title: "ConfigPatch" },
+);
+export type ConfigPatch = Static<typeof ConfigPatch>;
+
+/** POST /v1/failover (the body is optional). */
+export const FailoverBody = Type.Object(
+  {
+    planned: Type.Optional(
+      Type.Boolean({
+        description:
+          "true: ask the connected primary for a switchover (final checkpoint, then this backup activates); false: activate now",
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type FailoverBody = Static<typeof FailoverBody>;
+
+/** The reply of POST /v1/failover. */
+export const FailoverReply = Type.Object({
+  activated: Type.Boolean(),
+  pending: Type.Boolean({ description: "a planned switchover was requested and completes asynchronously" }),
+  epoch: Nullable(Type.Integer(), "the epoch the domain resumed from"),
+  digest: Nullable(Type.String(), "the domain digest at that epoch"),
+});
+export type FailoverReply = Static<typeof FailoverReply>;
+
+/** POST /v1/checkpoint query string. */
+export const CheckpointQuery = Type.Object(
+  {
+    wait: Type.Optional(
+      Type.Boolean({ description: "wait until the checkpoint is committed (at most 10 s)" }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type CheckpointQuery = Static<typeof CheckpointQuery>;
+
+/** The reply of POST /v1/checkpoint. */
+export const CheckpointReply = Type.Object({
+  epoch: Type.Integer({ description: "the epoch whose end was requested" }),
+  committed: Type.Boolean({ description: "the backup acknowledged it (only with ?wait=true)" }),
+});
+export type CheckpointReply = Static<typeof CheckpointReply>;
+
+/** GET /v1/domain/digest. */
+export const DigestReply = Type.Object({
+  epoch: Type.Integer(),
+  digest: Type.String(),
+  live: Type.Boolean({ description: "true on a primary: the running domain, which moves on" }),
+});
+
+/** GET /v1/domain/processes. */
+export const ProcessesReply = Type.Object({
+  processes: Type.Array(
+    Type.Object({
+      pid: Type.Integer(),
+      ppid: Type.Integer(),
+      name: Type.String(),
+      program: Type.String(),
+      state: Type.String(),
+      ticks: Type.Integer(),
+      pages: Type.Integer(),
+      exitCode: Type.Integer(),
+    }),
+  ),
+});
+export type ProcessesReply = Static<typeof ProcessesReply>;
+
+/** GET /v1/domain/counter: the guest counter file's continuity check. */
+export const CounterReply = Type.Object({
+  ok: Type.Boolean(),
+  counter: Type.Integer(),
+  lines: Type.Integer(),
+  lastLine: Type.Integer(),
+  error: Type.Optional(Type.String()),
+});
+
+/** GET /healthz. */
+export const HealthReply = Type.Object({ ok: Type.Boolean() });
+/** GET /readyz (200 or 503). */
+export const ReadyReply = Type.Object({ ready: Type.Boolean(), role: Role, state: State });

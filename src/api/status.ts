@@ -1,0 +1,102 @@
+/**
+ * GET /v1/status and GET /v1/config: what the daemon and its replication
+ * machine report, in the shapes of `schemas.ts`; PATCH /v1/config.
+ */
+import type { Daemon } from "../daemon/daemon.js";
+import { VERSION } from "../version.js";
+import type { Config, ConfigPatch, Status } from "./schemas.js";
+
+const msAgo = (now: number, t: number | undefined): number | null =>
+  t === undefined ? null : Math.round(now - t);
+
+/** The full status of a daemon (DESIGN.md Part 1: `role`, `state`, `epoch.committed`, `peer.connected`, ...). */
+export function statusOf(d: Daemon): Status {
+  const now = performance.now();
+  const netbuf = d.netbufStats();
+  const digest = d.lastDigest
+    ? { digestEpoch: d.lastDigest.epoch, digest: d.lastDigest.digest }
+    : { digestEpoch: null, digest: null };
+  const common = {
+    version: VERSION,
+    intervalMs: d.primary?.config.intervalMs ?? d.runtime.intervalMs,
+    lastCheckpoint: d.lastCheckpoint ?? null,
+    netbuf: { packets: netbuf.packets, bytes: netbuf.bytes, oldestAgeMs: netbuf.oldestAgeMs },
+    lastRoleChange: d.lastRoleChange,
+  };
+  const geometry = { pages: d.domain.pages, pageSize: 4096, diskBlocks: d.domain.disk.blocks };
+  if (d.primary) {
+    const s = d.primary.status();
+    return {
+      role: "primary",
+      state: s.state,
+      generation: s.generation,
+      epoch: { current: s.epoch, committed: s.committed },
+      peer: {
+        connected: s.peerConnected,
+        lastSeenMsAgo: msAgo(now, s.peerLastSeen),
+        heartbeatRttMs: s.heartbeatRttMs ?? null,
+      },
+      // Disk writes stream as they happen and belong to the open epoch.
+      disk: { epoch: s.epoch, pendingWrites: s.diskPendingBlocks },
+      domain: { ...geometry, imageValid: true, running: s.running, ...digest },
+      lastStateChange: s.lastChange,
+      ...common,
+    };
+  }
+  const b = d.backup;
+  if (!b) throw new Error("the daemon has no replication machine (not started)");
+  const s = b.status();
+  const current = s.stagingEpoch ?? s.committed;
+  return {
+    role: "backup",
+    state: s.state,
+    generation: s.generation,
+    epoch: { current, committed: s.committed },
+    peer: {
+      connected: s.peerConnected,
+      lastSeenMsAgo: msAgo(now, s.peerLastSeen),
+      heartbeatRttMs: s.heartbeatRttMs ?? null,
+    },
+    disk: { epoch: current, pendingWrites: s.stagedDiskWrites },
+    domain: { ...geometry, imageValid: s.imageValid, running: false, ...digest },
+    lastStateChange: s.lastChange,
+    ...common,
+  };
+}
+
+/** The run-time configuration as set (flags, then PATCH). */
+export function configOf(d: Daemon): Config {
+  const r = d.runtime;
+  return {
+    intervalMs: r.intervalMs,
+    compress: r.compress,
+    heartbeat: { intervalMs: r.heartbeat.intervalMs, misses: r.heartbeat.misses },
+    pending: d.primary?.pendingConfig !== undefined,
+  };
+}
+
+/**
+ * PATCH /v1/config (already validated against the CLI's bounds). On a primary
+ * the interval and compression take effect when the open epoch ends; on a
+ * backup they are kept and apply when it becomes primary. Heartbeat settings
+ * apply at once, to the live link too.
+ */
+export function applyConfig(d: Daemon, patch: ConfigPatch): Config {
+  const r = d.runtime;
+  const change: { intervalMs?: number; compress?: boolean } = {};
+  if (patch.intervalMs !== undefined) change.intervalMs = r.intervalMs = patch.intervalMs;
+  if (patch.compress !== undefined) change.compress = r.compress = patch.compress;
+  if (patch.heartbeat && (patch.heartbeat.intervalMs !== undefined || patch.heartbeat.misses !== undefined)) {
+    // A new object: the old one may be shared with the settings and with connections.
+    r.heartbeat = {
+      intervalMs: patch.heartbeat.intervalMs ?? r.heartbeat.intervalMs,
+      misses: patch.heartbeat.misses ?? r.heartbeat.misses,
+    };
+    d.primary?.setHeartbeat(r.heartbeat);
+    d.backup?.setHeartbeat(r.heartbeat);
+  }
+  if (Object.keys(change).length > 0) d.primary?.reconfigure(change);
+  const now = configOf(d);
+  d.log.info({ change: patch, config: now }, "configuration changed");
+  return now;
+}

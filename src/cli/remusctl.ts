@@ -1,0 +1,651 @@
+#!/usr/bin/env node
+/**
+ * `remusctl`: the operator's client of a daemon's control API.
+ *
+ *   remusctl [--control HOST:PORT] [--token T | --token-file F] COMMAND ...
+ *
+ * Exit code 0 on success, 1 when the daemon cannot be reached or refuses the
+ * request (one line on stderr with the REMUSD_ERR_* code), 2 on bad usage.
+ */
+import { readFileSync, realpathSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import {
+  bucketDelta,
+  bucketsOf,
+  type Exposition,
+  histogramQuantile,
+  parseExposition,
+  sampleValue,
+} from "../api/promtext.js";
+import type { Config, FailoverReply, ProcessesReply, Status } from "../api/schemas.js";
+import { DEFAULT_CONTROL } from "../contract.js";
+import { VERSION } from "../version.js";
+import { parseHostPort, UsageError } from "./options.js";
+
+type Flag = { type: "string" | "boolean"; short?: string };
+type Flags = Record<string, Flag>;
+type Values = Record<string, string | boolean | undefined>;
+
+/** A failure to report in one line with exit code 1. */
+class CtlError extends Error {
+  constructor(
+    message: string,
+    readonly code?: string,
+  ) {
+    super(message);
+    this.name = "CtlError";
+  }
+}
+
+const GLOBAL: Flags = {
+  control: { type: "string" },
+  token: { type: "string" },
+  "token-file": { type: "string" },
+  help: { type: "boolean", short: "h" },
+};
+const GLOBAL_WITH_VALUE = new Set(["--control", "--token", "--token-file"]);
+
+const GLOBAL_HELP = [
+  `  --control HOST:PORT  the daemon's control API (default REMUSD_CONTROL, else ${DEFAULT_CONTROL})`,
+  "  --token TOKEN        the API token of mutating routes (default REMUSD_API_TOKEN)",
+  "  --token-file FILE    read the token from FILE (default REMUSD_API_TOKEN_FILE)",
+  "  --help               show help",
+];
+
+interface Client {
+  readonly base: string;
+  readonly token: string | undefined;
+}
+
+interface Command {
+  readonly summary: string;
+  readonly usage: string;
+  readonly flags: Flags;
+  readonly flagHelp: readonly string[];
+  /** Positional arguments allowed after the command (beyond none). */
+  readonly positionals?: boolean;
+  readonly details?: readonly string[];
+  run(c: Client, v: Values, args: readonly string[]): Promise<void>;
+}
+
+// ---- HTTP ----
+
+function unreachable(c: Client, e: unknown): CtlError {
+  const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+  const code = cause?.code ?? (e as { name?: string }).name;
+  const why =
+    code === "ECONNREFUSED"
+      ? "connection refused (is remusd running there?)"
+      : code === "ENOTFOUND" || code === "EAI_AGAIN"
+        ? "unknown host"
+        : code === "TimeoutError" || code === "UND_ERR_CONNECT_TIMEOUT"
+          ? "no answer within 5 s"
+          : (cause?.message ?? (e as Error).message);
+  return new CtlError(`cannot reach remusd at ${c.base}: ${why}`, "REMUSD_ERR_UNREACHABLE");
+}
+
+async function request(c: Client, method: string, path: string, body?: unknown): Promise<unknown> {
+  let r: Response;
+  const headers: Record<string, string> = { accept: "application/json" };
+  if (c.token !== undefined) headers.authorization = `Bearer ${c.token}`;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  try {
+    r = await fetch(`${c.base}${path}`, {
+      method,
+      headers,
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      signal: AbortSignal.timeout(5000),
+    });
+  } catch (e) {
+    throw unreachable(c, e);
+  }
+  const text = await r.text();
+  if (!r.ok) {
+    let err: { code?: string; message?: string } = {};
+    try {
+      err = JSON.parse(text) as typeof err;
+    } catch {
+      // not our error body
+    }
+    throw new CtlError(
+      err.message ?? `HTTP ${r.status}: ${text.slice(0, 200)}`,
+      err.code ?? `HTTP ${r.status}`,
+    );
+  }
+  if ((r.headers.get("content-type") ?? "").includes("application/json")) return JSON.parse(text) as unknown;
+  return text;
+}
+
+const get = <T>(c: Client, path: string) => request(c, "GET", path) as Promise<T>;
+
+// ---- formatting ----
+
+function bytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+}
+
+function ms(n: number | null | undefined, digits = 2): string {
+  if (n === null || n === undefined || !Number.isFinite(n)) return "-";
+  return n >= 100 ? `${Math.round(n)} ms` : `${n.toFixed(digits)} ms`;
+}
+
+function ago(iso: string): string {
+  const s = (Date.now() - Date.parse(iso)) / 1000;
+  if (!Number.isFinite(s)) return iso;
+  if (s < 1) return `${Math.max(0, Math.round(s * 1000))} ms ago`;
+  if (s < 120) return `${s.toFixed(1)} s ago`;
+  return `${Math.round(s / 60)} min ago`;
+}
+
+function table(rows: readonly (readonly string[])[]): string {
+  const widths: number[] = [];
+  for (const r of rows) {
+    for (const [i, c] of r.entries()) widths[i] = Math.max(widths[i] ?? 0, c.length);
+  }
+  return rows
+    .map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join("  "))
+    .join("\n");
+}
+
+/** The readable summary of `remusctl status`. */
+export function formatStatus(s: Status): string {
+  const lc = s.lastCheckpoint;
+  const ckpt = lc
+    ? [
+        `epoch ${lc.epoch}`,
+        lc.pauseMs !== null ? `pause ${ms(lc.pauseMs, 3)}` : undefined,
+        lc.durationMs !== null ? `${ms(lc.durationMs)} to ack` : undefined,
+        lc.applyMs !== null ? `applied in ${ms(lc.applyMs, 3)}` : undefined,
+        `${lc.dirtyPages} dirty pages`,
+        lc.diskWrites !== null ? `${lc.diskWrites} disk writes` : undefined,
+        lc.wireBytes !== null ? `${bytes(lc.wireBytes)} on the wire` : undefined,
+        ago(lc.at),
+      ]
+        .filter((x) => x !== undefined)
+        .join(", ")
+    : "none yet";
+  const p = s.peer;
+  const peer = p.connected
+    ? `connected, last seen ${ms(p.lastSeenMsAgo, 0)} ago, heartbeat RTT ${ms(p.heartbeatRttMs, 3)}`
+    : "not connected";
+  const dom = s.domain;
+  const digest =
+    dom.digest === null
+      ? "no digest (--verify off)"
+      : `digest ${dom.digest.slice(0, 16)}… at epoch ${dom.digestEpoch}`;
+  const rc = s.lastRoleChange;
+  return table([
+    ["role", `${s.role}, ${s.state}, generation ${s.generation} (remusd ${s.version})`],
+    [
+      "epoch",
+      `${s.epoch.committed} committed, ${s.epoch.current} ${s.role === "primary" ? "open" : "current"}`,
+    ],
+    ["interval", `${s.intervalMs} ms`],
+    ["last checkpoint", ckpt],
+    ["peer", peer],
+    [
+      "netbuf",
+      `${s.netbuf.packets} packets, ${bytes(s.netbuf.bytes)}, oldest ${ms(s.netbuf.oldestAgeMs, 1)}`,
+    ],
+    ["disk", `epoch ${s.disk.epoch}, ${s.disk.pendingWrites} pending writes`],
+    [
+      "domain",
+      `${dom.pages} pages of ${dom.pageSize / 1024} KiB (${bytes(dom.pages * dom.pageSize)}), ${dom.diskBlocks} disk blocks, ${dom.running ? "running" : dom.imageValid ? "image valid" : "no complete image"}; ${digest}`,
+    ],
+    ["last role change", `${rc.from ?? "-"} -> ${rc.to}: ${rc.reason} (${ago(rc.at)})`],
+    ["last state change", s.lastStateChange],
+  ]);
+}
+
+// ---- watch ----
+
+/** One refresh of `remusctl watch`, computed from two successive /metrics scrapes. */
+export interface WatchSample {
+  readonly role: string;
+  readonly state: string;
+  readonly epoch: number;
+  /** Null on the first refresh (no earlier scrape to compare with). */
+  readonly checkpointsPerSecond: number | null;
+  readonly pauseP50Ms: number | null;
+  readonly pauseP99Ms: number | null;
+  readonly dirtyPagesPerCheckpoint: number | null;
+  readonly wireMBps: number | null;
+  readonly compressionRatio: number | null;
+  readonly netbufPackets: number;
+  readonly netbufBytes: number;
+  readonly peerUp: boolean;
+}
+
+/** Rates and percentiles between two scrapes `dt` seconds apart. */
+export function watchSample(
+  now: Exposition,
+  before: Exposition | undefined,
+  dt: number,
+  status: Status,
+): WatchSample {
+  const v = (e: Exposition | undefined, name: string, labels?: Record<string, string>) =>
+    e ? (sampleValue(e, name, labels) ?? 0) : 0;
+  const delta = (name: string, labels?: Record<string, string>) =>
+    v(now, name, labels) - v(before, name, labels);
+  const rate = (name: string, labels?: Record<string, string>) =>
+    before && dt > 0 ? delta(name, labels) / dt : null;
+  const pause = bucketDelta(
+    bucketsOf(now, "remusd_checkpoint_pause_seconds"),
+    before ? bucketsOf(before, "remusd_checkpoint_pause_seconds") : [],
+  );
+  const q = (x: number) => {
+    const r = histogramQuantile(x, pause);
+    return r === undefined ? null : r * 1000;
+  };
+  const dirtyCount = delta("remusd_checkpoint_dirty_pages_count");
+  const raw = delta("remusd_replication_bytes_total", { stage: "raw" });
+  const wire = delta("remusd_replication_bytes_total", { stage: "wire" });
+  return {
+    role: status.role,
+    state: status.state,
+    epoch: v(now, "remusd_epoch_committed"),
+    checkpointsPerSecond: rate("remusd_checkpoints_total", { result: "committed" }),
+    pauseP50Ms: q(0.5),
+    pauseP99Ms: q(0.99),
+    dirtyPagesPerCheckpoint: dirtyCount > 0 ? delta("remusd_checkpoint_dirty_pages_sum") / dirtyCount : null,
+    wireMBps: before && dt > 0 ? delta("remusd_replication_bytes_total", { stage: "wire" }) / dt / 1e6 : null,
+    compressionRatio: wire > 0 ? raw / wire : null,
+    netbufPackets: v(now, "remusd_netbuf_packets"),
+    netbufBytes: v(now, "remusd_netbuf_bytes"),
+    peerUp: v(now, "remusd_peer_up") === 1,
+  };
+}
+
+function formatWatch(base: string, w: WatchSample): string[] {
+  const f = (x: number | null, d = 2) => (x === null ? "-" : x.toFixed(d));
+  return [
+    `remusd at ${base}: ${w.role}, ${w.state}, peer ${w.peerUp ? "up" : "down"}      ${new Date().toISOString().slice(11, 19)}`,
+    "",
+    table([
+      ["epoch (committed)", String(w.epoch)],
+      ["checkpoints/s", f(w.checkpointsPerSecond, 1)],
+      ["pause p50 / p99", `${ms(w.pauseP50Ms, 3)} / ${ms(w.pauseP99Ms, 3)}`],
+      ["dirty pages/ckpt", f(w.dirtyPagesPerCheckpoint, 1)],
+      ["wire", w.wireMBps === null ? "-" : `${f(w.wireMBps)} MB/s`],
+      ["compression", w.compressionRatio === null ? "-" : `${f(w.compressionRatio)}x`],
+      ["netbuf", `${w.netbufPackets} packets, ${bytes(w.netbufBytes)}`],
+    ]),
+  ];
+}
+
+async function watch(c: Client, v: Values): Promise<void> {
+  const interval = Number(v.interval ?? "1");
+  if (!Number.isFinite(interval) || interval < 0.05 || interval > 3600) {
+    throw new UsageError(`--interval must be a number of seconds in [0.05, 3600], got '${v.interval}'`);
+  }
+  const count = v.count === undefined ? Number.POSITIVE_INFINITY : Number(v.count);
+  if (!Number.isInteger(count) && count !== Number.POSITIVE_INFINITY)
+    throw new UsageError("--count must be an integer");
+  if (count < 1) throw new UsageError("--count must be at least 1");
+  const json = v.json === true;
+  const tty = process.stdout.isTTY === true && !json;
+  let before: { e: Exposition; t: number } | undefined;
+  let stop = false;
+  const onInt = () => {
+    stop = true;
+  };
+  process.once("SIGINT", onInt);
+  if (tty) process.stdout.write("\x1b[?25l\x1b[2J");
+  try {
+    for (let i = 0; i < count && !stop; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, interval * 1000));
+      let lines: string[];
+      try {
+        const [text, status] = await Promise.all([get<string>(c, "/metrics"), get<Status>(c, "/v1/status")]);
+        const t = performance.now();
+        const e = parseExposition(text);
+        const w = watchSample(e, before?.e, before ? (t - before.t) / 1000 : 0, status);
+        before = { e, t };
+        if (json) {
+          process.stdout.write(`${JSON.stringify({ ts: new Date().toISOString(), ...w })}\n`);
+          continue;
+        }
+        lines = formatWatch(c.base, w);
+      } catch (e) {
+        // The first scrape must work; later, a daemon that went away is shown and retried.
+        if (before === undefined || !(e instanceof CtlError)) throw e;
+        if (json) throw e;
+        lines = [`${e.message}; retrying every ${interval} s (Ctrl-C to stop)`];
+      }
+      if (tty) process.stdout.write(`\x1b[H${lines.map((l) => `${l}\x1b[K`).join("\n")}\n\x1b[J`);
+      else process.stdout.write(`${lines.join("\n")}\n\n`);
+    }
+  } finally {
+    process.off("SIGINT", onInt);
+    if (tty) process.stdout.write("\x1b[?25h");
+  }
+}
+
+// ---- config set ----
+
+const CONFIG_KEYS: Record<string, { path: [string] | [string, string]; type: "int" | "bool" }> = {
+  "interval-ms": { path: ["intervalMs"], type: "int" },
+  intervalMs: { path: ["intervalMs"], type: "int" },
+  compress: { path: ["compress"], type: "bool" },
+  "heartbeat-ms": { path: ["heartbeat", "intervalMs"], type: "int" },
+  "heartbeat.intervalMs": { path: ["heartbeat", "intervalMs"], type: "int" },
+  "heartbeat-misses": { path: ["heartbeat", "misses"], type: "int" },
+  "heartbeat.misses": { path: ["heartbeat", "misses"], type: "int" },
+};
+
+/** Turns `KEY=VALUE` arguments into a PATCH /v1/config body. */
+export function configPatchOf(args: readonly string[]): Record<string, unknown> {
+  if (args.length === 0)
+    throw new UsageError("config set needs KEY=VALUE arguments (see remusctl config --help)");
+  const patch: Record<string, unknown> = {};
+  for (const a of args) {
+    const eq = a.indexOf("=");
+    if (eq <= 0) throw new UsageError(`expected KEY=VALUE, got '${a}'`);
+    const key = a.slice(0, eq);
+    const raw = a.slice(eq + 1).trim();
+    const k = CONFIG_KEYS[key];
+    if (!k)
+      throw new UsageError(
+        `unknown config key '${key}' (known: interval-ms, compress, heartbeat-ms, heartbeat-misses)`,
+      );
+    let value: number | boolean;
+    if (k.type === "int") {
+      value = Number(raw);
+      if (raw === "" || !Number.isInteger(value))
+        throw new UsageError(`${key}: expected an integer, got '${raw}'`);
+    } else {
+      const s = raw.toLowerCase();
+      if (["true", "on", "yes", "1"].includes(s)) value = true;
+      else if (["false", "off", "no", "0"].includes(s)) value = false;
+      else throw new UsageError(`${key}: expected true or false, got '${raw}'`);
+    }
+    const [first, second] = k.path;
+    if (second === undefined) patch[first] = value;
+    else patch[first] = { ...((patch[first] as Record<string, unknown> | undefined) ?? {}), [second]: value };
+  }
+  return patch;
+}
+
+function formatConfig(cfg: Config, role: string | undefined): string {
+  const lines = [
+    table([
+      ["interval-ms", String(cfg.intervalMs)],
+      ["compress", String(cfg.compress)],
+      ["heartbeat-ms", String(cfg.heartbeat.intervalMs)],
+      ["heartbeat-misses", String(cfg.heartbeat.misses)],
+    ]),
+  ];
+  if (cfg.pending) lines.push("(interval/compression changes take effect when the open epoch ends)");
+  if (role === "backup") lines.push("(a backup uses interval-ms and compress once it becomes primary)");
+  return lines.join("\n");
+}
+
+// ---- commands ----
+
+const COMMANDS: Record<string, Command> = {
+  status: {
+    summary: "role, state, epochs, last checkpoint, peer, netbuf, disk and domain",
+    usage: "remusctl status [--json]",
+    flags: { json: { type: "boolean" } },
+    flagHelp: ["  --json               print the raw JSON of GET /v1/status"],
+    async run(c, v) {
+      const s = await get<Status>(c, "/v1/status");
+      process.stdout.write(v.json ? `${JSON.stringify(s, null, 2)}\n` : `${formatStatus(s)}\n`);
+    },
+  },
+  watch: {
+    summary: "refresh in place: epoch, checkpoints/s, pause p50/p99, dirty pages, MB/s, compression, netbuf",
+    usage: "remusctl watch [--interval SECONDS] [--count N] [--json]",
+    flags: { interval: { type: "string" }, count: { type: "string" }, json: { type: "boolean" } },
+    flagHelp: [
+      "  --interval SECONDS   time between two scrapes of /metrics (default 1)",
+      "  --count N            stop after N refreshes (default: until Ctrl-C)",
+      "  --json               one JSON object per refresh instead of the screen",
+    ],
+    details: ["Rates and percentiles are computed from the difference of two successive /metrics scrapes."],
+    run: (c, v) => watch(c, v),
+  },
+  failover: {
+    summary: "on a backup: activate now (or, --planned, ask the primary for a switchover)",
+    usage: "remusctl failover [--planned] [--wait] [--json]",
+    flags: { planned: { type: "boolean" }, wait: { type: "boolean" }, json: { type: "boolean" } },
+    flagHelp: [
+      "  --planned            switchover: the primary takes a final checkpoint, stops, and this backup activates",
+      "  --wait               with --planned: wait until this daemon is the primary (at most 10 s)",
+      "  --json               print the raw JSON reply",
+    ],
+    async run(c, v) {
+      const r = (await request(c, "POST", "/v1/failover", { planned: v.planned === true })) as FailoverReply;
+      if (r.pending && v.wait) {
+        const deadline = Date.now() + 10_000;
+        for (;;) {
+          const s = await get<Status>(c, "/v1/status");
+          if (s.role === "primary") break;
+          if (Date.now() > deadline)
+            throw new CtlError("the switchover did not complete within 10 s", "REMUSD_ERR_TIMEOUT");
+          await new Promise((res) => setTimeout(res, 50));
+        }
+        if (!v.json) process.stdout.write("switchover complete: this daemon is now the primary\n");
+        else process.stdout.write(`${JSON.stringify({ ...r, activated: true, pending: false })}\n`);
+        return;
+      }
+      if (v.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+      else if (r.activated) {
+        process.stdout.write(
+          `activated as primary from epoch ${r.epoch}${r.digest ? ` (digest ${r.digest.slice(0, 16)}…)` : ""}\n`,
+        );
+      } else {
+        process.stdout.write(
+          "switchover requested: the primary takes a final checkpoint, then this backup activates\n",
+        );
+      }
+    },
+  },
+  checkpoint: {
+    summary: "on a primary: checkpoint the open epoch now and wait for the backup's acknowledgement",
+    usage: "remusctl checkpoint [--no-wait] [--json]",
+    flags: { "no-wait": { type: "boolean" }, json: { type: "boolean" } },
+    flagHelp: [
+      "  --no-wait            return once requested, without waiting for the commit",
+      "  --json               print the raw JSON reply",
+    ],
+    async run(c, v) {
+      const wait = v["no-wait"] !== true;
+      const r = (await request(c, "POST", `/v1/checkpoint${wait ? "?wait=true" : ""}`)) as {
+        epoch: number;
+        committed: boolean;
+      };
+      if (v.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+      else
+        process.stdout.write(
+          r.committed ? `epoch ${r.epoch} committed\n` : `checkpoint of epoch ${r.epoch} requested\n`,
+        );
+    },
+  },
+  config: {
+    summary: "show or change the run-time configuration",
+    usage: "remusctl config get [--json] | remusctl config set KEY=VALUE ...",
+    flags: { json: { type: "boolean" } },
+    flagHelp: ["  --json               print the raw JSON reply"],
+    positionals: true,
+    details: [
+      "Keys: interval-ms (checkpoint interval), compress (true|false), heartbeat-ms, heartbeat-misses;",
+      "bounds as for remusd's flags. Interval and compression take effect at the next epoch (a backup",
+      "keeps them for when it becomes primary); heartbeat settings apply at once, to the live link too.",
+    ],
+    async run(c, v, args) {
+      const [sub, ...rest] = args;
+      if (sub === "get" || sub === undefined) {
+        if (rest.length > 0) throw new UsageError("config get takes no arguments");
+        const [cfg, s] = await Promise.all([get<Config>(c, "/v1/config"), get<Status>(c, "/v1/status")]);
+        process.stdout.write(v.json ? `${JSON.stringify(cfg)}\n` : `${formatConfig(cfg, s.role)}\n`);
+        return;
+      }
+      if (sub !== "set") throw new UsageError(`unknown config subcommand '${sub}' (get or set)`);
+      const cfg = (await request(c, "PATCH", "/v1/config", configPatchOf(rest))) as Config;
+      process.stdout.write(v.json ? `${JSON.stringify(cfg)}\n` : `${formatConfig(cfg, undefined)}\n`);
+    },
+  },
+  ps: {
+    summary: "the guest's process table",
+    usage: "remusctl ps [--json]",
+    flags: { json: { type: "boolean" } },
+    flagHelp: ["  --json               print the raw JSON of GET /v1/domain/processes"],
+    async run(c, v) {
+      const r = await get<ProcessesReply>(c, "/v1/domain/processes");
+      if (v.json) {
+        process.stdout.write(`${JSON.stringify(r)}\n`);
+        return;
+      }
+      const rows = [["PID", "PPID", "NAME", "PROGRAM", "STATE", "TICKS", "PAGES", "EXIT"]];
+      for (const p of r.processes) {
+        rows.push(
+          [
+            p.pid,
+            p.ppid,
+            p.name,
+            p.program,
+            p.state,
+            p.ticks,
+            p.pages,
+            p.state === "exited" ? p.exitCode : "-",
+          ].map(String),
+        );
+      }
+      process.stdout.write(`${table(rows)}\n`);
+    },
+  },
+};
+
+function usage(): string {
+  return [
+    `remusctl ${VERSION}: control a remusd daemon through its control API`,
+    "",
+    "Usage: remusctl [--control HOST:PORT] [--token TOKEN | --token-file FILE] COMMAND [options]",
+    "",
+    "Commands:",
+    ...Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(12)}${c.summary}`),
+    "",
+    "Options:",
+    ...GLOBAL_HELP,
+    "",
+    "Run 'remusctl COMMAND --help' for a command's options. Exit code 0 on success, 1 when the daemon",
+    "cannot be reached or refuses the request, 2 on bad usage.",
+  ].join("\n");
+}
+
+function commandHelp(name: string, cmd: Command): string {
+  return [
+    `remusctl ${name}: ${cmd.summary}`,
+    "",
+    `Usage: ${cmd.usage}`,
+    ...(cmd.details ? ["", ...cmd.details] : []),
+    "",
+    "Options:",
+    ...cmd.flagHelp,
+    ...GLOBAL_HELP,
+  ].join("\n");
+}
+
+function readToken(v: Values, env: NodeJS.ProcessEnv): string | undefined {
+  const file =
+    (v["token-file"] as string | undefined) ??
+    (v.token === undefined ? env.REMUSD_API_TOKEN_FILE : undefined);
+  if (v.token !== undefined) return String(v.token);
+  if (file !== undefined && file !== "") {
+    let t: string;
+    try {
+      t = readFileSync(file, "utf8").trim();
+    } catch (e) {
+      throw new UsageError(`cannot read the token file ${file}: ${(e as Error).message}`);
+    }
+    if (t === "") throw new UsageError(`the token file ${file} is empty`);
+    return t;
+  }
+  const t = env.REMUSD_API_TOKEN?.trim();
+  return t ? t : undefined;
+}
+
+/** Runs remusctl with `argv` (after the program name). */
+export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  let at = -1;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] as string;
+    if (!a.startsWith("-")) {
+      at = i;
+      break;
+    }
+    if (GLOBAL_WITH_VALUE.has(a)) i++;
+  }
+  const name = at < 0 ? undefined : (argv[at] as string);
+  const rest = at < 0 ? [...argv] : [...argv.slice(0, at), ...argv.slice(at + 1)];
+  if (name === "help") {
+    process.stdout.write(`${usage()}\n`);
+    return;
+  }
+  const cmd = name === undefined ? undefined : COMMANDS[name];
+  if (name !== undefined && !cmd) throw new UsageError(`unknown command '${name}' (run remusctl --help)`);
+  let parsed: { values: Values; positionals: string[] };
+  try {
+    parsed = parseArgs({
+      args: rest,
+      options: { ...GLOBAL, ...(cmd?.flags ?? {}) },
+      allowPositionals: cmd?.positionals === true,
+      strict: true,
+    }) as { values: Values; positionals: string[] };
+  } catch (e) {
+    throw new UsageError(
+      `${(e as Error).message.split("\n")[0]} (see remusctl ${name ?? ""} --help)`.replace("  ", " "),
+    );
+  }
+  const v = parsed.values;
+  if (v.help === true) {
+    process.stdout.write(`${cmd && name ? commandHelp(name, cmd) : usage()}\n`);
+    return;
+  }
+  if (!cmd) {
+    process.stdout.write(`${usage()}\n`);
+    process.exitCode = 2;
+    return;
+  }
+  const control = (v.control as string | undefined) ?? env.REMUSD_CONTROL ?? DEFAULT_CONTROL;
+  const hp = parseHostPort(control.replace(/^https?:\/\//, ""), "--control");
+  const host = hp.host.includes(":") ? `[${hp.host}]` : hp.host === "0.0.0.0" ? "127.0.0.1" : hp.host;
+  const client: Client = { base: `http://${host}:${hp.port}`, token: readToken(v, env) };
+  await cmd.run(client, v, parsed.positionals);
+}
+
+function isEntryPoint(): boolean {
+  // Compare real paths: npm starts bins through a symlink.
+  const argv1 = process.argv[1];
+  if (argv1 === undefined) return false;
+  try {
+    return realpathSync(argv1) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) {
+  const args = process.argv.slice(2);
+  if (args[0] === "--version") {
+    process.stdout.write(`${VERSION}\n`);
+  } else {
+    main(args).catch((e: unknown) => {
+      if (e instanceof UsageError) {
+        process.stderr.write(`remusctl: ${e.message}\n`);
+        process.exit(2);
+      }
+      if (e instanceof CtlError) {
+        process.stderr.write(`remusctl: ${e.code ? `${e.code}: ` : ""}${e.message}\n`);
+        process.exit(1);
+      }
+      process.stderr.write(`remusctl: ${e instanceof Error ? e.message : String(e)}\n`);
+      process.exit(1);
+    });
+  }
+}

@@ -1,0 +1,157 @@
+import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import {
+  cleanup,
+  getJson,
+  kill,
+  killAll,
+  logLine,
+  readEvents,
+  startDaemon,
+  tempDir,
+  waitFor,
+} from "../helpers/procs.js";
+
+after(killAll);
+
+const HEARTBEAT_MS = 50;
+const MISSES = 8;
+
+function common(dir: string, name: string): string[] {
+  const keyFile = join(dir, "key");
+  writeFileSync(keyFile, "shutdown-test-key-0123456789");
+  return [
+    "--control",
+    "127.0.0.1:0",
+    "--auth-key-file",
+    keyFile,
+    "--data-dir",
+    join(dir, name),
+    "--event-log",
+    join(dir, `${name}.jsonl`),
+    "--domain-mib",
+    "8",
+    "--disk-mib",
+    "4",
+    "--heartbeat-ms",
+    String(HEARTBEAT_MS),
+    "--heartbeat-misses",
+    String(MISSES),
+    "--verify",
+  ];
+}
+
+async function startPair(dir: string) {
+  const backup = await startDaemon("backup", "backup", ["--listen", "127.0.0.1:0", ...common(dir, "backup")]);
+  const primary = await startDaemon("primary", "primary", [
+    "--peer",
+    `ws://127.0.0.1:${backup.replicationPort}`,
+    "--workload",
+    "dirty:rate=1000+disk:rate=16",
+    ...common(dir, "primary"),
+  ]);
+  const pLog = join(dir, "primary.jsonl");
+  try {
+    await waitFor(
+      "committed checkpoints",
+      () => readEvents(pLog).filter((e) => e.event === "checkpoint.committed").length >= 5,
+    );
+  } catch (e) {
+    throw new Error(
+      `${(e as Error).message}\nprimary: ${primary.proc.stderr.slice(-3000)}\nbackup: ${backup.proc.stderr.slice(-3000)}`,
+    );
+  }
+  return { backup, primary, pLog, bLog: join(dir, "backup.jsonl") };
+}
+
+/**
+ * Observes the backup for two heartbeat timeouts: long enough for a backup that took
+ * the stop for a failure to activate. Polls its status and fails as soon as it did.
+ */
+async function staysBackup(control: string): Promise<{ role: string; state: string }> {
+  const until = Date.now() + 2 * HEARTBEAT_MS * MISSES;
+  let st: { role: string; state: string };
+  do {
+    st = (await getJson(`${control}/v1/status`)).body as { role: string; state: string };
+    assert.equal(st.role, "backup", "the backup activated after a planned stop");
+    await new Promise((r) => setTimeout(r, 10));
+  } while (Date.now() < until);
+  return st;
+}
+
+test("SIGTERM on the primary: final checkpoint, planned GOODBYE, the backup does not activate, exit 0", async () => {
+  const dir = tempDir("shutdown-primary");
+  try {
+    const { backup, primary, pLog, bLog } = await startPair(dir);
+    const code = await kill(primary.proc, "SIGTERM");
+    assert.equal(code, 0, primary.proc.stderr.slice(-2000));
+    const pEvents = readEvents(pLog);
+    // The last checkpoint is marked final and was acknowledged before the link closed.
+    const final = pEvents.find((e) => e.event === "checkpoint.sent" && e.final === true);
+    assert.ok(final, "no final checkpoint in the primary's event log");
+    assert.ok(pEvents.some((e) => e.event === "checkpoint.committed" && e.epoch === final.epoch));
+    assert.ok(pEvents.some((e) => e.event === "peer.lost" && e.planned === true));
+    assert.equal(pEvents.at(-1)?.event, "daemon.stopped", "the event log ends with daemon.stopped (flushed)");
+    assert.ok(logLine(primary.proc, "shutting down"));
+    assert.ok(logLine(primary.proc, "stopped"));
+
+    await waitFor("the backup to log the planned stop", () =>
+      readEvents(bLog).find((e) => e.event === "peer.lost" && e.planned === true),
+    );
+    const st = await staysBackup(backup.control);
+    assert.equal(st.state, "waiting");
+    const bEvents = readEvents(bLog);
+    assert.ok(!bEvents.some((e) => e.event === "failover.activated"));
+    // The backup holds exactly the final state the primary checkpointed.
+    const applied = bEvents.find((e) => e.event === "checkpoint.applied" && e.epoch === final.epoch);
+    assert.equal(applied?.digest, final.digest);
+
+    assert.equal(await kill(backup.proc, "SIGINT"), 0, backup.proc.stderr.slice(-2000));
+    assert.equal(readEvents(bLog).at(-1)?.event, "daemon.stopped");
+  } finally {
+    await killAll();
+    cleanup(dir);
+  }
+});
+
+test("SIGTERM on the backup: the primary logs a planned peer loss and carries on unprotected", async () => {
+  const dir = tempDir("shutdown-backup");
+  try {
+    const { backup, primary, pLog } = await startPair(dir);
+    assert.equal(await kill(backup.proc, "SIGTERM"), 0, backup.proc.stderr.slice(-2000));
+    await waitFor("the primary to lose its backup", () =>
+      readEvents(pLog).find((e) => e.event === "peer.lost" && e.planned === true),
+    );
+    await waitFor("unprotected", () =>
+      readEvents(pLog).find((e) => e.event === "state.changed" && e.to === "unprotected"),
+    );
+    const st = (await getJson(`${primary.control}/v1/status`)).body as { role: string; state: string };
+    assert.equal(st.role, "primary");
+    assert.equal(st.state, "unprotected");
+    assert.equal(primary.proc.exitCode, undefined, "the primary keeps running");
+  } finally {
+    await killAll();
+    cleanup(dir);
+  }
+});
+
+test("a second signal during the shutdown exits at once (exit 1)", async () => {
+  const dir = tempDir("shutdown-twice");
+  try {
+    const primary = await startDaemon("primary", "primary", [
+      "--peer",
+      "ws://127.0.0.1:1",
+      ...common(dir, "primary"),
+    ]);
+    // Two different signals are never merged by the kernel; the stop takes at least the GOODBYE grace.
+    primary.proc.child.kill("SIGTERM");
+    primary.proc.child.kill("SIGINT");
+    assert.equal(await primary.proc.exited, 1);
+    await waitFor("the log line", () => logLine(primary.proc, "second signal: exiting at once"));
+  } finally {
+    await killAll();
+    cleanup(dir);
+  }
+});
