@@ -143,6 +143,10 @@ export const Config = Type.Object(
         description: "heartbeats missed before the peer counts as lost",
       }),
     }),
+    peer: Type.Union([Type.String(), Type.Null()], {
+      description:
+        "the backup this daemon dials as primary (ws://HOST:PORT), or null. Set it on an activated primary to re-protect it with a new backup",
+    }),
     pending: Type.Boolean({
       description:
         "a primary: interval/compression changes wait for the open epoch to end. A backup: always false; interval and compression are kept and apply when it becomes primary",
@@ -157,6 +161,9 @@ export const ConfigPatch = Type.Object(
   {
     intervalMs: Type.Optional(Type.Integer({ ...intervalBounds })),
     compress: Type.Optional(Type.Boolean()),
+    peer: Type.Optional(
+      Type.Union([Type.String({ pattern: "^wss?://[^\\s]+$", maxLength: 512 }), Type.Null()]),
+    ),
     heartbeat: Type.Optional(
       Type.Object(
         {

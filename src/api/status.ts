@@ -71,6 +71,7 @@ export function configOf(d: Daemon): Config {
     intervalMs: r.intervalMs,
     compress: r.compress,
     heartbeat: { intervalMs: r.heartbeat.intervalMs, misses: r.heartbeat.misses },
+    peer: d.peerUrl ?? null,
     pending: d.primary?.pendingConfig !== undefined,
   };
 }
@@ -96,6 +97,7 @@ export function applyConfig(d: Daemon, patch: ConfigPatch): Config {
     d.backup?.setHeartbeat(r.heartbeat);
   }
   if (Object.keys(change).length > 0) d.primary?.reconfigure(change);
+  if (patch.peer !== undefined) d.setPeer(patch.peer);
   const now = configOf(d);
   d.log.info({ change: patch, config: now }, "configuration changed");
   return now;

@@ -327,7 +327,8 @@ async function watch(c: Client, v: Values): Promise<void> {
 
 // ---- config set ----
 
-const CONFIG_KEYS: Record<string, { path: [string] | [string, string]; type: "int" | "bool" }> = {
+const CONFIG_KEYS: Record<string, { path: [string] | [string, string]; type: "int" | "bool" | "peer" }> = {
+  peer: { path: ["peer"], type: "peer" },
   "interval-ms": { path: ["intervalMs"], type: "int" },
   intervalMs: { path: ["intervalMs"], type: "int" },
   compress: { path: ["compress"], type: "bool" },
@@ -350,10 +351,14 @@ export function configPatchOf(args: readonly string[]): Record<string, unknown> 
     const k = CONFIG_KEYS[key];
     if (!k)
       throw new UsageError(
-        `unknown config key '${key}' (known: interval-ms, compress, heartbeat-ms, heartbeat-misses)`,
+        `unknown config key '${key}' (known: interval-ms, compress, heartbeat-ms, heartbeat-misses, peer)`,
       );
-    let value: number | boolean;
-    if (k.type === "int") {
+    let value: number | boolean | string | null;
+    if (k.type === "peer") {
+      if (raw === "" || raw === "none") value = null;
+      else if (/^wss?:\/\/[^\s]+$/.test(raw)) value = raw;
+      else throw new UsageError(`${key}: expected a ws://HOST:PORT URL or 'none', got '${raw}'`);
+    } else if (k.type === "int") {
       value = Number(raw);
       if (raw === "" || !Number.isInteger(value))
         throw new UsageError(`${key}: expected an integer, got '${raw}'`);
@@ -377,6 +382,7 @@ function formatConfig(cfg: Config, role: string | undefined): string {
       ["compress", String(cfg.compress)],
       ["heartbeat-ms", String(cfg.heartbeat.intervalMs)],
       ["heartbeat-misses", String(cfg.heartbeat.misses)],
+      ["peer", cfg.peer ?? "none"],
     ]),
   ];
   if (cfg.pending) lines.push("(interval/compression changes take effect when the open epoch ends)");

@@ -13,6 +13,7 @@ import { Domain } from "../domain/domain.js";
 import { RemusError } from "../errors.js";
 import { bootGuest } from "../guest/guest.js";
 import { Kernel, type ProcessInfo } from "../guest/kernel.js";
+import { parseIp, parseMac } from "../guest/nic.js";
 import { type CounterCheck, verifyCounter } from "../guest/programs/basic.js";
 import { Metrics, type NetbufStats } from "../metrics.js";
 import { type Activation, BackupMachine } from "../replication/backup.js";
@@ -24,10 +25,9 @@ import { LevelStore } from "../store/level.js";
 import { NodeStateFile } from "../store/state.js";
 import { Dialer, type LinkHandler, listenReplication } from "../transport/ws.js";
 import { VERSION } from "../version.js";
-import { parseIp, parseMac } from "../guest/nic.js";
 import { EventLog } from "./eventlog.js";
-import { NetSide } from "./netside.js";
 import { createLogger } from "./logging.js";
+import { NetSide } from "./netside.js";
 import type { DaemonSettings } from "./settings.js";
 
 type Machine = PrimaryMachine | BackupMachine;
@@ -93,6 +93,8 @@ export class Daemon {
   backup: BackupMachine | undefined;
   store: LevelStore | undefined;
   private dialer: Dialer | undefined;
+  /** The backup a primary dials (--peer, or set at run time through PATCH /v1/config). */
+  peerUrl: string | undefined;
   private listener: { port: number; close(): Promise<void> } | undefined;
   private readonly owner = new Map<Port, Machine>();
   private timer: NodeJS.Timeout | undefined;
@@ -124,7 +126,11 @@ export class Daemon {
     }
     this.log = this.rootLog.child({ role: settings.role });
     this.lastRoleChange = { from: null, to: settings.role, reason: "started", at: new Date().toISOString() };
-    this.runtime = { intervalMs: settings.intervalMs, compress: settings.compress, heartbeat: settings.heartbeat };
+    this.runtime = {
+      intervalMs: settings.intervalMs,
+      compress: settings.compress,
+      heartbeat: settings.heartbeat,
+    };
     this.events = new EventLog(settings.eventLog);
     this.metrics = new Metrics(VERSION);
     this.metrics.netbufSource = () => this.netbufStats();
@@ -273,11 +279,13 @@ export class Daemon {
       this.listener = await listenReplication(s.listen, this.link);
       this.replicationPort = this.listener.port;
     }
-    if (s.role === "primary" && s.peer) {
-      this.dialer = new Dialer(s.peer, this.link, () => this.primary?.wantsPeer ?? false);
-    }
+    if (s.role === "primary" && s.peer) this.setPeer(s.peer);
     this.rebindLog();
-    this.events.write("role.changed", this.role, this.currentEpoch(), { from: null, to: this.role, reason: "started" });
+    this.events.write("role.changed", this.role, this.currentEpoch(), {
+      from: null,
+      to: this.role,
+      reason: "started",
+    });
     this.wallBase = performance.now();
     this.tickBase = this.domain.vcpu.ticks;
     this.loop();
@@ -304,7 +312,8 @@ export class Daemon {
       emit: this.emit,
       hooks: {
         // Output commit: the frames of epoch N go into the netbuf at its pause and leave when N is acked.
-        beforeCapture: (epoch) => this.net.pump(epoch, this.primary?.outputMustWait ?? false, performance.now()),
+        beforeCapture: (epoch) =>
+          this.net.pump(epoch, this.primary?.outputMustWait ?? false, performance.now()),
         onCommitted: (epoch) => this.net.committed(epoch, performance.now()),
         onState: (state) => {
           if (state !== "protected") this.net.releaseAll(performance.now());
@@ -315,6 +324,29 @@ export class Daemon {
     });
     this.metrics.setRole("primary");
     this.metrics.setState(this.primary.state);
+  }
+
+  /**
+   * Sets (or clears, with null) the backup this daemon dials while it is the
+   * primary. On a backup it is kept for after an activation: this is how an
+   * activated primary is re-protected by a new backup.
+   */
+  setPeer(url: string | null): void {
+    if (url !== null) {
+      let u: URL;
+      try {
+        u = new URL(url);
+      } catch {
+        throw new RemusError("REMUSD_ERR_BAD_REQUEST", `peer must be a ws://HOST:PORT URL, got '${url}'`);
+      }
+      if (u.protocol !== "ws:" && u.protocol !== "wss:") {
+        throw new RemusError("REMUSD_ERR_BAD_REQUEST", `peer must be a ws:// or wss:// URL, got '${url}'`);
+      }
+    }
+    this.dialer?.stop();
+    this.dialer = undefined;
+    this.peerUrl = url ?? undefined;
+    if (url !== null) this.dialer = new Dialer(url, this.link, () => this.primary?.wantsPeer ?? false);
   }
 
   /** The backup activated: become the primary of the same domain. */
@@ -333,8 +365,16 @@ export class Daemon {
       at: new Date().toISOString(),
     };
     this.rebindLog();
-    this.events.write("role.changed", "primary", a.epoch, { from: "backup", to: "primary", reason: a.reason, generation: a.generation });
-    this.log.info({ epoch: a.epoch, generation: a.generation, reason: a.reason }, "role changed: backup -> primary");
+    this.events.write("role.changed", "primary", a.epoch, {
+      from: "backup",
+      to: "primary",
+      reason: a.reason,
+      generation: a.generation,
+    });
+    this.log.info(
+      { epoch: a.epoch, generation: a.generation, reason: a.reason },
+      "role changed: backup -> primary",
+    );
     // The guest resumes now, from its own clock.
     this.wallBase = performance.now();
     this.tickBase = this.domain.vcpu.ticks;

@@ -36,7 +36,9 @@ export class EventLog {
 }
 
 /** Reads an event log back (for tests and tools). */
-export function parseEventLog(text: string): Array<Record<string, unknown> & { event: string; epoch: number }> {
+export function parseEventLog(
+  text: string,
+): Array<Record<string, unknown> & { event: string; epoch: number }> {
   return text
     .split("\n")
     .filter((l) => l.trim() !== "")

@@ -56,7 +56,13 @@ export class NetSide {
     this.metrics.netbufBytes.set(this.dev.netbuf.byteCount);
   }
 
-  stats(now: number): { packets: number; bytes: number; oldestAgeMs: number; outputCommit: boolean; attached: boolean } {
+  stats(now: number): {
+    packets: number;
+    bytes: number;
+    oldestAgeMs: number;
+    outputCommit: boolean;
+    attached: boolean;
+  } {
     return {
       packets: this.dev.netbuf.packets,
       bytes: this.dev.netbuf.byteCount,

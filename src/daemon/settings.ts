@@ -6,8 +6,8 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { UsageError, type OptValues, parseHostPort, type HostPort } from "../cli/options.js";
-import { geometryOfMiB, type DomainGeometry } from "../domain/domain.js";
+import { type HostPort, type OptValues, parseHostPort, UsageError } from "../cli/options.js";
+import { type DomainGeometry, geometryOfMiB } from "../domain/domain.js";
 import { isRemusError } from "../errors.js";
 import { parseWorkload, type WorkloadSpec } from "../guest/workload.js";
 import type { HeartbeatConfig } from "../replication/heartbeat.js";
@@ -39,7 +39,11 @@ export interface DaemonSettings {
   readonly compress: boolean;
 }
 
-function readSecret(file: string | undefined, envValue: string | undefined, what: string): string | undefined {
+function readSecret(
+  file: string | undefined,
+  envValue: string | undefined,
+  what: string,
+): string | undefined {
   if (file) {
     let text: string;
     try {
@@ -70,10 +74,14 @@ export function resolveSettings(
   if (key && key.length < 16) throw new UsageError("the replication key must be at least 16 characters");
   const apiToken = readSecret(v["api-token-file"] as string | undefined, env.REMUSD_API_TOKEN, "API token");
   if (v["api-auth"] === "all" && !apiToken) {
-    throw new UsageError("--api-auth all needs an API token: give --api-token-file FILE (or REMUSD_API_TOKEN)");
+    throw new UsageError(
+      "--api-auth all needs an API token: give --api-token-file FILE (or REMUSD_API_TOKEN)",
+    );
   }
   if (v["no-netbuf"] === true && v.unsafe !== true) {
-    throw new UsageError("--no-netbuf gives up output commit (clients may see output the backup cannot reproduce); add --unsafe to confirm");
+    throw new UsageError(
+      "--no-netbuf gives up output commit (clients may see output the backup cannot reproduce); add --unsafe to confirm",
+    );
   }
   let geometry: DomainGeometry;
   let workload: WorkloadSpec;

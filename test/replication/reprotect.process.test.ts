@@ -1,0 +1,98 @@
+import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import {
+  cleanup,
+  getJson,
+  kill,
+  killAll,
+  readEvents,
+  startDaemon,
+  tempDir,
+  waitFor,
+} from "../helpers/procs.js";
+
+after(killAll);
+
+test("after a failover, the activated primary is re-protected by a new backup (PATCH /v1/config peer)", async () => {
+  const dir = tempDir("reprotect");
+  try {
+    const keyFile = join(dir, "key");
+    const tokenFile = join(dir, "token");
+    writeFileSync(keyFile, "reprotect-test-key-0123456789");
+    writeFileSync(tokenFile, "reprotect-token-0123456789");
+    const common = (name: string) => [
+      "--control",
+      "127.0.0.1:0",
+      "--auth-key-file",
+      keyFile,
+      "--api-token-file",
+      tokenFile,
+      "--data-dir",
+      join(dir, name),
+      "--event-log",
+      join(dir, `${name}.jsonl`),
+      "--domain-mib",
+      "16",
+      "--heartbeat-ms",
+      "50",
+      "--heartbeat-misses",
+      "6",
+      "--verify",
+    ];
+    const b1 = await startDaemon("backup", "b1", ["--listen", "127.0.0.1:0", ...common("b1")]);
+    const p = await startDaemon("primary", "p", [
+      "--peer",
+      `ws://127.0.0.1:${b1.replicationPort}`,
+      "--workload",
+      "web",
+      ...common("p"),
+    ]);
+    await waitFor("protected", () =>
+      readEvents(join(dir, "p.jsonl")).some((e) => e.event === "state.changed" && e.to === "protected"),
+    );
+    await kill(p.proc, "SIGKILL");
+    const b1Log = join(dir, "b1.jsonl");
+    await waitFor("b1 activated", () => readEvents(b1Log).some((e) => e.event === "failover.activated"));
+    const b2 = await startDaemon("backup", "b2", ["--listen", "127.0.0.1:0", ...common("b2")]);
+    const auth = { authorization: "Bearer reprotect-token-0123456789", "content-type": "application/json" };
+    // Without the token the change is refused.
+    const refused = await getJson(`${b1.control}/v1/config`, {
+      method: "PATCH",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ peer: `ws://127.0.0.1:${b2.replicationPort}` }),
+    });
+    assert.equal(refused.status, 401);
+    const bad = await getJson(`${b1.control}/v1/config`, {
+      method: "PATCH",
+      headers: auth,
+      body: JSON.stringify({ peer: "http://nope" }),
+    });
+    assert.equal(bad.status, 400);
+    const ok = await getJson(`${b1.control}/v1/config`, {
+      method: "PATCH",
+      headers: auth,
+      body: JSON.stringify({ peer: `ws://127.0.0.1:${b2.replicationPort}` }),
+    });
+    assert.equal(ok.status, 200, JSON.stringify(ok.body));
+    assert.equal((ok.body as { peer: string }).peer, `ws://127.0.0.1:${b2.replicationPort}`);
+    await waitFor("b1 protected again", () =>
+      readEvents(b1Log).some((e) => e.event === "state.changed" && e.to === "protected"),
+    );
+    const st = (await getJson(`${b1.control}/v1/status`)).body as {
+      role: string;
+      state: string;
+      generation: number;
+    };
+    assert.deepEqual([st.role, st.state, st.generation], ["primary", "protected", 2]);
+    // The new backup holds generation 2's image and applies its checkpoints.
+    await waitFor(
+      "b2 applies",
+      () => readEvents(join(dir, "b2.jsonl")).filter((e) => e.event === "checkpoint.applied").length > 3,
+    );
+  } finally {
+    await killAll();
+    cleanup(dir);
+  }
+});
