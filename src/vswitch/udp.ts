@@ -6,6 +6,7 @@
  * frames: TCP in the guest and the clients recovers.
  */
 import { type Socket, createSocket } from "node:dgram";
+import { lookup } from "node:dns/promises";
 import type { HostPort } from "../cli/options.js";
 import { LearningSwitch, type SwitchPort } from "./switch.js";
 
@@ -92,17 +93,21 @@ export class UdpLink implements FrameLink {
   private constructor(
     readonly sw: HostPort,
     sock: Socket,
+    private readonly addr: string,
   ) {
     this.sock = sock;
   }
 
   static async open(sw: HostPort): Promise<UdpLink> {
+    // Resolve a host name once: dgram would look it up again for every frame.
+    const host = sw.host === "0.0.0.0" ? "127.0.0.1" : sw.host;
+    const addr = (await lookup(host, { family: 4 })).address;
     const sock = createSocket("udp4");
     await new Promise<void>((resolve, reject) => {
       sock.once("error", reject);
       sock.bind(0, "127.0.0.1", () => resolve());
     });
-    const l = new UdpLink(sw, sock);
+    const l = new UdpLink(sw, sock, addr);
     sock.on("message", (msg) => {
       if (msg.length < 14) return;
       l.received++;
@@ -116,12 +121,12 @@ export class UdpLink implements FrameLink {
   }
 
   private ctl(b: Buffer): void {
-    this.sock.send(b, this.sw.port, this.sw.host === "0.0.0.0" ? "127.0.0.1" : this.sw.host);
+    this.sock.send(b, this.sw.port, this.addr);
   }
 
   send(frame: Uint8Array): void {
     this.sent++;
-    this.sock.send(frame, this.sw.port, this.sw.host === "0.0.0.0" ? "127.0.0.1" : this.sw.host);
+    this.sock.send(frame, this.sw.port, this.addr);
   }
 
   close(): void {
