@@ -20,7 +20,14 @@ export function statusOf(d: Daemon): Status {
     version: VERSION,
     intervalMs: d.primary?.config.intervalMs ?? d.runtime.intervalMs,
     lastCheckpoint: d.lastCheckpoint ?? null,
-    netbuf: { packets: netbuf.packets, bytes: netbuf.bytes, oldestAgeMs: netbuf.oldestAgeMs },
+    netbuf: {
+      packets: netbuf.packets,
+      bytes: netbuf.bytes,
+      oldestAgeMs: netbuf.oldestAgeMs,
+      outputCommit: d.net.outputCommit,
+      holding: d.net.outputCommit && (d.primary?.outputMustWait ?? false),
+      attached: d.net.attached,
+    },
     lastRoleChange: d.lastRoleChange,
   };
   const geometry = { pages: d.domain.pages, pageSize: 4096, diskBlocks: d.domain.disk.blocks };
