@@ -92,7 +92,7 @@ test("status: the readable summary names every part of the status", () => {
       applyMs: 0.2,
     },
     peer: { connected: true, lastSeenMsAgo: 3, heartbeatRttMs: 0.4 },
-    netbuf: { packets: 0, bytes: 0, oldestAgeMs: 0 },
+    netbuf: { packets: 0, bytes: 0, oldestAgeMs: 0, outputCommit: true, holding: false, attached: false },
     disk: { epoch: 11, pendingWrites: 1 },
     domain: {
       pages: 256,
