@@ -180,3 +180,20 @@ test("a full disk fails an append with nothing written", () => {
   assert.throws(() => k.append(1, fd, Buffer.alloc(64 * 1024, 2)), /disk full/);
   assert.equal(d.digest(), digest);
 });
+
+test("a 4096 MiB domain boots, runs, checkpoints and digests (costs follow the dirty pages, not the size)", () => {
+  const d = new Domain(geometryOfMiB(4096, 16));
+  const k = bootGuest(d, { seed: 1, workload: parseWorkload("dirty:rate=50000,hot=0.001,pattern=uniform") });
+  k.run(20);
+  const capturer = new CopyCapturer(d.memory);
+  const pfns = d.collectDirty();
+  assert.ok(pfns.length > 0 && pfns.length < 5000, `dirty ${pfns.length}`);
+  assert.ok((pfns[pfns.length - 1] as number) < d.pages);
+  const cap = capturer.capture(pfns);
+  assert.equal(cap.count, pfns.length);
+  cap.release();
+  const a = d.digest();
+  k.run(1);
+  assert.notEqual(d.digest(), a);
+  assert.ok(verifyCounter(k).ok);
+});
