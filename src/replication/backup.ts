@@ -17,14 +17,21 @@
  * waits one heartbeat timeout for the primary to come back (it resyncs
  * incrementally); if it does not, the backup activates.
  */
-import type { Domain } from "../domain/domain.js";
+
 import { BLOCK_SIZE } from "../domain/disk.js";
+import type { Domain } from "../domain/domain.js";
 import { PAGE_SIZE } from "../domain/memory.js";
 import { RemusError } from "../errors.js";
 import { decodePageInto } from "../protocol/batch.js";
-import { CHECKPOINT_FLAG, GOODBYE_REASON, NACK_REASON, PEER_STATE, SYNC_FLAG } from "../protocol/constants.js";
+import {
+  CHECKPOINT_FLAG,
+  GOODBYE_REASON,
+  NACK_REASON,
+  PEER_STATE,
+  SYNC_FLAG,
+} from "../protocol/constants.js";
 import type { CheckpointEnd, DiskWrites, PageBatch, ReplicationRecord } from "../protocol/records.js";
-import { Conn, HELLO_FLAG, type LocalIdentity, type Port } from "./conn.js";
+import { type Conn, HELLO_FLAG, Links, type LocalIdentity, type Port } from "./conn.js";
 import type { BackupStateName, EventSink, FailoverReason } from "./events.js";
 import { DEFAULT_HEARTBEAT, type HeartbeatConfig } from "./heartbeat.js";
 
@@ -35,7 +42,14 @@ export interface BackupStore {
    * atomically. May return a promise; the epoch is acknowledged once it settles.
    * `dataOf` must be read before this returns.
    */
-  commit(epoch: number, generation: number, blocks: ArrayLike<number>, dataOf: (block: number) => Uint8Array): Promise<void> | void;
+  commit(
+    epoch: number,
+    generation: number,
+    blocks: ArrayLike<number>,
+    dataOf: (block: number) => Uint8Array,
+    /** The blocks are the whole disk (a full sync): the store may drop what it held. */
+    full?: boolean,
+  ): Promise<void> | void;
   /** The image is being replaced by a full sync: forget the committed epoch. */
   invalidate(): Promise<void> | void;
   /** Persists the generation (after an activation). */
@@ -146,8 +160,7 @@ export class BackupMachine {
   committed = 0;
   imageValid = false;
 
-  private conn: Conn | undefined;
-  private readonly pending = new Set<Conn>();
+  private readonly links: Links;
   private syncMode: "full" | "incremental" | undefined;
   private stage: Stage | undefined;
   private ahead: Stage | undefined;
@@ -164,7 +177,6 @@ export class BackupMachine {
     this.store = opts.store;
     this.hr = opts.hrClock ?? (() => performance.now());
     this.generation = opts.generation;
-    const self = this;
     this.identity = {
       role: "backup",
       key: opts.key,
@@ -174,10 +186,11 @@ export class BackupMachine {
       diskBlocks: opts.domain.disk.blocks,
       vcpuSize: opts.domain.vcpu.regs.length,
       deviceSize: opts.domain.device.regs.length,
-      generation: () => self.generation,
-      committedEpoch: () => self.committed,
-      helloFlags: () => (self.imageValid ? HELLO_FLAG.imageValid : 0),
+      generation: () => this.generation,
+      committedEpoch: () => this.committed,
+      helloFlags: () => (this.imageValid ? HELLO_FLAG.imageValid : 0),
     };
+    this.links = new Links(this.identity, () => this.config.heartbeat, this.emit);
   }
 
   get state(): BackupStateName {
@@ -194,9 +207,9 @@ export class BackupMachine {
       generation: this.generation,
       committed: this.committed,
       imageValid: this.imageValid,
-      peerConnected: this.conn?.established ?? false,
-      peerLastSeen: this.conn?.heartbeat.lastHeardAt,
-      heartbeatRttMs: this.conn?.heartbeat.lastRttMs,
+      peerConnected: this.links.active?.established ?? false,
+      peerLastSeen: this.links.active?.heartbeat.lastHeardAt,
+      heartbeatRttMs: this.links.active?.heartbeat.lastRttMs,
       stagingEpoch: this.stage?.epoch,
       stagedPages: this.stage?.pages.count ?? 0,
       stagedDiskWrites: (this.stage?.disk.count ?? 0) + (this.ahead?.disk.count ?? 0),
@@ -219,19 +232,11 @@ export class BackupMachine {
       port.close(`this daemon is ${this._state}`);
       return;
     }
-    const c = new Conn(port, this.identity, this.config.heartbeat, now);
-    this.pending.add(c);
-    c.start();
-  }
-
-  private find(port: Port): Conn | undefined {
-    if (this.conn?.port === port) return this.conn;
-    for (const c of this.pending) if (c.port === port) return c;
-    return undefined;
+    this.links.open(port, now);
   }
 
   frame(port: Port, data: Uint8Array, now: number): void {
-    const c = this.find(port);
+    const c = this.links.find(port);
     if (!c || this._state === "activated") return;
     const r = c.receive(data, now);
     switch (r.kind) {
@@ -241,18 +246,18 @@ export class BackupMachine {
       case "discarded":
         return;
       case "established":
-        this.pending.delete(c);
+        this.links.pending.delete(c);
         this.established(c, now);
         return;
       case "closed":
-        if (this.pending.delete(c)) {
+        if (this.links.pending.delete(c)) {
           this.emit({ type: "peer.refused", remote: port.remote, reason: r.reason });
           return;
         }
-        if (c === this.conn) this.lost(r.reason, now, r.goodbye?.reason);
+        if (c === this.links.active) this.lost(r.reason, now, r.goodbye?.reason);
         return;
       case "record":
-        if (c !== this.conn) return;
+        if (c !== this.links.active) return;
         try {
           this.record(c, r.record, r.frame, now);
         } catch (e) {
@@ -266,22 +271,22 @@ export class BackupMachine {
   }
 
   detach(port: Port, now: number, reason = "connection closed"): void {
-    const c = this.find(port);
+    const c = this.links.find(port);
     if (!c) return;
     c.phase = "closed";
-    if (this.pending.delete(c)) return;
-    if (c === this.conn) this.lost(reason, now, undefined, true);
+    if (this.links.pending.delete(c)) return;
+    if (c === this.links.active) this.lost(reason, now, undefined, true);
   }
 
   private established(c: Conn, now: number): void {
-    const old = this.conn;
+    const old = this.links.active;
     if (old) {
       // The same primary (it holds the key) reconnected before we noticed the old link die.
-      this.conn = undefined;
+      this.links.active = undefined;
       old.abort("replaced by a new connection from the primary");
       this.discardStaging("the primary reconnected");
     }
-    this.conn = c;
+    this.links.active = c;
     this.graceUntil = undefined;
     const peer = c.peer;
     if (peer && peer.generation > this.generation) {
@@ -302,8 +307,8 @@ export class BackupMachine {
    * `goodbye`: the primary's reason, when it said one; neither: we closed it.
    */
   private lost(reason: string, now: number, goodbye: number | undefined, abrupt = false): void {
-    const c = this.conn;
-    this.conn = undefined;
+    const c = this.links.active;
+    this.links.active = undefined;
     c?.abort(reason);
     this.discardStaging(reason);
     const planned = goodbye === GOODBYE_REASON.shutdown || goodbye === GOODBYE_REASON.switchover;
@@ -342,15 +347,8 @@ export class BackupMachine {
   }
 
   private record(c: Conn, r: ReplicationRecord, frame: Uint8Array, now: number): void {
+    if (this.links.heartbeatRecord(c, r, now)) return;
     switch (r.type) {
-      case "heartbeat":
-        c.send({ type: "heartbeatReply", pingId: r.pingId, sentAtUs: r.sentAtUs });
-        return;
-      case "heartbeatReply": {
-        const rtt = c.heartbeat.reply(r.sentAtUs, now);
-        if (rtt !== undefined) this.emit({ type: "heartbeat.rtt", ms: rtt });
-        return;
-      }
       case "syncBegin":
         this.syncBegin(r.epoch, (r.flags & SYNC_FLAG.incremental) !== 0);
         return;
@@ -446,12 +444,16 @@ export class BackupMachine {
     const full = sync && this.syncMode === "full";
     // Why atomic: everything below is synchronous, so no other event sees half an epoch.
     const d = this.domain;
-    for (let i = 0; i < st.pages.count; i++) d.memory.writePage(st.pages.idx[i] as number, st.pages.buf, i * PAGE_SIZE);
-    for (let i = 0; i < st.disk.count; i++) d.disk.writeBlock(st.disk.idx[i] as number, st.disk.buf, i * BLOCK_SIZE);
+    for (let i = 0; i < st.pages.count; i++)
+      d.memory.writePage(st.pages.idx[i] as number, st.pages.buf, i * PAGE_SIZE);
+    for (let i = 0; i < st.disk.count; i++)
+      d.disk.writeBlock(st.disk.idx[i] as number, st.disk.buf, i * BLOCK_SIZE);
     d.loadVcpu(st.vcpu);
     d.loadDevice(st.device);
     // After a full sync the whole disk is new; otherwise just this epoch's writes.
-    const blockList: ArrayLike<number> = full ? allBlocks(d.disk.blocks) : st.disk.idx.slice(0, st.disk.count);
+    const blockList: ArrayLike<number> = full
+      ? allBlocks(d.disk.blocks)
+      : st.disk.idx.slice(0, st.disk.count);
     this.committed = r.epoch;
     if (r.generation > this.generation) this.generation = r.generation;
     const pages = st.pages.count;
@@ -466,7 +468,12 @@ export class BackupMachine {
     if (hasDigest && digest !== Buffer.from(r.digest).toString("hex")) {
       // Never happens unless there is a bug: the image no longer matches the primary's.
       this.imageValid = false;
-      c.send({ type: "nack", epoch: r.epoch, reason: NACK_REASON.digestMismatch, message: "digest mismatch after apply" });
+      c.send({
+        type: "nack",
+        epoch: r.epoch,
+        reason: NACK_REASON.digestMismatch,
+        message: "digest mismatch after apply",
+      });
       this.lost(`digest mismatch at epoch ${r.epoch}`, now, undefined);
       return;
     }
@@ -489,13 +496,13 @@ export class BackupMachine {
     const generation = this.generation;
     const final = (r.flags & CHECKPOINT_FLAG.final) !== 0;
     const ack = () => {
-      if (this.conn !== c || c.phase === "closed") return;
+      if (this.links.active !== c || c.phase === "closed") return;
       c.send({ type: "ack", epoch, generation });
       if (final && this.switchoverRequested) this.activate("planned", now);
     };
     let result: Promise<void> | void;
     try {
-      result = this.store.commit(epoch, generation, blockList, (b) => d.disk.view(b));
+      result = this.store.commit(epoch, generation, blockList, (b) => d.disk.view(b), full);
     } catch (e) {
       this.storeFailed(c, epoch, e);
       return;
@@ -513,7 +520,7 @@ export class BackupMachine {
   }
 
   private storeFailed(c: Conn, epoch: number, e: unknown): void {
-    if (this.conn !== c) return;
+    if (this.links.active !== c) return;
     c.send({
       type: "nack",
       epoch,
@@ -526,20 +533,18 @@ export class BackupMachine {
 
   poll(now: number): void {
     if (this._state === "activated" || this._state === "stopped") return;
-    for (const c of this.pending) {
-      if (c.heartbeat.expired(now)) {
-        this.pending.delete(c);
-        c.abort("handshake timed out");
-        this.emit({ type: "peer.refused", remote: c.port.remote, reason: "handshake timed out" });
-      }
-    }
-    const c = this.conn;
+    this.links.expireHandshakes(now);
+    const c = this.links.active;
     if (c) {
       if (c.heartbeat.expired(now)) {
-        this.conn = undefined;
+        this.links.active = undefined;
         c.abort("heartbeat timeout");
         this.discardStaging("heartbeat timeout");
-        this.emit({ type: "peer.lost", reason: "heartbeat timeout: the primary stopped answering", planned: false });
+        this.emit({
+          type: "peer.lost",
+          reason: "heartbeat timeout: the primary stopped answering",
+          planned: false,
+        });
         if (this.imageValid) this.activate("heartbeat_timeout", now);
         else {
           this.emit({ type: "failover.impossible", reason: "no complete image to resume from" });
@@ -547,17 +552,13 @@ export class BackupMachine {
         }
         return;
       }
-      if (c.heartbeat.due(now)) {
-        const p = c.heartbeat.ping(now);
-        c.send({
-          type: "heartbeat",
-          pingId: p.pingId,
-          sentAtUs: p.sentAtUs,
-          state: this._state === "standby" ? PEER_STATE.standby : this._state === "syncing" ? PEER_STATE.syncing : PEER_STATE.waiting,
-          committedEpoch: this.committed,
-          generation: this.generation,
-        });
-      }
+      const state =
+        this._state === "standby"
+          ? PEER_STATE.standby
+          : this._state === "syncing"
+            ? PEER_STATE.syncing
+            : PEER_STATE.waiting;
+      this.links.pingIfDue(now, state, this.committed, this.generation);
       return;
     }
     if (this.graceUntil !== undefined && now >= this.graceUntil) {
@@ -569,15 +570,17 @@ export class BackupMachine {
   /** New heartbeat settings, for new connections and the live one at once (PATCH /v1/config). */
   setHeartbeat(hb: HeartbeatConfig): void {
     this.config.heartbeat = hb;
-    if (this.conn) this.conn.heartbeat.config = hb;
-    for (const c of this.pending) c.heartbeat.config = hb;
+    this.links.setHeartbeat(hb);
   }
 
   /** Asks the primary for a planned switchover (POST /v1/failover {"planned": true}). */
   requestSwitchover(): void {
-    const c = this.conn;
+    const c = this.links.active;
     if (!c || this._state !== "standby") {
-      throw new RemusError("REMUSD_ERR_WRONG_ROLE", `a planned switchover needs a connected primary and a synced backup (state ${this._state})`);
+      throw new RemusError(
+        "REMUSD_ERR_WRONG_ROLE",
+        `a planned switchover needs a connected primary and a synced backup (state ${this._state})`,
+      );
     }
     this.switchoverRequested = true;
     c.send({ type: "switchoverRequest", generation: this.generation });
@@ -590,15 +593,17 @@ export class BackupMachine {
   activate(reason: FailoverReason, _now: number): Activation {
     if (this.activation) return this.activation;
     if (!this.imageValid) {
-      throw new RemusError("REMUSD_ERR_WRONG_ROLE", "cannot activate: the backup has no complete image yet (first sync not finished)");
+      throw new RemusError(
+        "REMUSD_ERR_WRONG_ROLE",
+        "cannot activate: the backup has no complete image yet (first sync not finished)",
+      );
     }
     this.discardStaging(`activation (${reason})`);
     const generation = this.generation + 1;
-    const c = this.conn;
-    this.conn = undefined;
+    const c = this.links.active;
+    this.links.active = undefined;
     if (c) c.goodbye(GOODBYE_REASON.fenced, `the backup activated as primary of generation ${generation}`);
-    for (const p of this.pending) p.abort("activated");
-    this.pending.clear();
+    this.links.abortPending("activated");
     this.generation = generation;
     void this.store.saveGeneration(generation);
     this.domain.resetLogs();
@@ -611,8 +616,8 @@ export class BackupMachine {
 
   /** Planned stop of the backup: says goodbye so the primary does not take it for a failure. */
   stop(): void {
-    const c = this.conn;
-    this.conn = undefined;
+    const c = this.links.active;
+    this.links.active = undefined;
     c?.goodbye(GOODBYE_REASON.shutdown, "the backup is shutting down (planned stop)");
     this.setState("stopped", "shutdown");
   }

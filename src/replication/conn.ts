@@ -10,18 +10,21 @@
  */
 import { randomBytes } from "node:crypto";
 import { RemusError } from "../errors.js";
+import { checkPeerHello, computeAuthMac, geometryOf, sessionTag, verifyAuthMac } from "../protocol/auth.js";
 import {
-  checkPeerHello,
-  computeAuthMac,
-  geometryOf,
-  sessionTag,
-  verifyAuthMac,
-} from "../protocol/auth.js";
-import { GOODBYE_REASON, HELLO_FLAG, NODE_ID_SIZE, NONCE_SIZE, ROLE, type RoleCode } from "../protocol/constants.js";
+  GOODBYE_REASON,
+  HELLO_FLAG,
+  NODE_ID_SIZE,
+  NONCE_SIZE,
+  type PeerStateCode,
+  ROLE,
+  type RoleCode,
+} from "../protocol/constants.js";
 import { isProtocolError, ProtocolError } from "../protocol/errors.js";
 import { FrameCodec, frameBody } from "../protocol/frame.js";
 import type { Hello, ReplicationRecord } from "../protocol/records.js";
 import { StreamOrder } from "../protocol/stream.js";
+import type { EventSink } from "./events.js";
 import { Heartbeat, type HeartbeatConfig } from "./heartbeat.js";
 
 /** The I/O side of a connection: one frame per WebSocket binary message. */
@@ -260,6 +263,79 @@ export class Conn {
 
   get established(): boolean {
     return this.phase === "open" && this.authOk;
+  }
+}
+
+/**
+ * The connections of one machine: at most one active peer, any number still in
+ * their handshake. Both machines keep their links this way; the heartbeat
+ * bookkeeping that is the same on both sides lives here too.
+ */
+export class Links {
+  active: Conn | undefined;
+  readonly pending = new Set<Conn>();
+
+  constructor(
+    private readonly identity: LocalIdentity,
+    private readonly heartbeatConfig: () => HeartbeatConfig,
+    private readonly emit: EventSink,
+  ) {}
+
+  /** A connection opened (dialled or accepted): start the handshake. */
+  open(port: Port, now: number): void {
+    const c = new Conn(port, this.identity, this.heartbeatConfig(), now);
+    this.pending.add(c);
+    c.start();
+  }
+
+  find(port: Port): Conn | undefined {
+    if (this.active?.port === port) return this.active;
+    for (const c of this.pending) if (c.port === port) return c;
+    return undefined;
+  }
+
+  /** New heartbeat settings for the live and pending connections. */
+  setHeartbeat(hb: HeartbeatConfig): void {
+    if (this.active) this.active.heartbeat.config = hb;
+    for (const c of this.pending) c.heartbeat.config = hb;
+  }
+
+  /** Drops handshakes that did not finish within a heartbeat timeout. */
+  expireHandshakes(now: number): void {
+    for (const c of this.pending) {
+      if (c.heartbeat.expired(now)) {
+        this.pending.delete(c);
+        c.abort("handshake timed out");
+        this.emit({ type: "peer.refused", remote: c.port.remote, reason: "handshake timed out" });
+      }
+    }
+  }
+
+  abortPending(reason: string): void {
+    for (const c of this.pending) c.abort(reason);
+    this.pending.clear();
+  }
+
+  /** Answers a heartbeat or takes a reply's round trip; false for any other record. */
+  heartbeatRecord(c: Conn, r: ReplicationRecord, now: number): boolean {
+    if (r.type === "heartbeat") {
+      c.send({ type: "heartbeatReply", pingId: r.pingId, sentAtUs: r.sentAtUs });
+      return true;
+    }
+    if (r.type === "heartbeatReply") {
+      const rtt = c.heartbeat.reply(r.sentAtUs, now);
+      if (rtt !== undefined) this.emit({ type: "heartbeat.rtt", ms: rtt });
+      return true;
+    }
+    return false;
+  }
+
+  /** Sends a heartbeat on the active link when one is due. */
+  pingIfDue(now: number, state: PeerStateCode, committedEpoch: number, generation: number): void {
+    const c = this.active;
+    if (!c || !c.heartbeat.due(now)) return;
+    const p = c.heartbeat.ping(now);
+    c.send({ type: "heartbeat", pingId: p.pingId, sentAtUs: p.sentAtUs, state, committedEpoch, generation });
   }
 }
 

@@ -34,7 +34,14 @@ export type ReplicationEvent =
       rawBytes: number;
     }
   | { type: "checkpoint.failed"; epoch: number; reason: string }
-  | { type: "checkpoint.applied"; epoch: number; pages: number; diskWrites: number; applyMs: number; digest?: string }
+  | {
+      type: "checkpoint.applied";
+      epoch: number;
+      pages: number;
+      diskWrites: number;
+      applyMs: number;
+      digest?: string;
+    }
   | { type: "checkpoint.discarded"; epoch: number; reason: string }
   | { type: "failover.activated"; epoch: number; digest: string; reason: FailoverReason; generation: number }
   | { type: "failover.impossible"; reason: string }

@@ -64,6 +64,9 @@ export class Heartbeat {
 
   /** The next time `poll` has something to do (a ping or the expiry). */
   nextDeadline(): number {
-    return Math.min(this.lastSent + this.config.intervalMs, this.lastHeard + this.config.intervalMs * this.config.misses);
+    return Math.min(
+      this.lastSent + this.config.intervalMs,
+      this.lastHeard + this.config.intervalMs * this.config.misses,
+    );
   }
 }

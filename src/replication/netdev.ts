@@ -14,7 +14,7 @@
 import type { Domain } from "../domain/domain.js";
 import { Nic } from "../guest/nic.js";
 import { encodeArp, encodeEth } from "../net/wire.js";
-import { Netbuf, type NetbufLimits, DEFAULT_NETBUF_LIMITS } from "./netbuf.js";
+import { DEFAULT_NETBUF_LIMITS, Netbuf, type NetbufLimits } from "./netbuf.js";
 
 export interface NetDeviceOptions {
   readonly domain: Domain;

@@ -21,15 +21,21 @@
  *    or incremental against the backup's committed image) carries them.
  *  - Epoch numbers only grow, across sessions too.
  */
-import { CopyCapturer, type Capturer, type EpochCapture } from "../domain/capture.js";
-import type { Domain } from "../domain/domain.js";
+import { type Capturer, CopyCapturer, type EpochCapture } from "../domain/capture.js";
 import { BLOCK_SIZE } from "../domain/disk.js";
+import type { Domain } from "../domain/domain.js";
 import { PAGE_SIZE } from "../domain/memory.js";
 import { RemusError } from "../errors.js";
 import type { Kernel } from "../guest/kernel.js";
-import { CHECKPOINT_FLAG, GOODBYE_REASON, MAX_BATCH_ENTRIES, PEER_STATE, SYNC_FLAG } from "../protocol/constants.js";
+import {
+  CHECKPOINT_FLAG,
+  GOODBYE_REASON,
+  MAX_BATCH_ENTRIES,
+  PEER_STATE,
+  SYNC_FLAG,
+} from "../protocol/constants.js";
 import type { Hello, ReplicationRecord } from "../protocol/records.js";
-import { Conn, type LocalIdentity, type Port, goodbyeName, HELLO_FLAG } from "./conn.js";
+import { type Conn, goodbyeName, HELLO_FLAG, Links, type LocalIdentity, type Port } from "./conn.js";
 import type { EventSink, PrimaryStateName } from "./events.js";
 import { DEFAULT_HEARTBEAT, type HeartbeatConfig } from "./heartbeat.js";
 
@@ -144,8 +150,7 @@ export class PrimaryMachine {
   private lastEndSent: number;
   private running = true;
 
-  private conn: Conn | undefined;
-  private readonly pending = new Set<Conn>();
+  private readonly links: Links;
   private inflight: InFlight[] = [];
   private jobs: Job[] = [];
   private openEpochBlocks: number[] = [];
@@ -174,7 +179,6 @@ export class PrimaryMachine {
     this.committed = this.epoch - 1;
     this.lastEndSent = this.committed;
     this.epochStartedAt = 0;
-    const self = this;
     this.identity = {
       role: "primary",
       key: opts.key,
@@ -184,10 +188,11 @@ export class PrimaryMachine {
       diskBlocks: opts.domain.disk.blocks,
       vcpuSize: opts.domain.vcpu.regs.length,
       deviceSize: opts.domain.device.regs.length,
-      generation: () => self.generation,
-      committedEpoch: () => self.committed,
+      generation: () => this.generation,
+      committedEpoch: () => this.committed,
       helloFlags: () => 0,
     };
+    this.links = new Links(this.identity, () => this.config.heartbeat, this.emit);
   }
 
   get state(): PrimaryStateName {
@@ -202,12 +207,15 @@ export class PrimaryMachine {
   /** Whether the host should keep (re)connecting to a backup. */
   get wantsPeer(): boolean {
     return (
-      this._state !== "fenced" && this._state !== "stopped" && this.conn === undefined && this.pending.size === 0
+      this._state !== "fenced" &&
+      this._state !== "stopped" &&
+      this.links.active === undefined &&
+      this.links.pending.size === 0
     );
   }
 
   get connected(): boolean {
-    return this.conn !== undefined;
+    return this.links.active !== undefined;
   }
 
   /** Whether guest output must be held until commit (protected) or may leave at once. */
@@ -222,9 +230,9 @@ export class PrimaryMachine {
       epoch: this.epoch,
       committed: this.committed,
       inFlight: this.inflight.length,
-      peerConnected: this.conn?.established ?? false,
-      peerLastSeen: this.conn?.heartbeat.lastHeardAt,
-      heartbeatRttMs: this.conn?.heartbeat.lastRttMs,
+      peerConnected: this.links.active?.established ?? false,
+      peerLastSeen: this.links.active?.heartbeat.lastHeardAt,
+      heartbeatRttMs: this.links.active?.heartbeat.lastRttMs,
       running: this.running,
       lastChange: this._lastChange,
       diskPendingBlocks: this.domain.disk.log.count,
@@ -271,14 +279,16 @@ export class PrimaryMachine {
   /** New heartbeat settings, for new connections and the live one at once. */
   setHeartbeat(hb: HeartbeatConfig): void {
     this.config.heartbeat = hb;
-    if (this.conn) this.conn.heartbeat.config = hb;
-    for (const c of this.pending) c.heartbeat.config = hb;
+    this.links.setHeartbeat(hb);
   }
 
   /** Asks for a checkpoint at the next poll (POST /v1/checkpoint). */
   requestCheckpoint(): void {
     if (this._state !== "protected") {
-      throw new RemusError("REMUSD_ERR_WRONG_ROLE", `no checkpoint while ${this._state}: there is no synced backup`);
+      throw new RemusError(
+        "REMUSD_ERR_WRONG_ROLE",
+        `no checkpoint while ${this._state}: there is no synced backup`,
+      );
     }
     this.forceCheckpoint = true;
   }
@@ -290,7 +300,7 @@ export class PrimaryMachine {
   requestStop(kind: "switchover" | "shutdown", now: number): void {
     if (this._state === "stopped" || this._state === "fenced") return;
     this.stopKind = kind;
-    if (this._state !== "protected" || !this.conn) {
+    if (this._state !== "protected" || !this.links.active) {
       this.finish(kind, now);
       return;
     }
@@ -299,11 +309,13 @@ export class PrimaryMachine {
 
   private finish(kind: "switchover" | "shutdown", _now: number): void {
     this.running = false;
-    const conn = this.conn;
+    const conn = this.links.active;
     if (conn) {
       conn.goodbye(
         kind === "switchover" ? GOODBYE_REASON.switchover : GOODBYE_REASON.shutdown,
-        kind === "switchover" ? "planned switchover: the backup takes over" : "the primary is shutting down (planned stop)",
+        kind === "switchover"
+          ? "planned switchover: the backup takes over"
+          : "the primary is shutting down (planned stop)",
       );
       this.dropConn(conn, kind === "switchover" ? "switchover complete" : "planned shutdown", true);
     }
@@ -314,20 +326,12 @@ export class PrimaryMachine {
 
   /** A connection to a backup opened (dialled or accepted). */
   attach(port: Port, now: number): void {
-    const c = new Conn(port, this.identity, this.config.heartbeat, now);
-    this.pending.add(c);
-    c.start();
-  }
-
-  private find(port: Port): Conn | undefined {
-    if (this.conn?.port === port) return this.conn;
-    for (const c of this.pending) if (c.port === port) return c;
-    return undefined;
+    this.links.open(port, now);
   }
 
   /** A frame arrived on `port`. */
   frame(port: Port, data: Uint8Array, now: number): void {
-    const c = this.find(port);
+    const c = this.links.find(port);
     if (!c) return;
     const r = c.receive(data, now);
     switch (r.kind) {
@@ -335,21 +339,21 @@ export class PrimaryMachine {
       case "discarded":
         return;
       case "established":
-        this.pending.delete(c);
+        this.links.pending.delete(c);
         this.established(c, r.peer, now);
         return;
       case "fenced-by-peer":
-        this.pending.delete(c);
+        this.links.pending.delete(c);
         this.fence(`a primary of generation ${r.peer.generation} is active`, r.peer.generation);
         return;
       case "closed": {
-        this.pending.delete(c);
+        this.links.pending.delete(c);
         if (r.goodbye?.reason === GOODBYE_REASON.fenced) {
           this.fence(r.goodbye.message, this.generation + 1);
-          if (c === this.conn) this.dropConn(c, r.reason, false);
+          if (c === this.links.active) this.dropConn(c, r.reason, false);
           return;
         }
-        if (c === this.conn) {
+        if (c === this.links.active) {
           this.dropConn(c, r.reason, r.goodbye?.reason === GOODBYE_REASON.shutdown);
         } else {
           this.emit({ type: "peer.refused", remote: port.remote, reason: r.reason });
@@ -357,35 +361,34 @@ export class PrimaryMachine {
         return;
       }
       case "record":
-        if (c === this.conn) this.record(c, r.record, now);
+        if (c === this.links.active) this.record(c, r.record, now);
         return;
     }
   }
 
   /** The connection on `port` closed underneath us. */
   detach(port: Port, _now: number, reason = "connection closed"): void {
-    const c = this.find(port);
+    const c = this.links.find(port);
     if (!c) return;
     c.phase = "closed";
-    if (this.pending.delete(c)) return;
-    if (c === this.conn) this.dropConn(c, reason, false);
+    if (this.links.pending.delete(c)) return;
+    if (c === this.links.active) this.dropConn(c, reason, false);
   }
 
   private fence(reason: string, peerGeneration: number): void {
     this.running = false;
-    if (this.conn) this.dropConn(this.conn, "fenced", false);
-    for (const c of this.pending) c.abort("fenced");
-    this.pending.clear();
+    if (this.links.active) this.dropConn(this.links.active, "fenced", false);
+    this.links.abortPending("fenced");
     this.emit({ type: "fenced", reason, peerGeneration });
     this.setState("fenced", `fenced: ${reason}`);
   }
 
   private established(c: Conn, peer: Hello, now: number): void {
-    if (this.conn || this._state === "stopped" || this._state === "fenced") {
+    if (this.links.active || this._state === "stopped" || this._state === "fenced") {
       c.goodbye(GOODBYE_REASON.busy, "this primary already has a backup");
       return;
     }
-    this.conn = c;
+    this.links.active = c;
     const peerNode = Buffer.from(peer.nodeId).toString("hex");
     this.emit({ type: "peer.connected", remote: c.port.remote, peerNode, peerGeneration: peer.generation });
     // Why: an incremental resync is safe only onto the same backup's intact image of an epoch
@@ -426,8 +429,8 @@ export class PrimaryMachine {
   }
 
   private dropConn(c: Conn, reason: string, planned: boolean): void {
-    if (c !== this.conn) return;
-    this.conn = undefined;
+    if (c !== this.links.active) return;
+    this.links.active = undefined;
     c.abort(reason);
     // Why: nothing the backup did not acknowledge may be forgotten; mark it dirty again.
     for (const f of this.inflight) {
@@ -451,15 +454,8 @@ export class PrimaryMachine {
   }
 
   private record(c: Conn, r: ReplicationRecord, now: number): void {
+    if (this.links.heartbeatRecord(c, r, now)) return;
     switch (r.type) {
-      case "heartbeat":
-        c.send({ type: "heartbeatReply", pingId: r.pingId, sentAtUs: r.sentAtUs });
-        return;
-      case "heartbeatReply": {
-        const rtt = c.heartbeat.reply(r.sentAtUs, now);
-        if (rtt !== undefined) this.emit({ type: "heartbeat.rtt", ms: rtt });
-        return;
-      }
       case "ack":
         this.acked(r.epoch, now);
         return;
@@ -490,7 +486,12 @@ export class PrimaryMachine {
       });
       this.hooks.onCommitted?.(f.epoch);
       if (this.syncEpoch !== undefined && f.epoch >= this.syncEpoch && this._state === "syncing") {
-        this.emit({ type: "sync.completed", epoch: f.epoch, mode: this.syncMode, durationMs: now - this.syncStartedAt });
+        this.emit({
+          type: "sync.completed",
+          epoch: f.epoch,
+          mode: this.syncMode,
+          durationMs: now - this.syncStartedAt,
+        });
         this.setState("protected", `backup synced at epoch ${f.epoch}`);
       }
       if (this.finalEpoch === f.epoch && this.stopKind) this.finish(this.stopKind, now);
@@ -501,37 +502,26 @@ export class PrimaryMachine {
 
   /** Timers and streaming: heartbeats, epoch boundaries, sending. Call often. */
   poll(now: number): void {
-    for (const c of this.pending) {
-      if (c.heartbeat.expired(now)) {
-        this.pending.delete(c);
-        c.abort("handshake timed out");
-        this.emit({ type: "peer.refused", remote: c.port.remote, reason: "handshake timed out" });
-      }
-    }
-    const c = this.conn;
+    this.links.expireHandshakes(now);
+    const c = this.links.active;
     if (!c) return;
     if (c.heartbeat.expired(now)) {
       this.dropConn(c, "heartbeat timeout: the backup stopped answering", false);
       return;
     }
-    if (c.heartbeat.due(now)) {
-      const p = c.heartbeat.ping(now);
-      c.send({
-        type: "heartbeat",
-        pingId: p.pingId,
-        sentAtUs: p.sentAtUs,
-        state: this._state === "protected" ? PEER_STATE.protected : PEER_STATE.syncing,
-        committedEpoch: this.committed,
-        generation: this.generation,
-      });
-    }
+    this.links.pingIfDue(
+      now,
+      this._state === "protected" ? PEER_STATE.protected : PEER_STATE.syncing,
+      this.committed,
+      this.generation,
+    );
     if (this.shouldCheckpoint(now)) this.checkpoint(now);
     this.flushDisk(c);
     this.pump(c);
   }
 
   private shouldCheckpoint(now: number): boolean {
-    if (!this.running || !this.conn || this.inflight.length >= this.config.maxInFlight) return false;
+    if (!this.running || !this.links.active || this.inflight.length >= this.config.maxInFlight) return false;
     if (this._state === "syncing") {
       // The sync checkpoint: as soon as the pre-copy stream is out, once.
       return this.syncStreamDone && this.lastEndSent < (this.syncEpoch ?? 0) && this.inflight.length === 0;
@@ -619,7 +609,7 @@ export class PrimaryMachine {
   }
 
   private pump(c: Conn): void {
-    while (this.jobs.length > 0 && this.conn === c && c.port.buffered < this.config.highWaterBytes) {
+    while (this.jobs.length > 0 && this.links.active === c && c.port.buffered < this.config.highWaterBytes) {
       const job = this.jobs[0] as Job;
       if (job.step(c)) this.jobs.shift();
     }

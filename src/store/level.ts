@@ -12,6 +12,7 @@ const META_EPOCH = "meta:committed";
 const META_GENERATION = "meta:generation";
 const META_VALID = "meta:valid";
 const blockKey = (b: number): string => `disk:${b.toString(16).padStart(8, "0")}`;
+const ZERO_BLOCK = Buffer.alloc(4096);
 
 export class LevelStore implements BackupStore {
   private readonly db: Level<string, Uint8Array>;
@@ -38,17 +39,33 @@ export class LevelStore implements BackupStore {
     return p;
   }
 
-  commit(epoch: number, generation: number, blocks: ArrayLike<number>, dataOf: (block: number) => Uint8Array): Promise<void> {
-    // Copy now: the blocks may change as soon as we return.
-    const ops: { type: "put"; key: string; value: Uint8Array }[] = [];
+  commit(
+    epoch: number,
+    generation: number,
+    blocks: ArrayLike<number>,
+    dataOf: (block: number) => Uint8Array,
+    full = false,
+  ): Promise<void> {
+    // Copy now: the blocks may change as soon as we return. A zero block is stored as no key,
+    // so a full image of a mostly empty disk costs what its data costs, not its size.
+    type Op = { type: "put"; key: string; value: Uint8Array } | { type: "del"; key: string };
+    const ops: Op[] = [];
     for (let i = 0; i < blocks.length; i++) {
       const b = blocks[i] as number;
-      ops.push({ type: "put", key: blockKey(b), value: Buffer.from(dataOf(b)) });
+      const data = dataOf(b);
+      if (ZERO_BLOCK.equals(data)) {
+        if (!full) ops.push({ type: "del", key: blockKey(b) });
+      } else {
+        ops.push({ type: "put", key: blockKey(b), value: Buffer.from(data) });
+      }
     }
     ops.push({ type: "put", key: META_EPOCH, value: Buffer.from(String(epoch)) });
     ops.push({ type: "put", key: META_GENERATION, value: Buffer.from(String(generation)) });
     ops.push({ type: "put", key: META_VALID, value: Buffer.from("1") });
     return this.enqueue(async () => {
+      // A full image replaces everything: the image was invalidated when the sync began, so a
+      // crash between the clear and the batch leaves a store that says it holds nothing.
+      if (full) await this.db.clear({ gte: "disk:", lt: "disk;" });
       await this.db.batch(ops);
       this.commits++;
     });

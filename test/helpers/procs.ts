@@ -4,7 +4,7 @@
  * a fixed sleep), read event logs, and kill exactly the processes we started.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseEventLog } from "../../src/daemon/eventlog.js";
@@ -32,7 +32,12 @@ export function startProc(name: string, args: string[], env: NodeJS.ProcessEnv =
 }
 
 /** Starts any program (e.g. prometheus) under the same bookkeeping: `killAll` ends it. */
-export function startCommand(name: string, command: string, args: string[], env: NodeJS.ProcessEnv = {}): Proc {
+export function startCommand(
+  name: string,
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Proc {
   const child = spawn(command, args, {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
@@ -60,7 +65,11 @@ export function startCommand(name: string, command: string, args: string[], env:
 }
 
 /** Polls `cond` every 20 ms until it returns a truthy value or `timeoutMs` passes. */
-export async function waitFor<T>(what: string, cond: () => T | undefined | false, timeoutMs = 20000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  cond: () => T | undefined | false,
+  timeoutMs = 20000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = cond();
@@ -91,10 +100,16 @@ export interface DaemonInfo {
 }
 
 /** Starts a daemon and waits for its "started" line; returns its addresses. */
-export async function startDaemon(role: "primary" | "backup", name: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<DaemonInfo> {
+export async function startDaemon(
+  role: "primary" | "backup",
+  name: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<DaemonInfo> {
   const proc = startProc(name, [role, ...args], env);
   const line = await waitFor(`${name} to start`, () => {
-    if (proc.exitCode !== undefined) throw new Error(`${name} exited with ${proc.exitCode}: ${proc.stderr.slice(-2000)}`);
+    if (proc.exitCode !== undefined)
+      throw new Error(`${name} exited with ${proc.exitCode}: ${proc.stderr.slice(-2000)}`);
     return logLine(proc, `remusd ${role} started`);
   });
   return {
@@ -146,4 +161,84 @@ export async function remusctl(
 
 export function cleanup(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
+}
+
+export interface DaemonArgOptions {
+  /** The replication key (written to DIR/key), or false for --insecure. */
+  readonly key?: string | false;
+  /** An API token (written to DIR/token). */
+  readonly token?: string;
+  readonly domainMib?: number;
+  readonly diskMib?: number;
+  readonly heartbeatMs?: number;
+  readonly heartbeatMisses?: number;
+  readonly verify?: boolean;
+  /** The vswitch to attach the guest NIC to. */
+  readonly switchAddr?: string;
+}
+
+/**
+ * The options every test daemon gets: an ephemeral control port, its own data
+ * folder and event log (DIR/NAME, DIR/NAME.jsonl), a small domain, and the
+ * pair's key.
+ */
+export function daemonArgs(dir: string, name: string, o: DaemonArgOptions = {}): string[] {
+  const args = [
+    "--control",
+    "127.0.0.1:0",
+    "--data-dir",
+    join(dir, name),
+    "--event-log",
+    join(dir, `${name}.jsonl`),
+  ];
+  if (o.key === false) args.push("--insecure");
+  else {
+    const keyFile = join(dir, "key");
+    writeFileSync(keyFile, o.key ?? "test-replication-key-0123456789");
+    args.push("--auth-key-file", keyFile);
+  }
+  if (o.token !== undefined) {
+    const tokenFile = join(dir, "token");
+    writeFileSync(tokenFile, `${o.token}\n`);
+    args.push("--api-token-file", tokenFile);
+  }
+  args.push("--domain-mib", String(o.domainMib ?? 8), "--disk-mib", String(o.diskMib ?? 4));
+  args.push(
+    "--heartbeat-ms",
+    String(o.heartbeatMs ?? 100),
+    "--heartbeat-misses",
+    String(o.heartbeatMisses ?? 10),
+  );
+  if (o.verify) args.push("--verify");
+  if (o.switchAddr) args.push("--switch", o.switchAddr);
+  return args;
+}
+
+export interface TestPair {
+  readonly backup: DaemonInfo;
+  readonly primary: DaemonInfo;
+  readonly backupLog: string;
+  readonly primaryLog: string;
+}
+
+/** Starts a backup, then a primary that dials it, with `daemonArgs` for both. */
+export async function startPair(
+  dir: string,
+  o: DaemonArgOptions & { workload?: string; primaryArgs?: string[]; backupArgs?: string[] } = {},
+): Promise<TestPair> {
+  const backup = await startDaemon("backup", "backup", [
+    "--listen",
+    "127.0.0.1:0",
+    ...daemonArgs(dir, "backup", o),
+    ...(o.backupArgs ?? []),
+  ]);
+  const primary = await startDaemon("primary", "primary", [
+    "--peer",
+    `ws://127.0.0.1:${backup.replicationPort}`,
+    "--workload",
+    o.workload ?? "web",
+    ...daemonArgs(dir, "primary", o),
+    ...(o.primaryArgs ?? []),
+  ]);
+  return { backup, primary, backupLog: join(dir, "backup.jsonl"), primaryLog: join(dir, "primary.jsonl") };
 }

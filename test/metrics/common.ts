@@ -2,7 +2,7 @@
 import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { type DaemonInfo, readEvents, startDaemon, waitFor } from "../helpers/procs.js";
+import { type DaemonInfo, daemonArgs, readEvents, startDaemon, waitFor } from "../helpers/procs.js";
 
 export interface Pair {
   readonly primary: DaemonInfo;
@@ -12,22 +12,7 @@ export interface Pair {
 
 /** Starts a backup and a primary (small domain, authenticated link) and waits for commits. */
 export async function startPair(dir: string): Promise<Pair> {
-  const keyFile = join(dir, "key");
-  writeFileSync(keyFile, "metrics-test-key-0123456789");
-  const common = (name: string) => [
-    "--control",
-    "127.0.0.1:0",
-    "--auth-key-file",
-    keyFile,
-    "--data-dir",
-    join(dir, name),
-    "--event-log",
-    join(dir, `${name}.jsonl`),
-    "--domain-mib",
-    "8",
-    "--disk-mib",
-    "4",
-  ];
+  const common = (name: string) => daemonArgs(dir, name, { key: "metrics-test-key-0123456789" });
   const backup = await startDaemon("backup", "backup", ["--listen", "127.0.0.1:0", ...common("backup")]);
   const primary = await startDaemon("primary", "primary", [
     "--peer",

@@ -4,36 +4,24 @@ import { connect } from "node:net";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { WebSocket } from "ws";
-import { cleanup, getJson, kill, killAll, readEvents, startDaemon, tempDir, waitFor } from "../helpers/procs.js";
+import {
+  cleanup,
+  daemonArgs,
+  getJson,
+  kill,
+  killAll,
+  readEvents,
+  startDaemon,
+  tempDir,
+  waitFor,
+} from "../helpers/procs.js";
 
 after(killAll);
 
-const KEY = "process-test-key-0123456789";
+const OPTS = { verify: true, domainMib: 16, diskMib: 8 } as const;
 
 function common(dir: string, name: string): string[] {
-  const keyFile = join(dir, "key");
-  writeFileSync(keyFile, KEY);
-  return [
-    "--control",
-    "127.0.0.1:0",
-    "--auth-key-file",
-    keyFile,
-    "--data-dir",
-    join(dir, name),
-    "--event-log",
-    join(dir, `${name}.jsonl`),
-    "--verify",
-    "--domain-mib",
-    "16",
-    "--disk-mib",
-    "8",
-    "--heartbeat-ms",
-    "50",
-    "--heartbeat-misses",
-    "10",
-    "--log-level",
-    "info",
-  ];
+  return daemonArgs(dir, name, OPTS);
 }
 
 /** The same options with another --auth-key-file. */
@@ -46,7 +34,11 @@ function withKeyFile(args: string[], file: string): string[] {
 test("SIGKILL of the primary: the backup activates from the last committed epoch with the primary's digest", async () => {
   const dir = tempDir("failover");
   try {
-    const backup = await startDaemon("backup", "backup", ["--listen", "127.0.0.1:0", ...common(dir, "backup")]);
+    const backup = await startDaemon("backup", "backup", [
+      "--listen",
+      "127.0.0.1:0",
+      ...common(dir, "backup"),
+    ]);
     const primary = await startDaemon("primary", "primary", [
       "--peer",
       `ws://127.0.0.1:${backup.replicationPort}`,
@@ -58,18 +50,27 @@ test("SIGKILL of the primary: the backup activates from the last committed epoch
     ]);
     const pLog = join(dir, "primary.jsonl");
     const bLog = join(dir, "backup.jsonl");
-    await waitFor("20 committed epochs", () => readEvents(pLog).filter((e) => e.event === "checkpoint.committed").length >= 20);
+    await waitFor(
+      "20 committed epochs",
+      () => readEvents(pLog).filter((e) => e.event === "checkpoint.committed").length >= 20,
+    );
     await kill(primary.proc, "SIGKILL");
-    const activated = await waitFor("failover.activated", () => readEvents(bLog).find((e) => e.event === "failover.activated"));
+    const activated = await waitFor("failover.activated", () =>
+      readEvents(bLog).find((e) => e.event === "failover.activated"),
+    );
     const pEvents = readEvents(pLog);
-    const lastCommitted = Math.max(...pEvents.filter((e) => e.event === "checkpoint.committed").map((e) => e.epoch));
+    const lastCommitted = Math.max(
+      ...pEvents.filter((e) => e.event === "checkpoint.committed").map((e) => e.epoch),
+    );
     // The backup resumed from an epoch at least as new as the last one the primary saw committed...
     assert.ok(activated.epoch >= lastCommitted, `activated ${activated.epoch} < committed ${lastCommitted}`);
     // ...and its state is exactly the primary's state at that epoch.
     const sent = pEvents.find((e) => e.event === "checkpoint.sent" && e.epoch === activated.epoch);
     assert.ok(sent, `the primary's log has no checkpoint.sent for epoch ${activated.epoch}`);
     assert.equal(activated.digest, sent.digest);
-    const applied = readEvents(bLog).find((e) => e.event === "checkpoint.applied" && e.epoch === activated.epoch);
+    const applied = readEvents(bLog).find(
+      (e) => e.event === "checkpoint.applied" && e.epoch === activated.epoch,
+    );
     assert.equal(applied?.digest, sent.digest);
     // The daemon is now the primary, unprotected, and reports it.
     const status = await getJson(`${backup.control}/v1/status`);
@@ -79,7 +80,9 @@ test("SIGKILL of the primary: the backup activates from the last committed epoch
     assert.equal(st.generation, 2);
     assert.ok(readEvents(bLog).some((e) => e.event === "role.changed" && e.to === "primary"));
     // The counter's file on the activated domain has no gap and no repeat: read it through the API.
-    const ps = (await getJson(`${backup.control}/v1/domain/processes`)).body as { processes: { name: string; ticks: number }[] };
+    const ps = (await getJson(`${backup.control}/v1/domain/processes`)).body as {
+      processes: { name: string; ticks: number }[];
+    };
     assert.ok(ps.processes.some((p) => p.name === "counter"));
     const check = await getJson(`${backup.control}/v1/domain/counter`);
     assert.equal(check.status, 200, JSON.stringify(check.body));
@@ -96,7 +99,11 @@ test("SIGKILL of the primary: the backup activates from the last committed epoch
 test("SIGKILL of the backup: the primary goes unprotected, a new backup resyncs it and it is protected again", async () => {
   const dir = tempDir("backup-loss");
   try {
-    const backup1 = await startDaemon("backup", "backup1", ["--listen", "127.0.0.1:0", ...common(dir, "backup1")]);
+    const backup1 = await startDaemon("backup", "backup1", [
+      "--listen",
+      "127.0.0.1:0",
+      ...common(dir, "backup1"),
+    ]);
     const port = backup1.replicationPort as number;
     const primary = await startDaemon("primary", "primary", [
       "--peer",
@@ -106,8 +113,11 @@ test("SIGKILL of the backup: the primary goes unprotected, a new backup resyncs 
       ...common(dir, "primary"),
     ]);
     const pLog = join(dir, "primary.jsonl");
-    const status = async () => (await getJson(`${primary.control}/v1/status`)).body as { state: string; peer: { connected: boolean } };
-    await waitFor("primary protected", () => readEvents(pLog).some((e) => e.event === "state.changed" && e.to === "protected"));
+    const status = async () =>
+      (await getJson(`${primary.control}/v1/status`)).body as { state: string; peer: { connected: boolean } };
+    await waitFor("primary protected", () =>
+      readEvents(pLog).some((e) => e.event === "state.changed" && e.to === "protected"),
+    );
     await kill(backup1.proc, "SIGKILL");
     await waitFor("primary unprotected", () =>
       readEvents(pLog).some((e) => e.event === "state.changed" && e.to === "unprotected"),
@@ -117,8 +127,10 @@ test("SIGKILL of the backup: the primary goes unprotected, a new backup resyncs 
     // A new backup on the same address: the primary reconnects (with backoff) and resyncs.
     const before = readEvents(pLog).filter((e) => e.event === "state.changed" && e.to === "protected").length;
     await startDaemon("backup", "backup2", ["--listen", `127.0.0.1:${port}`, ...common(dir, "backup2")]);
-    await waitFor("protected again", () =>
-      readEvents(pLog).filter((e) => e.event === "state.changed" && e.to === "protected").length > before,
+    await waitFor(
+      "protected again",
+      () =>
+        readEvents(pLog).filter((e) => e.event === "state.changed" && e.to === "protected").length > before,
     );
     assert.equal((await status()).state, "protected");
     assert.ok(readEvents(pLog).some((e) => e.event === "sync.started" && e.mode === "full"));
@@ -131,7 +143,11 @@ test("SIGKILL of the backup: the primary goes unprotected, a new backup resyncs 
 test("real sockets: strangers on the replication port (raw TCP garbage, a WebSocket with junk frames, a wrong key) change nothing", async () => {
   const dir = tempDir("strangers");
   try {
-    const backup = await startDaemon("backup", "backup", ["--listen", "127.0.0.1:0", ...common(dir, "backup")]);
+    const backup = await startDaemon("backup", "backup", [
+      "--listen",
+      "127.0.0.1:0",
+      ...common(dir, "backup"),
+    ]);
     await startDaemon("primary", "primary", [
       "--peer",
       `ws://127.0.0.1:${backup.replicationPort}`,
@@ -140,7 +156,9 @@ test("real sockets: strangers on the replication port (raw TCP garbage, a WebSoc
       ...common(dir, "primary"),
     ]);
     const bLog = join(dir, "backup.jsonl");
-    await waitFor("standby", () => readEvents(bLog).some((e) => e.event === "state.changed" && e.to === "standby"));
+    await waitFor("standby", () =>
+      readEvents(bLog).some((e) => e.event === "state.changed" && e.to === "standby"),
+    );
     const port = backup.replicationPort as number;
     // 1. Raw TCP garbage (not even HTTP).
     await new Promise<void>((resolve) => {
@@ -169,9 +187,14 @@ test("real sockets: strangers on the replication port (raw TCP garbage, a WebSoc
       "idle",
       ...withKeyFile(common(dir, "intruder"), wrongKey),
     ]);
-    await waitFor("the intruder refused", () => readEvents(bLog).filter((e) => e.event === "peer.refused").length >= 3);
+    await waitFor(
+      "the intruder refused",
+      () => readEvents(bLog).filter((e) => e.event === "peer.refused").length >= 3,
+    );
     await kill(intruder.proc, "SIGKILL");
-    const committed = async () => ((await getJson(`${backup.control}/v1/status`)).body as { epoch: { committed: number } }).epoch.committed;
+    const committed = async () =>
+      ((await getJson(`${backup.control}/v1/status`)).body as { epoch: { committed: number } }).epoch
+        .committed;
     const before = await committed();
     await waitFor("the real pair goes on", async () => (await committed()) > before + 5);
     const st = (await getJson(`${backup.control}/v1/status`)).body as { state: string; role: string };
@@ -181,7 +204,10 @@ test("real sockets: strangers on the replication port (raw TCP garbage, a WebSoc
     const reasons = readEvents(bLog)
       .filter((e) => e.event === "peer.refused")
       .map((e) => String(e.reason));
-    assert.ok(reasons.some((r) => /auth/i.test(r)), reasons.join(" | "));
+    assert.ok(
+      reasons.some((r) => /auth/i.test(r)),
+      reasons.join(" | "),
+    );
   } finally {
     await killAll();
     cleanup(dir);

@@ -36,7 +36,11 @@ test("the buffer is bounded by packets and bytes", () => {
 
 test("release delays are observed in seconds", () => {
   const seen: number[] = [];
-  const nb = new Netbuf({ maxPackets: 10, maxBytes: 100 }, () => {}, (s) => seen.push(s));
+  const nb = new Netbuf(
+    { maxPackets: 10, maxBytes: 100 },
+    () => {},
+    (s) => seen.push(s),
+  );
   nb.hold(Buffer.alloc(1), 5, 100);
   nb.release(5, 125);
   assert.deepEqual(seen, [0.025]);

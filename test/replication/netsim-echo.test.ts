@@ -28,7 +28,10 @@ function runEcho(seed: number): number {
   }
   // Clients connect first (a SYN queued behind ARP may need its retransmission), then the load starts.
   for (let t = 0; t < 5000 && !socks.every((s) => sim.client.state(s) === "ESTABLISHED"); t++) sim.step();
-  assert.ok(socks.every((s) => sim.client.state(s) === "ESTABLISHED"), `seed ${seed}: connections not established`);
+  assert.ok(
+    socks.every((s) => sim.client.state(s) === "ESTABLISHED"),
+    `seed ${seed}: connections not established`,
+  );
   const killAt = 150 + Math.floor(sim.pair.random() * 250);
   const cut = seed % 3 !== 0;
   let killed = false;
@@ -41,7 +44,10 @@ function runEcho(seed: number): number {
       for (let i = 0; i < n; i++) {
         const s = socks[i] as number;
         const st = sim.client.state(s);
-        assert.ok(st !== "CLOSED" && st !== "CLOSE_WAIT", `seed ${seed} conn ${i}: ${st} (${sim.client.error(s)})`);
+        assert.ok(
+          st !== "CLOSED" && st !== "CLOSE_WAIT",
+          `seed ${seed} conn ${i}: ${st} (${sim.client.error(s)})`,
+        );
         if (st !== "ESTABLISHED") continue;
         if (now - start < 1200 && (counts[i] as number) < Math.floor((now - start) / 15)) {
           const m = `c${i}m${counts[i]};`;
@@ -67,7 +73,10 @@ function runEcho(seed: number): number {
   }
   const act = sim.pair.backup.activated;
   assert.ok(act, `seed ${seed}: no activation`);
-  assert.ok(releasedAtKill <= act.epoch, `seed ${seed}: released epoch ${releasedAtKill} > resumed ${act.epoch}`);
+  assert.ok(
+    releasedAtKill <= act.epoch,
+    `seed ${seed}: released epoch ${releasedAtKill} > resumed ${act.epoch}`,
+  );
   for (let i = 0; i < n; i++) {
     assert.equal(got[i], sent[i], `seed ${seed} conn ${i}: echoed stream differs`);
     assert.equal(sim.client.state(socks[i] as number), "ESTABLISHED");
@@ -109,5 +118,8 @@ test("output commit: nothing of an epoch reaches the client before the epoch is 
   }
   assert.ok(sim.pdev.sent > before, "frames were released");
   assert.ok(sim.pdev.netbuf.releasedEpoch <= committed, "released epochs never exceed the committed one");
-  assert.ok(committedWhenReleased.some((held) => held), "frames of open epochs were held");
+  assert.ok(
+    committedWhenReleased.some((held) => held),
+    "frames of open epochs were held",
+  );
 });

@@ -105,7 +105,11 @@ export class NetSim {
         if (this.pair.primaryAlive) this.toLanPrimary(f);
       },
     });
-    this.bdev = new NetDevice({ domain: this.pair.backupDomain, outputCommit: true, sendFrame: (f) => this.toLanBackup(f) });
+    this.bdev = new NetDevice({
+      domain: this.pair.backupDomain,
+      outputCommit: true,
+      sendFrame: (f) => this.toLanBackup(f),
+    });
     this.pdev.activate();
     const p = this.pair.primary;
     this.pair.afterGuest = () => this.pdev.pump(p.epoch, p.outputMustWait, this.now);
@@ -130,7 +134,10 @@ export class NetSim {
         return true;
       },
     };
-    this.client = new NetStack(env, NetStack.format(env, { mac: CLIENT.mac, ip: CLIENT.ip, minRtoMs: 200, timeWaitMs: 1000 }));
+    this.client = new NetStack(
+      env,
+      NetStack.format(env, { mac: CLIENT.mac, ip: CLIENT.ip, minRtoMs: 200, timeWaitMs: 1000 }),
+    );
   }
 
   get now(): number {

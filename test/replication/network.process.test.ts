@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import {
   cleanup,
+  daemonArgs,
   kill,
   killAll,
   logLine,
@@ -34,30 +34,11 @@ function progressLines(stderr: string): Progress[] {
 test("real processes: SIGKILL of the primary under client load; TCP sessions carry on with nothing lost", async () => {
   const dir = tempDir("netfail");
   try {
-    const keyFile = join(dir, "key");
-    writeFileSync(keyFile, "network-process-test-key-0123");
     const sw = startProc("vswitch", ["vswitch", "--listen", "127.0.0.1:0"]);
     const swLine = await waitFor("vswitch", () => logLine(sw, "remusd vswitch started"));
     const swAddr = `127.0.0.1:${swLine.port as number}`;
-    const common = (name: string) => [
-      "--control",
-      "127.0.0.1:0",
-      "--auth-key-file",
-      keyFile,
-      "--data-dir",
-      join(dir, name),
-      "--event-log",
-      join(dir, `${name}.jsonl`),
-      "--switch",
-      swAddr,
-      "--domain-mib",
-      "32",
-      "--heartbeat-ms",
-      "50",
-      "--heartbeat-misses",
-      "6",
-      "--verify",
-    ];
+    const common = (name: string) =>
+      daemonArgs(dir, name, { switchAddr: swAddr, domainMib: 32, verify: true });
     const backup = await startDaemon("backup", "backup", ["--listen", "127.0.0.1:0", ...common("backup")]);
     const primary = await startDaemon("primary", "primary", [
       "--peer",
@@ -68,7 +49,9 @@ test("real processes: SIGKILL of the primary under client load; TCP sessions car
     ]);
     const pLog = join(dir, "primary.jsonl");
     const bLog = join(dir, "backup.jsonl");
-    await waitFor("protected", () => readEvents(pLog).some((e) => e.event === "state.changed" && e.to === "protected"));
+    await waitFor("protected", () =>
+      readEvents(pLog).some((e) => e.event === "state.changed" && e.to === "protected"),
+    );
     const client = startProc("client", [
       "client",
       "--switch",
@@ -84,11 +67,15 @@ test("real processes: SIGKILL of the primary under client load; TCP sessions car
     // Load flows, then the primary dies mid-stream.
     await waitFor("client replies", () => {
       const p = progressLines(client.stderr);
-      return p.length > 0 && (p[p.length - 1] as Progress).replies > 200 && (p[p.length - 1] as Progress).t > 2.5;
+      return (
+        p.length > 0 && (p[p.length - 1] as Progress).replies > 200 && (p[p.length - 1] as Progress).t > 2.5
+      );
     });
     await kill(primary.proc, "SIGKILL");
     const repliesAtKill = (progressLines(client.stderr).pop() as Progress).replies;
-    const activated = await waitFor("activation", () => readEvents(bLog).find((e) => e.event === "failover.activated"));
+    const activated = await waitFor("activation", () =>
+      readEvents(bLog).find((e) => e.event === "failover.activated"),
+    );
     const code = await client.exited;
     const summary = JSON.parse(client.stdout.trim().split("\n").pop() as string) as {
       ok: boolean;
@@ -107,7 +94,9 @@ test("real processes: SIGKILL of the primary under client load; TCP sessions car
     assert.equal(code, 0);
     assert.ok(summary.verifiedKeys > 0);
     // Replies continued after the failover, before the final read-back began.
-    const runAfter = progressLines(client.stderr).filter((p) => p.phase === "run" && p.replies > repliesAtKill);
+    const runAfter = progressLines(client.stderr).filter(
+      (p) => p.phase === "run" && p.replies > repliesAtKill,
+    );
     assert.ok(runAfter.length > 0, `no replies after the failover (at kill ${repliesAtKill})`);
     assert.ok((activated.epoch as number) > 0);
     await kill(backup.proc, "SIGTERM");

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import {
   cleanup,
+  daemonArgs,
   getJson,
   kill,
   killAll,
@@ -18,29 +18,8 @@ after(killAll);
 test("after a failover, the activated primary is re-protected by a new backup (PATCH /v1/config peer)", async () => {
   const dir = tempDir("reprotect");
   try {
-    const keyFile = join(dir, "key");
-    const tokenFile = join(dir, "token");
-    writeFileSync(keyFile, "reprotect-test-key-0123456789");
-    writeFileSync(tokenFile, "reprotect-token-0123456789");
-    const common = (name: string) => [
-      "--control",
-      "127.0.0.1:0",
-      "--auth-key-file",
-      keyFile,
-      "--api-token-file",
-      tokenFile,
-      "--data-dir",
-      join(dir, name),
-      "--event-log",
-      join(dir, `${name}.jsonl`),
-      "--domain-mib",
-      "16",
-      "--heartbeat-ms",
-      "50",
-      "--heartbeat-misses",
-      "6",
-      "--verify",
-    ];
+    const common = (name: string) =>
+      daemonArgs(dir, name, { token: "reprotect-token-0123456789", domainMib: 16, verify: true });
     const b1 = await startDaemon("backup", "b1", ["--listen", "127.0.0.1:0", ...common("b1")]);
     const p = await startDaemon("primary", "p", [
       "--peer",

@@ -106,17 +106,27 @@ test("a flipped byte anywhere in a checkpoint is detected, nothing of it applied
     assert.ok(corrupted, `seed ${seed}: nothing corrupted`);
     sim.net.tap = undefined;
     // The backup refused the link (never activates while the primary returns in time)...
-    sim.run(3000, () => sim.primary.state === "protected" && sim.backupEvents.some((e) => e.type === "peer.lost"));
+    sim.run(
+      3000,
+      () => sim.primary.state === "protected" && sim.backupEvents.some((e) => e.type === "peer.lost"),
+    );
     sim.run(100);
     assert.equal(sim.primary.state, "protected", `seed ${seed}: pair did not recover`);
     assert.notEqual(sim.backup.state, "activated", `seed ${seed}: backup activated on corruption`);
-    assert.ok(sim.backupEvents.some((e) => e.type === "peer.lost"), `seed ${seed}: corruption undetected`);
+    assert.ok(
+      sim.backupEvents.some((e) => e.type === "peer.lost"),
+      `seed ${seed}: corruption undetected`,
+    );
     // ...and every epoch it ever applied has exactly the primary's digest: nothing corrupt was applied.
     const applied = sim.backupEvents.filter((e) => e.type === "checkpoint.applied");
     assert.ok(applied.length > appliedBefore);
     for (const e of applied) {
       if (e.type !== "checkpoint.applied") continue;
-      assert.equal(e.digest, sim.primaryDigests.get(e.epoch), `seed ${seed}: epoch ${e.epoch} applied with a wrong digest`);
+      assert.equal(
+        e.digest,
+        sim.primaryDigests.get(e.epoch),
+        `seed ${seed}: epoch ${e.epoch} applied with a wrong digest`,
+      );
     }
     // And the recovery was incremental: the backup kept its image.
     assert.ok(

@@ -111,7 +111,13 @@ export class SimNet {
       let best = -1;
       for (let i = 0; i < this.q.length; i++) {
         const f = this.q[i] as InFlightFrame;
-        if (f.at <= t && (best < 0 || f.at < (this.q[best] as InFlightFrame).at || (f.at === (this.q[best] as InFlightFrame).at && f.seq < (this.q[best] as InFlightFrame).seq))) best = i;
+        if (
+          f.at <= t &&
+          (best < 0 ||
+            f.at < (this.q[best] as InFlightFrame).at ||
+            (f.at === (this.q[best] as InFlightFrame).at && f.seq < (this.q[best] as InFlightFrame).seq))
+        )
+          best = i;
       }
       if (best < 0) break;
       const f = this.q.splice(best, 1)[0] as InFlightFrame;
@@ -271,7 +277,12 @@ export class SimPair {
       this.primary.runGuest(1);
       this.afterGuest?.();
       this.primary.poll(this.net.now);
-      if (this.autoReconnect && this.primary.wantsPeer && this.net.now >= this.reconnectAt && this.backup.state !== "activated") {
+      if (
+        this.autoReconnect &&
+        this.primary.wantsPeer &&
+        this.net.now >= this.reconnectAt &&
+        this.backup.state !== "activated"
+      ) {
         this.reconnectAt = this.net.now + 10;
         this.connect();
       }

@@ -68,7 +68,12 @@ function expectRefusedAndUnchanged(seed: number, attack: (sim: SimPair, port: Si
 
 test("a stranger with the wrong key is refused and changes nothing", () => {
   expectRefusedAndUnchanged(1, (sim, port) => {
-    const c = new Conn(port, identity(sim, Buffer.from("not-the-right-key")), { intervalMs: 20, misses: 5 }, sim.now);
+    const c = new Conn(
+      port,
+      identity(sim, Buffer.from("not-the-right-key")),
+      { intervalMs: 20, misses: 5 },
+      sim.now,
+    );
     port.onFrame = (d) => c.receive(d, sim.net.now);
     c.start();
   });
