@@ -95,7 +95,14 @@ describe("status", () => {
       st.lastCheckpoint && st.lastCheckpoint.pauseMs !== null && st.lastCheckpoint.wireBytes !== null,
     );
     assert.equal(st.domain.pages, pair.primary.domain.pages);
-    assert.deepEqual(st.netbuf, { packets: 0, bytes: 0, oldestAgeMs: 0, outputCommit: true, holding: true, attached: false });
+    assert.deepEqual(st.netbuf, {
+      packets: 0,
+      bytes: 0,
+      oldestAgeMs: 0,
+      outputCommit: true,
+      holding: true,
+      attached: false,
+    });
     assert.equal(st.lastRoleChange.to, "primary");
     assert.equal(st.lastRoleChange.reason, "started");
   });
