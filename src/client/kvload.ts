@@ -52,6 +52,8 @@ interface Conn {
   /** After a reset: when to reconnect, and how many times in a row it failed. */
   retryAt: number;
   failures: number;
+  /** Bumped at every reset: a reconnected connection works on fresh keys. */
+  generation: number;
 }
 
 export interface KvLoadSummary {
@@ -128,6 +130,7 @@ export class KvLoad {
       lastProgress: now,
       retryAt: 0,
       failures: 0,
+      generation: 0,
     };
   }
 
@@ -152,18 +155,26 @@ export class KvLoad {
     const r = this.rand();
     const k = Math.floor(this.rand() * this.opts.keysPerConnection);
     if (r < 0.4) {
-      const key = `c${c.index}:k${k}`;
+      const key = `${this.prefix(c)}k${k}`;
       const value = `v${c.index}-${c.issued}-${Math.floor(this.rand() * 1e9).toString(36)}`;
       return { args: ["SET", key, value], expect: { kind: "set", key, value } };
     }
     if (r < 0.7) {
-      const key = `c${c.index}:n${k}`;
+      const key = `${this.prefix(c)}n${k}`;
       const value = (this.counters.get(key) ?? 0) + 1;
       this.counters.set(key, value);
       return { args: ["INCR", key], expect: { kind: "incr", key, value } };
     }
-    const key = `c${c.index}:k${k}`;
-    return { args: ["GET", key], expect: { kind: "get", key, value: this.pendingValue(c, key), final: false } };
+    const key = `${this.prefix(c)}k${k}`;
+    return {
+      args: ["GET", key],
+      expect: { kind: "get", key, value: this.pendingValue(c, key), final: false },
+    };
+  }
+
+  /** Keys of a connection: its index and generation, so keys in doubt after a reset are never reused. */
+  private prefix(c: Conn): string {
+    return `c${c.index}.${c.generation}:`;
   }
 
   /** The value a GET must see: the last SET of this key issued on this connection (replies come in order). */
@@ -200,7 +211,9 @@ export class KvLoad {
       case "incr":
         if (v.t !== "int" || v.v !== expect.value) {
           this.summary.wrongReads++;
-          this.error(`${where}: INCR gave ${v.t === "int" ? v.v : JSON.stringify(v)}, expected ${expect.value}`);
+          this.error(
+            `${where}: INCR gave ${v.t === "int" ? v.v : JSON.stringify(v)}, expected ${expect.value}`,
+          );
         }
         return;
       case "get": {
@@ -223,12 +236,14 @@ export class KvLoad {
 
   /** Advances every connection; call after the stack processed input and before stack.poll(). */
   poll(now: number): void {
+    if (this.phase === "done") return;
     for (const c of this.conns) {
       if (c.phase === "closed") {
         if (now < c.retryAt) continue;
-        const failures = c.failures;
+        const { failures, generation } = c;
         Object.assign(c, this.open(c.index, now));
         c.failures = failures;
+        c.generation = generation;
         this.summary.reconnects++;
       }
       const st = this.stack.state(c.sock);
@@ -243,7 +258,11 @@ export class KvLoad {
         }
       }
       if (c.phase === "open" && (st === "CLOSED" || st === "CLOSE_WAIT" || this.stack.eof(c.sock))) {
-        this.reset(c, now, `connection ${st === "CLOSED" ? `reset (${this.stack.error(c.sock)})` : "closed by the server"}`);
+        this.reset(
+          c,
+          now,
+          `connection ${st === "CLOSED" ? `reset (${this.stack.error(c.sock)})` : "closed by the server"}`,
+        );
         continue;
       }
       if (c.phase !== "open") continue;
@@ -263,7 +282,10 @@ export class KvLoad {
           }
           this.summary.replies++;
           this.repliesSince++;
-          this.summary.longestStallMs = Math.max(this.summary.longestStallMs, now - Math.max(o.sentAt, c.lastProgress));
+          this.summary.longestStallMs = Math.max(
+            this.summary.longestStallMs,
+            now - Math.max(o.sentAt, c.lastProgress),
+          );
           c.lastProgress = now;
           this.check(c, o.expect, v);
         }
@@ -271,11 +293,14 @@ export class KvLoad {
         this.summary.protocolErrors++;
         this.error(`conn ${c.index}: ${e instanceof RespError ? e.message : String(e)}`);
         this.stack.abort(c.sock);
-        this.reset(c, now, "unparsable reply");
+        this.reset(c, now, "unparsable reply", true);
         continue;
       }
       if (c.outstanding.length > 0) {
-        this.summary.longestStallMs = Math.max(this.summary.longestStallMs, now - Math.max(c.outstanding[0]?.sentAt ?? now, c.lastProgress));
+        this.summary.longestStallMs = Math.max(
+          this.summary.longestStallMs,
+          now - Math.max(c.outstanding[0]?.sentAt ?? now, c.lastProgress),
+        );
       }
       // Issue commands.
       const limit = this.opts.maxRequestsPerConnection;
@@ -296,15 +321,17 @@ export class KvLoad {
     this.advancePhase(now);
   }
 
-  private reset(c: Conn, now: number, why: string): void {
+  private reset(c: Conn, now: number, why: string, aborted = false): void {
     this.summary.resets++;
     this.error(`conn ${c.index}: ${why}`);
-    this.stack.close(c.sock);
-    // Requests in flight on a reset connection have unknown outcomes: forget their expectations.
+    if (!aborted) this.stack.close(c.sock);
+    // Requests in flight on a reset connection have unknown outcomes: their keys are in doubt and
+    // are not checked again; the reconnected connection works on fresh keys (a new generation).
     for (const o of c.outstanding) {
       if (o.expect.kind === "set") this.model.delete(o.expect.key);
       if (o.expect.kind === "incr") this.counters.delete(o.expect.key);
     }
+    c.generation++;
     c.outstanding = [];
     c.outbuf = Buffer.alloc(0);
     c.parser = new RespParser();
@@ -325,11 +352,13 @@ export class KvLoad {
       this.phase = "verify";
       for (const c of this.conns) {
         for (const [key, value] of this.model) {
-          if (key.startsWith(`c${c.index}:`)) this.enqueue(c, ["GET", key], { kind: "get", key, value, final: true }, now);
+          if (key.startsWith(`c${c.index}.`))
+            this.enqueue(c, ["GET", key], { kind: "get", key, value, final: true }, now);
         }
         for (const [key, value] of this.counters) {
           // A counter's last acknowledged INCR value: GET returns it as a string.
-          if (key.startsWith(`c${c.index}:`)) this.enqueue(c, ["GET", key], { kind: "get", key, value: String(value), final: true }, now);
+          if (key.startsWith(`c${c.index}.`))
+            this.enqueue(c, ["GET", key], { kind: "get", key, value: String(value), final: true }, now);
         }
       }
       return;

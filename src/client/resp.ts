@@ -80,8 +80,12 @@ export class RespParser {
         if (n === -1) return { value: { t: "bulk", v: null }, end: l.end };
         if (n < 0 || n > RESP_MAX_BULK) throw new RespError(`bad bulk length ${n}`);
         if (this.buf.length < l.end + n + 2) return undefined;
-        if (this.buf[l.end + n] !== 13 || this.buf[l.end + n + 1] !== 10) throw new RespError("bulk string not followed by CRLF");
-        return { value: { t: "bulk", v: Buffer.from(this.buf.subarray(l.end, l.end + n)) }, end: l.end + n + 2 };
+        if (this.buf[l.end + n] !== 13 || this.buf[l.end + n + 1] !== 10)
+          throw new RespError("bulk string not followed by CRLF");
+        return {
+          value: { t: "bulk", v: Buffer.from(this.buf.subarray(l.end, l.end + n)) },
+          end: l.end + n + 2,
+        };
       }
       case "*": {
         const n = this.int(l.text);

@@ -3,10 +3,11 @@
  * the workload's processes. Importing this module registers every program.
  */
 import type { Domain } from "../domain/domain.js";
-import { Kernel, programById } from "./kernel.js";
+import { Kernel } from "./kernel.js";
 import { bootNetwork, type GuestNetConfig } from "./netd.js";
 import { PROGRAM } from "./programs/basic.js";
 import { ECHO_PROGRAM_ID } from "./programs/echo.js";
+import { KVD_PROGRAM_ID } from "./programs/kvd.js";
 import { DirtyPattern, type WorkloadSpec } from "./workload.js";
 
 export interface GuestOptions {
@@ -16,8 +17,7 @@ export interface GuestOptions {
   readonly net?: GuestNetConfig;
 }
 
-/** Program id of kvd (registered by src/guest/programs/kvd.ts). */
-export const KVD_PROGRAM_ID = 6;
+export { KVD_PROGRAM_ID };
 
 /** Boots a fresh guest into `domain`. Deterministic in (geometry, seed, workload). */
 export function bootGuest(domain: Domain, opts: GuestOptions): Kernel {
@@ -26,7 +26,7 @@ export function bootGuest(domain: Domain, opts: GuestOptions): Kernel {
   if (opts.net) {
     bootNetwork(k, opts.net);
     k.spawn(ECHO_PROGRAM_ID, "echo", [], 1);
-    if (programById(KVD_PROGRAM_ID)) k.spawn(KVD_PROGRAM_ID, "kvd", [], 1);
+    k.spawn(KVD_PROGRAM_ID, "kvd", [], 1);
   }
   for (const part of opts.workload.parts) {
     if (part.kind === "dirty") {

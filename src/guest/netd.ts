@@ -7,8 +7,8 @@
  * everything else.
  */
 import { RemusError } from "../errors.js";
-import { NetStack } from "../net/stack.js";
 import type { NetEnv } from "../net/ctx.js";
+import { NetStack } from "../net/stack.js";
 import { type Kernel, registerTickHook } from "./kernel.js";
 import { Nic } from "./nic.js";
 
@@ -44,7 +44,11 @@ export function requireStack(k: Kernel): NetStack {
 
 /** Configures the NIC and formats the stack (at boot). */
 export function bootNetwork(k: Kernel, cfg: GuestNetConfig): NetStack {
-  Nic.configure(k.domain, k.pages, { mac: cfg.mac, ip: cfg.ip, ...(cfg.netmask !== undefined ? { netmask: cfg.netmask } : {}) });
+  Nic.configure(k.domain, k.pages, {
+    mac: cfg.mac,
+    ip: cfg.ip,
+    ...(cfg.netmask !== undefined ? { netmask: cfg.netmask } : {}),
+  });
   const env = guestNetEnv(k);
   const root = NetStack.format(env, {
     mac: cfg.mac,

@@ -15,8 +15,9 @@
  *    frame and returns false when the tx ring is full (backpressure: the guest's
  *    TCP keeps the data and retries).
  */
-import type { Domain } from "../domain/domain.js";
+
 import type { DeviceState } from "../domain/device.js";
+import type { Domain } from "../domain/domain.js";
 import type { GuestMemory } from "../domain/memory.js";
 import { RemusError } from "../errors.js";
 import type { PageAllocator } from "./mm.js";
@@ -166,7 +167,10 @@ export class Nic {
   /** Queues a frame for transmission; false when the tx ring is full (the caller retries later). */
   transmit(frame: Uint8Array): boolean {
     if (frame.length < MIN_FRAME || frame.length > MAX_FRAME) {
-      throw new RemusError("REMUSD_ERR_TOO_LARGE", `frame of ${frame.length} bytes outside [${MIN_FRAME}, ${MAX_FRAME}]`);
+      throw new RemusError(
+        "REMUSD_ERR_TOO_LARGE",
+        `frame of ${frame.length} bytes outside [${MIN_FRAME}, ${MAX_FRAME}]`,
+      );
     }
     if (this.txPending >= this.dev.get("txRingSlots")) {
       this.dev.bump("txStalls");

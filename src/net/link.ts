@@ -34,8 +34,12 @@ import {
 export const IP_OFF = ETH_HEADER_LEN;
 export const L4_OFF = ETH_HEADER_LEN + IPV4_HEADER_LEN;
 
-/** Frames an unresolved ARP entry holds; beyond this the oldest is dropped (Linux keeps 3). */
-export const ARP_QUEUE_MAX = 4;
+/**
+ * Frames an unresolved ARP entry holds; beyond this the oldest is dropped. Linux
+ * keeps 3 by default, but then 8 clients connecting at once to an unresolved
+ * host lose half their SYNs behind ARP and wait a 1 s SYN retransmission.
+ */
+export const ARP_QUEUE_MAX = 16;
 /** ARP requests sent for one resolution before giving up. */
 export const ARP_MAX_TRIES = 3;
 /** Interval between ARP requests while resolving, ms. */

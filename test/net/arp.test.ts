@@ -1,6 +1,7 @@
 /** ARP on the simulated LAN: resolution, the waiting queue, gratuitous ARP, ageing, failures. */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { ARP_QUEUE_MAX } from "../../src/net/link.js";
 import { ARP_OP, formatMac, parseIpv4 } from "../../src/net/wire.js";
 import { arpFrame, isArp, parseTcp } from "./frames.js";
 import { establish, World } from "./sim.js";
@@ -72,14 +73,15 @@ describe("ARP", () => {
     );
   });
 
-  it("at most 4 frames wait per entry; the oldest are dropped", () => {
+  it(`at most ${ARP_QUEUE_MAX} frames wait per entry; the oldest are dropped`, () => {
     const w = new World(4);
     const a = w.addHost("a", "10.0.0.1");
     const b = w.addHost("b", "10.0.0.2");
     const l = b.stack.listen(80, 32);
     // b ignores ARP for the first 2.5 s.
     w.filter = (from, _to, f) => from === b && isArp(f) !== null && w.now < 2500;
-    const cs = Array.from({ length: 10 }, () => a.stack.connect(b.ip, 80));
+    const total = ARP_QUEUE_MAX + 6;
+    const cs = Array.from({ length: total }, () => a.stack.connect(b.ip, 80));
     w.runFor(100);
     assert.equal(a.stack.stats().arpQueueDrops, 6);
     // SYN retransmissions get everybody through once ARP works.
@@ -87,7 +89,7 @@ describe("ARP", () => {
     w.apps.push(() => {
       while (b.stack.accept(l) !== 0) n++;
     });
-    assert.ok(w.run(() => n === 10 && cs.every((s) => a.stack.state(s) === "ESTABLISHED"), 30_000));
+    assert.ok(w.run(() => n === total && cs.every((s) => a.stack.state(s) === "ESTABLISHED"), 30_000));
   });
 
   it("entries age out after arpTimeoutMs and are resolved again", () => {
