@@ -63,7 +63,11 @@ function jsonLines(text: string): Record<string, unknown>[] {
   return out;
 }
 
-async function waitFor<T>(what: string, f: () => T | undefined | false | Promise<T | undefined | false>, ms: number): Promise<T> {
+async function waitFor<T>(
+  what: string,
+  f: () => T | undefined | false | Promise<T | undefined | false>,
+  ms: number,
+): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
     const v = await f();
@@ -141,7 +145,8 @@ export async function runDemo(v: OptValues): Promise<void> {
     ];
     const sw = spawnRemusd("vswitch", ["vswitch", "--listen", "127.0.0.1:0"]);
     children.push(sw);
-    const swPort = (await waitFor("the vswitch", () => started(sw, "remusd vswitch started"), 15000)).port as number;
+    const swPort = (await waitFor("the vswitch", () => started(sw, "remusd vswitch started"), 15000))
+      .port as number;
     const backup = spawnRemusd("backup", [
       "backup",
       "--listen",
@@ -181,7 +186,9 @@ export async function runDemo(v: OptValues): Promise<void> {
       async () => (await getJson(`${pControl}/v1/status`))?.state === "protected",
       30000,
     );
-    say(`  protected after ${((Date.now() - t0) / 1000).toFixed(1)} s (full sync of ${v["domain-mib"]} MiB done)`);
+    say(
+      `  protected after ${((Date.now() - t0) / 1000).toFixed(1)} s (full sync of ${v["domain-mib"]} MiB done)`,
+    );
     const clientDuration = (killAfter + after) / 1000;
     const client = spawnRemusd("client", [
       "client",
@@ -211,12 +218,18 @@ export async function runDemo(v: OptValues): Promise<void> {
       const cp = jsonLines(client.stderr).filter((o) => o.msg === "client progress");
       const last = cp[cp.length - 1];
       const role = `${String(st?.role ?? "?")}/${String(st?.state ?? "?")}`;
+      const replication =
+        ev.length > 0
+          ? `pause p50 ${fmt(percentile(pauses, 50), 2)} ms p99 ${fmt(percentile(pauses, 99), 2)} ms` +
+            `  replicated ${fmt(wire / 1e6)} MB (x${fmt(raw / Math.max(1, wire))} compression)  netbuf ${nb}`
+          : "no backup: no checkpoints, output leaves at once";
       const line =
         `${phase.padEnd(11)} ${role.padEnd(20)} epoch ${String((st?.epoch as { committed?: number } | undefined)?.committed ?? "-").padStart(5)}` +
-        `  pause p50 ${fmt(percentile(pauses, 50), 2)} ms p99 ${fmt(percentile(pauses, 99), 2)} ms` +
-        `  replicated ${fmt(wire / 1e6)} MB (x${fmt(raw / Math.max(1, wire))} compression)` +
-        `  netbuf ${nb}  client ${fmt((last?.rps as number) ?? 0, 0)} req/s, ${(last?.replies as number) ?? 0} replies`;
-      if (tty) process.stdout.write(`\r${line.slice(0, (process.stdout.columns ?? 200) - 1).padEnd(lastLine.length)}`);
+        `  ${replication}  client ${fmt((last?.rps as number) ?? 0, 0)} req/s, ${(last?.replies as number) ?? 0} replies`;
+      if (tty)
+        process.stdout.write(
+          `\r${line.slice(0, (process.stdout.columns ?? 200) - 1).padEnd(lastLine.length)}`,
+        );
       else if (line !== lastLine) say(line);
       lastLine = line;
     };
@@ -227,15 +240,25 @@ export async function runDemo(v: OptValues): Promise<void> {
     if (tty) process.stdout.write("\n");
 
     // The failover.
-    const lastCommitted = Math.max(0, ...readEvents(pLog).filter((e) => e.event === "checkpoint.committed").map((e) => e.epoch as number));
+    const lastCommitted = Math.max(
+      0,
+      ...readEvents(pLog)
+        .filter((e) => e.event === "checkpoint.committed")
+        .map((e) => e.epoch as number),
+    );
     const killedAt = Date.now();
     primary.proc.kill("SIGKILL");
     say(`SIGKILL primary (pid ${primary.proc.pid}) at epoch ${lastCommitted} ...`);
-    const activated = await waitFor("the backup to activate", () => readEvents(bLog).find((e) => e.event === "failover.activated"), 30000);
+    const activated = await waitFor(
+      "the backup to activate",
+      () => readEvents(bLog).find((e) => e.event === "failover.activated"),
+      30000,
+    );
     const activationMs = Date.parse(activated.ts as string) - killedAt;
     say(
       `  backup activated from epoch ${activated.epoch as number} after ${activationMs} ms (${activated.reason as string}); digest ${(activated.digest as string).slice(0, 16)}… matches the primary's: ${
-        readEvents(pLog).find((e) => e.event === "checkpoint.sent" && e.epoch === activated.epoch)?.digest === activated.digest
+        readEvents(pLog).find((e) => e.event === "checkpoint.sent" && e.epoch === activated.epoch)?.digest ===
+        activated.digest
       }`,
     );
     while (!client.exited) {
@@ -254,10 +277,19 @@ export async function runDemo(v: OptValues): Promise<void> {
     const rows: [string, string][] = [
       ["checkpoints committed (old primary)", String(pEvents.length)],
       ["pause p50 / p99", `${fmt(percentile(pauses, 50), 2)} ms / ${fmt(percentile(pauses, 99), 2)} ms`],
-      ["replicated on the wire", `${fmt(wire / 1e6)} MB (raw ${fmt(raw / 1e6)} MB, compression x${fmt(raw / Math.max(1, wire))})`],
-      ["failover: kill to activation", `${activationMs} ms, resumed epoch ${activated.epoch as number} (last committed ${lastCommitted})`],
+      [
+        "replicated on the wire",
+        `${fmt(wire / 1e6)} MB (raw ${fmt(raw / 1e6)} MB, compression x${fmt(raw / Math.max(1, wire))})`,
+      ],
+      [
+        "failover: kill to activation",
+        `${activationMs} ms, resumed epoch ${activated.epoch as number} (last committed ${lastCommitted})`,
+      ],
       ["new primary", `${String(st?.role)} / ${String(st?.state)} / generation ${String(st?.generation)}`],
-      ["client requests / replies", `${summary.requests as number} / ${summary.replies as number} (${summary.requestsPerSec as number} req/s)`],
+      [
+        "client requests / replies",
+        `${summary.requests as number} / ${summary.replies as number} (${summary.requestsPerSec as number} req/s)`,
+      ],
       ["client longest stall", `${Math.round(summary.longestStallMs as number)} ms`],
       ["resets / reconnects", `${summary.resets as number} / ${summary.reconnects as number}`],
       ["lost acknowledged writes", String(summary.lostWrites)],
@@ -270,7 +302,11 @@ export async function runDemo(v: OptValues): Promise<void> {
     for (const [k, val] of rows) say(`  ${k.padEnd(w)}  ${val}`);
     const ok = summary.ok === true;
     say("");
-    say(ok ? "PASS: no reset, no lost write, no wrong read across the failover" : `FAIL: ${JSON.stringify(summary.errors)}`);
+    say(
+      ok
+        ? "PASS: no reset, no lost write, no wrong read across the failover"
+        : `FAIL: ${JSON.stringify(summary.errors)}`,
+    );
     process.exitCode = ok ? 0 : 1;
     if (keep && !interrupted) {
       say("");

@@ -73,10 +73,14 @@ function coerce(spec: OptSpec, raw: string | number | boolean, source: string): 
     case "number": {
       const n = typeof raw === "number" ? raw : Number(String(raw).trim());
       if (String(raw).trim() === "" || !Number.isFinite(n) || (spec.type === "int" && !Number.isInteger(n))) {
-        throw new UsageError(`${where}: expected ${spec.type === "int" ? "an integer" : "a number"}, got '${raw}'`);
+        throw new UsageError(
+          `${where}: expected ${spec.type === "int" ? "an integer" : "a number"}, got '${raw}'`,
+        );
       }
-      if (spec.min !== undefined && n < spec.min) throw new UsageError(`${where}: ${n} is below the minimum ${spec.min}`);
-      if (spec.max !== undefined && n > spec.max) throw new UsageError(`${where}: ${n} is above the maximum ${spec.max}`);
+      if (spec.min !== undefined && n < spec.min)
+        throw new UsageError(`${where}: ${n} is below the minimum ${spec.min}`);
+      if (spec.max !== undefined && n > spec.max)
+        throw new UsageError(`${where}: ${n} is above the maximum ${spec.max}`);
       return n;
     }
     case "hostport":
@@ -96,7 +100,8 @@ function coerce(spec: OptSpec, raw: string | number | boolean, source: string): 
     }
     case "choice": {
       const s = String(raw);
-      if (!spec.choices?.includes(s)) throw new UsageError(`${where}: must be one of ${spec.choices?.join(", ")}, got '${s}'`);
+      if (!spec.choices?.includes(s))
+        throw new UsageError(`${where}: must be one of ${spec.choices?.join(", ")}, got '${s}'`);
       return s;
     }
     case "string":
@@ -119,7 +124,8 @@ export function parseOptions(
       help = true;
       continue;
     }
-    if (!arg.startsWith("--")) throw new UsageError(`unexpected argument '${arg}' (see remusd ${cmd.name} --help)`);
+    if (!arg.startsWith("--"))
+      throw new UsageError(`unexpected argument '${arg}' (see remusd ${cmd.name} --help)`);
     let name = arg.slice(2);
     let value: string | undefined;
     const eq = name.indexOf("=");
@@ -135,7 +141,8 @@ export function parseOptions(
     }
     if (value === undefined) {
       const next = argv[i + 1];
-      if (next === undefined || (next.startsWith("--") && next.length > 2)) throw new UsageError(`option --${name} needs a value`);
+      if (next === undefined || (next.startsWith("--") && next.length > 2))
+        throw new UsageError(`option --${name} needs a value`);
       value = next;
       i++;
     }
@@ -154,7 +161,8 @@ export function parseOptions(
     }
     try {
       const parsed: unknown = JSON.parse(text);
-      if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error("not a JSON object");
+      if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
+        throw new Error("not a JSON object");
       config = parsed as Record<string, unknown>;
     } catch (e) {
       throw new UsageError(`config file ${configPath} is not a JSON object: ${(e as Error).message}`);
@@ -187,7 +195,9 @@ export function parseOptions(
     }
     if (raw === undefined) {
       if (spec.required) {
-        throw new UsageError(`missing --${spec.name} (or ${spec.env ?? envName(spec.name)}); see remusd ${cmd.name} --help`);
+        throw new UsageError(
+          `missing --${spec.name} (or ${spec.env ?? envName(spec.name)}); see remusd ${cmd.name} --help`,
+        );
       }
       values[spec.name] = undefined;
       continue;

@@ -5,14 +5,14 @@
  * usage, with a one-line reason on stderr.
  */
 import { startApi } from "../api/server.js";
+import { runBench } from "../bench/index.js";
 import { Daemon } from "../daemon/daemon.js";
 import { resolveSettings } from "../daemon/settings.js";
 import { isRemusError } from "../errors.js";
 import { VERSION } from "../version.js";
-import { type CommandSpec, helpText, type OptValues, parseOptions, UsageError } from "./options.js";
 import { runClient } from "./client.js";
-import { runBench } from "../bench/index.js";
 import { runDemo } from "./demo.js";
+import { type CommandSpec, helpText, type OptValues, parseOptions, UsageError } from "./options.js";
 import { BACKUP_SPEC, BENCH_SPEC, CLIENT_SPEC, DEMO_SPEC, PRIMARY_SPEC, VSWITCH_SPEC } from "./specs.js";
 import { runVswitch } from "./vswitch.js";
 
@@ -31,7 +31,11 @@ const COMMANDS: Record<string, { spec: CommandSpec; run: (argv: string[]) => Pro
   },
 };
 
-async function runSimple(spec: CommandSpec, argv: string[], run: (v: OptValues) => Promise<void>): Promise<void> {
+async function runSimple(
+  spec: CommandSpec,
+  argv: string[],
+  run: (v: OptValues) => Promise<void>,
+): Promise<void> {
   const { values, help } = parseOptions(spec, argv);
   if (help) {
     process.stdout.write(`${helpText(spec)}\n`);
@@ -77,7 +81,9 @@ async function runDaemon(role: "primary" | "backup", spec: CommandSpec, argv: st
       "no API token: the mutating routes (failover, checkpoint, config changes) are refused; give --api-token-file FILE or REMUSD_API_TOKEN",
     );
   } else if (settings.apiToken === undefined) {
-    d.log.warn("--unsafe-open-api: anyone who reaches the control address can fail over or reconfigure this daemon");
+    d.log.warn(
+      "--unsafe-open-api: anyone who reaches the control address can fail over or reconfigure this daemon",
+    );
   }
   let signals = 0;
   const onSignal = (sig: string) => {
