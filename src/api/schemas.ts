@@ -94,10 +94,12 @@ export const Status = Type.Object(
         bytes: Type.Integer(),
         oldestAgeMs: Type.Number({ description: "how long the oldest held frame has waited (0 when empty)" }),
         outputCommit: Type.Boolean({
-          description: "false when started with --no-netbuf --unsafe: guest output never waits for the backup",
+          description:
+            "false when started with --no-netbuf --unsafe: guest output never waits for the backup",
         }),
         holding: Type.Boolean({
-          description: "whether guest output waits for commits now (a protected primary); unprotected, it leaves at once",
+          description:
+            "whether guest output waits for commits now (a protected primary); unprotected, it leaves at once",
         }),
         attached: Type.Boolean({ description: "whether the guest NIC is attached to a vswitch" }),
       },

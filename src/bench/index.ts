@@ -27,7 +27,9 @@ export async function runBench(opts: { json: boolean; only?: string }): Promise<
   else {
     const w = Math.max(...results.map((r) => r.name.length));
     for (const r of results) {
-      process.stdout.write(`${r.name.padEnd(w)}  ${r.value.toFixed(3).padStart(9)} ${r.unit.padEnd(6)} ${r.detail ?? ""}\n`);
+      process.stdout.write(
+        `${r.name.padEnd(w)}  ${r.value.toFixed(3).padStart(9)} ${r.unit.padEnd(6)} ${r.detail ?? ""}\n`,
+      );
     }
   }
   return results;

@@ -99,7 +99,7 @@ const fmt = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : "-");
 
 export async function runDemo(v: OptValues): Promise<void> {
   const killAfter = (v["kill-after"] as number) * 1000;
-  const after = (v["after"] as number) * 1000;
+  const after = (v.after as number) * 1000;
   const keep = v["keep-running"] === true;
   const tty = process.stdout.isTTY === true;
   const dir = (v.dir as string | undefined) ?? mkdtempSync(join(tmpdir(), "remusd-demo-"));

@@ -333,7 +333,7 @@ export class Links {
   /** Sends a heartbeat on the active link when one is due. */
   pingIfDue(now: number, state: PeerStateCode, committedEpoch: number, generation: number): void {
     const c = this.active;
-    if (!c || !c.heartbeat.due(now)) return;
+    if (!c?.heartbeat.due(now)) return;
     const p = c.heartbeat.ping(now);
     c.send({ type: "heartbeat", pingId: p.pingId, sentAtUs: p.sentAtUs, state, committedEpoch, generation });
   }

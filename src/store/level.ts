@@ -30,7 +30,11 @@ export class LevelStore implements BackupStore {
       const v = await this.db.get(k);
       return v === undefined ? 0 : Number(Buffer.from(v).toString("utf8"));
     };
-    return { committed: await get(META_EPOCH), generation: await get(META_GENERATION), valid: (await get(META_VALID)) === 1 };
+    return {
+      committed: await get(META_EPOCH),
+      generation: await get(META_GENERATION),
+      valid: (await get(META_VALID)) === 1,
+    };
   }
 
   private enqueue(f: () => Promise<void>): Promise<void> {

@@ -23,7 +23,11 @@ export class NodeStateFile {
     let s: NodeState | undefined;
     try {
       const parsed = JSON.parse(readFileSync(this.path, "utf8")) as Partial<NodeState>;
-      if (typeof parsed.nodeId === "string" && /^[0-9a-f]{32}$/.test(parsed.nodeId) && Number.isInteger(parsed.generation)) {
+      if (
+        typeof parsed.nodeId === "string" &&
+        /^[0-9a-f]{32}$/.test(parsed.nodeId) &&
+        Number.isInteger(parsed.generation)
+      ) {
         s = { nodeId: parsed.nodeId, generation: parsed.generation as number };
       } else {
         throw new RemusError("REMUSD_ERR_CORRUPT", `${this.path} is malformed`);

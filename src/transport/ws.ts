@@ -64,7 +64,9 @@ function wire(ws: WebSocket, remote: string, h: LinkHandler): WsPort {
     const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
     h.frame(port, buf);
   });
-  ws.on("close", (code, reason) => finish(`connection closed (${code}${reason.length ? `: ${reason.toString()}` : ""})`));
+  ws.on("close", (code, reason) =>
+    finish(`connection closed (${code}${reason.length ? `: ${reason.toString()}` : ""})`),
+  );
   ws.on("error", (err) => finish(`connection error: ${err.message}`));
   return port;
 }
@@ -129,7 +131,11 @@ export class Dialer {
   kick(): void {
     if (this.stopped || this.ws || this.timer || !this.wanted()) return;
     this.attempts++;
-    const ws = new WebSocket(this.url, { maxPayload: LIMITS.maxFrame, perMessageDeflate: false, handshakeTimeout: 5000 });
+    const ws = new WebSocket(this.url, {
+      maxPayload: LIMITS.maxFrame,
+      perMessageDeflate: false,
+      handshakeTimeout: 5000,
+    });
     this.ws = ws;
     const port = wire(ws, this.url, {
       opened: () => {},

@@ -5,7 +5,7 @@
  * "BYE" detaches it. UDP keeps frame boundaries and, like a real LAN, may lose
  * frames: TCP in the guest and the clients recovers.
  */
-import { type Socket, createSocket } from "node:dgram";
+import { createSocket, type Socket } from "node:dgram";
 import { lookup } from "node:dns/promises";
 import type { HostPort } from "../cli/options.js";
 import { LearningSwitch, type SwitchPort } from "./switch.js";

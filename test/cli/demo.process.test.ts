@@ -5,7 +5,17 @@ import { killAll, startProc } from "../helpers/procs.js";
 after(killAll);
 
 test("remusd demo: a failover under load with no reset, no lost write and no wrong read (exit 0)", async () => {
-  const demo = startProc("demo", ["demo", "--kill-after", "2", "--after", "2", "--domain-mib", "16", "--connections", "4"]);
+  const demo = startProc("demo", [
+    "demo",
+    "--kill-after",
+    "2",
+    "--after",
+    "2",
+    "--domain-mib",
+    "16",
+    "--connections",
+    "4",
+  ]);
   const code = await demo.exited;
   assert.equal(code, 0, `${demo.stdout}\n${demo.stderr.slice(-2000)}`);
   assert.match(demo.stdout, /backup activated from epoch \d+ after \d+ ms/);

@@ -121,7 +121,7 @@ test("files and their offsets survive a restore", () => {
   const k = bootGuest(src, { seed: 9, workload: parseWorkload("idle") });
   const pid = 1;
   const fd = k.open(pid, "notes.txt", { create: true });
-  const text = Buffer.from("x".repeat(10000) + "the end\n");
+  const text = Buffer.from(`${"x".repeat(10000)}the end\n`);
   k.append(pid, fd, text);
   k.seek(pid, fd, 0);
   assert.equal(k.read(pid, fd, 5000).length, 5000);

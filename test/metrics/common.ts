@@ -1,6 +1,5 @@
 /** Shared set-up of the real-process metrics tests: a protected pair of daemons. */
 import { spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type DaemonInfo, daemonArgs, readEvents, startDaemon, waitFor } from "../helpers/procs.js";
 
