@@ -119,7 +119,10 @@ export async function runDemo(v: OptValues): Promise<void> {
   let interrupted = false;
   const onSigint = () => {
     interrupted = true;
-    void cleanup(undefined).then(() => process.exit(130));
+    void cleanup(undefined).then(() => {
+      if (v.dir === undefined) rmSync(dir, { recursive: true, force: true });
+      process.exit(130);
+    });
   };
   process.on("SIGINT", onSigint);
   process.on("SIGTERM", onSigint);
