@@ -60,7 +60,7 @@ export function parseHostPort(v: string, what = "address"): HostPort {
 }
 
 function coerce(spec: OptSpec, raw: string | number | boolean, source: string): string | number | boolean {
-  const where = `${source} ${spec.name}`;
+  const where = source === "--" ? `--${spec.name}` : `${source} ${spec.name}`;
   switch (spec.type) {
     case "bool": {
       if (typeof raw === "boolean") return raw;

@@ -1,0 +1,60 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { helpText, parseOptions, UsageError } from "../../src/cli/options.js";
+import { BACKUP_SPEC, PRIMARY_SPEC } from "../../src/cli/specs.js";
+
+const usage = (f: () => unknown, re: RegExp) =>
+  assert.throws(f, (e) => e instanceof UsageError && re.test(e.message));
+
+test("flags win over the environment, which wins over the config file, which wins over defaults", () => {
+  const dir = mkdtempSync(join(tmpdir(), "remusd-opts-"));
+  const cfg = join(dir, "c.json");
+  writeFileSync(cfg, JSON.stringify({ intervalMs: 40, "heartbeat-ms": 70, verify: true, peer: "ws://a:1" }));
+  const env = { REMUSD_INTERVAL_MS: "30", REMUSD_CONFIG: cfg };
+  const a = parseOptions(PRIMARY_SPEC, ["--interval-ms", "20"], env).values;
+  assert.equal(a["interval-ms"], 20);
+  assert.equal(a["heartbeat-ms"], 70);
+  assert.equal(a.verify, true);
+  assert.equal(a.peer, "ws://a:1");
+  assert.equal(parseOptions(PRIMARY_SPEC, [], env).values["interval-ms"], 30);
+  assert.equal(
+    parseOptions(PRIMARY_SPEC, ["--peer=ws://b:2"], { REMUSD_CONFIG: cfg }).values["interval-ms"],
+    40,
+  );
+  assert.equal(parseOptions(PRIMARY_SPEC, ["--peer", "ws://b:2"], {}).values["interval-ms"], 25);
+  assert.equal(parseOptions(BACKUP_SPEC, ["--verify=false"], { REMUSD_VERIFY: "1" }).values.verify, false);
+});
+
+test("bad usage is a UsageError with a one-line reason", () => {
+  usage(() => parseOptions(BACKUP_SPEC, ["--bogus"], {}), /unknown option --bogus/);
+  usage(() => parseOptions(BACKUP_SPEC, ["--listen"], {}), /needs a value/);
+  usage(() => parseOptions(BACKUP_SPEC, ["--listen", "x"], {}), /--listen must be HOST:PORT/);
+  usage(() => parseOptions(BACKUP_SPEC, ["--domain-mib", "0"], {}), /below the minimum/);
+  usage(() => parseOptions(BACKUP_SPEC, ["--domain-mib", "1.5"], {}), /integer/);
+  usage(() => parseOptions(BACKUP_SPEC, [], { REMUSD_HEARTBEAT_MS: "soon" }), /REMUSD_HEARTBEAT_MS/);
+  usage(() => parseOptions(PRIMARY_SPEC, [], {}), /missing --peer/);
+  usage(() => parseOptions(PRIMARY_SPEC, ["--peer", "http://x:1"], {}), /ws:\/\//);
+  usage(() => parseOptions(BACKUP_SPEC, ["stray"], {}), /unexpected argument/);
+  const dir = mkdtempSync(join(tmpdir(), "remusd-opts-"));
+  writeFileSync(join(dir, "bad.json"), JSON.stringify({ nope: 1 }));
+  usage(() => parseOptions(BACKUP_SPEC, ["--config", join(dir, "bad.json")], {}), /unknown option 'nope'/);
+  writeFileSync(join(dir, "broken.json"), "{");
+  usage(() => parseOptions(BACKUP_SPEC, ["--config", join(dir, "broken.json")], {}), /not a JSON object/);
+  usage(
+    () => parseOptions(BACKUP_SPEC, ["--config", join(dir, "missing.json")], {}),
+    /cannot read config file/,
+  );
+});
+
+test("--help lists every option with its environment variable", () => {
+  const r = parseOptions(PRIMARY_SPEC, ["--help"], {});
+  assert.equal(r.help, true);
+  const text = helpText(PRIMARY_SPEC);
+  for (const o of PRIMARY_SPEC.options) {
+    assert.ok(text.includes(`--${o.name}`), o.name);
+    assert.ok(text.includes(`REMUSD_${o.name.toUpperCase().replace(/-/g, "_")}`), o.name);
+  }
+});
