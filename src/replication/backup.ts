@@ -31,7 +31,7 @@ import {
   SYNC_FLAG,
 } from "../protocol/constants.js";
 import type { CheckpointEnd, DiskWrites, PageBatch, ReplicationRecord } from "../protocol/records.js";
-import { type Conn, HELLO_FLAG, Links, type LocalIdentity, type Port } from "./conn.js";
+import { type Conn, HELLO_FLAG, Links, type LocalIdentity, localIdentity, type Port } from "./conn.js";
 import type { BackupStateName, EventSink, FailoverReason } from "./events.js";
 import { DEFAULT_HEARTBEAT, type HeartbeatConfig } from "./heartbeat.js";
 
@@ -177,19 +177,11 @@ export class BackupMachine {
     this.store = opts.store;
     this.hr = opts.hrClock ?? (() => performance.now());
     this.generation = opts.generation;
-    this.identity = {
-      role: "backup",
-      key: opts.key,
-      nodeId: opts.nodeId,
-      software: opts.software,
-      pages: opts.domain.pages,
-      diskBlocks: opts.domain.disk.blocks,
-      vcpuSize: opts.domain.vcpu.regs.length,
-      deviceSize: opts.domain.device.regs.length,
+    this.identity = localIdentity("backup", opts, {
       generation: () => this.generation,
       committedEpoch: () => this.committed,
       helloFlags: () => (this.imageValid ? HELLO_FLAG.imageValid : 0),
-    };
+    });
     this.links = new Links(this.identity, () => this.config.heartbeat, this.emit);
   }
 

@@ -55,6 +55,38 @@ export interface LocalIdentity {
 
 export type ConnPhase = "handshake" | "open" | "closed";
 
+/** What a machine knows about itself that HELLO announces. */
+export interface IdentityParts {
+  readonly key: Uint8Array;
+  readonly nodeId: Uint8Array;
+  readonly software: string;
+  readonly domain: {
+    readonly pages: number;
+    readonly disk: { readonly blocks: number };
+    readonly vcpu: { readonly regs: Uint8Array };
+    readonly device: { readonly regs: Uint8Array };
+  };
+}
+
+/** The identity of one side: its role, key and geometry, and live views of its generation and state. */
+export function localIdentity(
+  role: "primary" | "backup",
+  p: IdentityParts,
+  live: Pick<LocalIdentity, "generation" | "committedEpoch" | "helloFlags">,
+): LocalIdentity {
+  return {
+    role,
+    key: p.key,
+    nodeId: p.nodeId,
+    software: p.software,
+    pages: p.domain.pages,
+    diskBlocks: p.domain.disk.blocks,
+    vcpuSize: p.domain.vcpu.regs.length,
+    deviceSize: p.domain.device.regs.length,
+    ...live,
+  };
+}
+
 /** What a received frame meant. */
 export type Received =
   | { kind: "nothing" }

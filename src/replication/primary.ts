@@ -35,7 +35,15 @@ import {
   SYNC_FLAG,
 } from "../protocol/constants.js";
 import type { Hello, ReplicationRecord } from "../protocol/records.js";
-import { type Conn, goodbyeName, HELLO_FLAG, Links, type LocalIdentity, type Port } from "./conn.js";
+import {
+  type Conn,
+  goodbyeName,
+  HELLO_FLAG,
+  Links,
+  type LocalIdentity,
+  localIdentity,
+  type Port,
+} from "./conn.js";
 import type { EventSink, PrimaryStateName } from "./events.js";
 import { DEFAULT_HEARTBEAT, type HeartbeatConfig } from "./heartbeat.js";
 
@@ -179,19 +187,11 @@ export class PrimaryMachine {
     this.committed = this.epoch - 1;
     this.lastEndSent = this.committed;
     this.epochStartedAt = 0;
-    this.identity = {
-      role: "primary",
-      key: opts.key,
-      nodeId: opts.nodeId,
-      software: opts.software,
-      pages: opts.domain.pages,
-      diskBlocks: opts.domain.disk.blocks,
-      vcpuSize: opts.domain.vcpu.regs.length,
-      deviceSize: opts.domain.device.regs.length,
+    this.identity = localIdentity("primary", opts, {
       generation: () => this.generation,
       committedEpoch: () => this.committed,
       helloFlags: () => 0,
-    };
+    });
     this.links = new Links(this.identity, () => this.config.heartbeat, this.emit);
   }
 

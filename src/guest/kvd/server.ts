@@ -301,11 +301,35 @@ function cmdSet(x: Exec, a: Buffer[]): void {
     oom(x);
     return;
   }
+  const staged = stageSet(x, key, value, expireAt);
+  if (!staged) return;
+  const { e, hash } = staged;
+  // The old value is replied before the entry that holds it is freed.
+  if (getOld) {
+    if (found) putValue(x, found.entry);
+    else x.conn.put(REPLY.nil);
+  } else {
+    x.conn.put(REPLY.ok);
+  }
+  x.table.put(e, x.table.find(key, hash));
+}
+
+/**
+ * The first two steps of every write of a value: allocate its entry, then log it
+ * to the AOF. On failure nothing changed (the entry is freed, the error replied)
+ * and it returns undefined; the caller then links the entry into the table.
+ */
+function stageSet(
+  x: Exec,
+  key: Buffer,
+  value: Buffer,
+  expireAt: bigint,
+): { e: number; hash: number } | undefined {
   const hash = x.table.hash(key);
   const e = x.table.newEntry(key, hash, value, expireAt);
   if (e === 0) {
     oom(x);
-    return;
+    return undefined;
   }
   const rec =
     expireAt === 0n
@@ -315,16 +339,9 @@ function cmdSet(x: Exec, a: Buffer[]): void {
   if (err) {
     x.table.freeEntry(e);
     x.conn.put(err);
-    return;
+    return undefined;
   }
-  // The old value is replied before the entry that holds it is freed.
-  if (getOld) {
-    if (found) putValue(x, found.entry);
-    else x.conn.put(REPLY.nil);
-  } else {
-    x.conn.put(REPLY.ok);
-  }
-  x.table.put(e, x.table.find(key, hash));
+  return { e, hash };
 }
 
 function cmdGet(x: Exec, a: Buffer[]): void {
@@ -376,22 +393,9 @@ function incrBy(x: Exec, key: Buffer, incr: bigint): void {
   const next = old + incr;
   const value = Buffer.from(String(next));
   const expireAt = f ? x.table.expireAt(f.entry) : 0n;
-  const hash = x.table.hash(key);
-  const e = x.table.newEntry(key, hash, value, expireAt);
-  if (e === 0) {
-    oom(x);
-    return;
-  }
-  const rec =
-    expireAt === 0n
-      ? encodeArray([AOF_CMD.set, key, value])
-      : encodeArray([AOF_CMD.set, key, value, AOF_CMD.pxat, Buffer.from(String(expireAt))]);
-  const err = appendAof(x, rec);
-  if (err) {
-    x.table.freeEntry(e);
-    x.conn.put(err);
-    return;
-  }
+  const staged = stageSet(x, key, value, expireAt);
+  if (!staged) return;
+  const { e, hash } = staged;
   x.table.put(e, x.table.find(key, hash));
   x.conn.put(intReply(next));
 }
