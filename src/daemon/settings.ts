@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { type HostPort, type OptValues, parseHostPort, UsageError } from "../cli/options.js";
 import { type DomainGeometry, geometryOfMiB } from "../domain/domain.js";
 import { isRemusError } from "../errors.js";
+import { parseIp, parseMac } from "../guest/nic.js";
 import { parseWorkload, type WorkloadSpec } from "../guest/workload.js";
 import type { HeartbeatConfig } from "../replication/heartbeat.js";
 
@@ -88,6 +89,8 @@ export function resolveSettings(
   try {
     geometry = geometryOfMiB(v["domain-mib"] as number, v["disk-mib"] as number);
     workload = parseWorkload((v.workload as string | undefined) ?? "idle");
+    parseMac(v["guest-mac"] as string);
+    parseIp(v["guest-ip"] as string);
   } catch (e) {
     if (isRemusError(e)) throw new UsageError(e.message);
     throw e;

@@ -3,14 +3,13 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import {
-  cleanup,
   getJson,
+  inTempDir,
   kill,
   killAll,
   logLine,
   readEvents,
   startDaemon,
-  tempDir,
   waitFor,
 } from "../helpers/procs.js";
 
@@ -82,8 +81,7 @@ async function staysBackup(control: string): Promise<{ role: string; state: stri
 }
 
 test("SIGTERM on the primary: final checkpoint, planned GOODBYE, the backup does not activate, exit 0", async () => {
-  const dir = tempDir("shutdown-primary");
-  try {
+  await inTempDir("shutdown-primary", async (dir) => {
     const { backup, primary, pLog, bLog } = await startPair(dir);
     const code = await kill(primary.proc, "SIGTERM");
     assert.equal(code, 0, primary.proc.stderr.slice(-2000));
@@ -110,15 +108,11 @@ test("SIGTERM on the primary: final checkpoint, planned GOODBYE, the backup does
 
     assert.equal(await kill(backup.proc, "SIGINT"), 0, backup.proc.stderr.slice(-2000));
     assert.equal(readEvents(bLog).at(-1)?.event, "daemon.stopped");
-  } finally {
-    await killAll();
-    cleanup(dir);
-  }
+  });
 });
 
 test("SIGTERM on the backup: the primary logs a planned peer loss and carries on unprotected", async () => {
-  const dir = tempDir("shutdown-backup");
-  try {
+  await inTempDir("shutdown-backup", async (dir) => {
     const { backup, primary, pLog } = await startPair(dir);
     assert.equal(await kill(backup.proc, "SIGTERM"), 0, backup.proc.stderr.slice(-2000));
     await waitFor("the primary to lose its backup", () =>
@@ -131,15 +125,11 @@ test("SIGTERM on the backup: the primary logs a planned peer loss and carries on
     assert.equal(st.role, "primary");
     assert.equal(st.state, "unprotected");
     assert.equal(primary.proc.exitCode, undefined, "the primary keeps running");
-  } finally {
-    await killAll();
-    cleanup(dir);
-  }
+  });
 });
 
 test("a second signal during the shutdown exits at once (exit 1)", async () => {
-  const dir = tempDir("shutdown-twice");
-  try {
+  await inTempDir("shutdown-twice", async (dir) => {
     const primary = await startDaemon("primary", "primary", [
       "--peer",
       "ws://127.0.0.1:1",
@@ -150,8 +140,5 @@ test("a second signal during the shutdown exits at once (exit 1)", async () => {
     primary.proc.child.kill("SIGINT");
     assert.equal(await primary.proc.exited, 1);
     await waitFor("the log line", () => logLine(primary.proc, "second signal: exiting at once"));
-  } finally {
-    await killAll();
-    cleanup(dir);
-  }
+  });
 });

@@ -242,3 +242,17 @@ export async function startPair(
   ]);
   return { backup, primary, backupLog: join(dir, "backup.jsonl"), primaryLog: join(dir, "primary.jsonl") };
 }
+
+/**
+ * Runs `fn` with a fresh temporary folder, then kills every process the test
+ * started and removes the folder, whatever happened.
+ */
+export async function inTempDir(prefix: string, fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = tempDir(prefix);
+  try {
+    await fn(dir);
+  } finally {
+    await killAll();
+    cleanup(dir);
+  }
+}

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { parseExposition, sampleValue } from "../../src/api/promtext.js";
 import { METRIC_LABELS, METRICS } from "../../src/contract.js";
-import { cleanup, killAll, tempDir } from "../helpers/procs.js";
+import { inTempDir, killAll } from "../helpers/procs.js";
 import { requireProgram, run, startPair } from "./common.js";
 
 after(killAll);
@@ -20,8 +20,7 @@ const KNOWN_DEFAULT_LINT = [
 
 test("both daemons expose every required metric with its type; promtool accepts the exposition", async () => {
   const promtool = await requireProgram("promtool", "prometheus");
-  const dir = tempDir("exposition");
-  try {
+  await inTempDir("exposition", async (dir) => {
     const pair = await startPair(dir);
     for (const [role, d] of [
       ["primary", pair.primary],
@@ -65,8 +64,5 @@ test("both daemons expose every required metric with its type; promtool accepts 
         `promtool failed without saying why (exit ${lint.code})`,
       );
     }
-  } finally {
-    await killAll();
-    cleanup(dir);
-  }
+  });
 });

@@ -5,14 +5,13 @@ import { join } from "node:path";
 import { after, test } from "node:test";
 import { WebSocket } from "ws";
 import {
-  cleanup,
   daemonArgs,
   getJson,
+  inTempDir,
   kill,
   killAll,
   readEvents,
   startDaemon,
-  tempDir,
   waitFor,
 } from "../helpers/procs.js";
 
@@ -32,8 +31,7 @@ function withKeyFile(args: string[], file: string): string[] {
 }
 
 test("SIGKILL of the primary: the backup activates from the last committed epoch with the primary's digest", async () => {
-  const dir = tempDir("failover");
-  try {
+  await inTempDir("failover", async (dir) => {
     const backup = await startDaemon("backup", "backup", [
       "--listen",
       "127.0.0.1:0",
@@ -90,15 +88,11 @@ test("SIGKILL of the primary: the backup activates from the last committed epoch
     assert.ok(c.ok, c.error);
     assert.ok(c.counter > 0 && c.lines === c.counter);
     await kill(backup.proc, "SIGTERM");
-  } finally {
-    await killAll();
-    cleanup(dir);
-  }
+  });
 });
 
 test("SIGKILL of the backup: the primary goes unprotected, a new backup resyncs it and it is protected again", async () => {
-  const dir = tempDir("backup-loss");
-  try {
+  await inTempDir("backup-loss", async (dir) => {
     const backup1 = await startDaemon("backup", "backup1", [
       "--listen",
       "127.0.0.1:0",
@@ -134,15 +128,11 @@ test("SIGKILL of the backup: the primary goes unprotected, a new backup resyncs 
     );
     assert.equal((await status()).state, "protected");
     assert.ok(readEvents(pLog).some((e) => e.event === "sync.started" && e.mode === "full"));
-  } finally {
-    await killAll();
-    cleanup(dir);
-  }
+  });
 });
 
 test("real sockets: strangers on the replication port (raw TCP garbage, a WebSocket with junk frames, a wrong key) change nothing", async () => {
-  const dir = tempDir("strangers");
-  try {
+  await inTempDir("strangers", async (dir) => {
     const backup = await startDaemon("backup", "backup", [
       "--listen",
       "127.0.0.1:0",
@@ -208,8 +198,5 @@ test("real sockets: strangers on the replication port (raw TCP garbage, a WebSoc
       reasons.some((r) => /auth/i.test(r)),
       reasons.join(" | "),
     );
-  } finally {
-    await killAll();
-    cleanup(dir);
-  }
+  });
 });

@@ -2,15 +2,14 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import {
-  cleanup,
   daemonArgs,
+  inTempDir,
   kill,
   killAll,
   logLine,
   readEvents,
   startDaemon,
   startProc,
-  tempDir,
   waitFor,
 } from "../helpers/procs.js";
 
@@ -32,8 +31,7 @@ function progressLines(stderr: string): Progress[] {
 }
 
 test("real processes: SIGKILL of the primary under client load; TCP sessions carry on with nothing lost", async () => {
-  const dir = tempDir("netfail");
-  try {
+  await inTempDir("netfail", async (dir) => {
     const sw = startProc("vswitch", ["vswitch", "--listen", "127.0.0.1:0"]);
     const swLine = await waitFor("vswitch", () => logLine(sw, "remusd vswitch started"));
     const swAddr = `127.0.0.1:${swLine.port as number}`;
@@ -100,8 +98,5 @@ test("real processes: SIGKILL of the primary under client load; TCP sessions car
     assert.ok(runAfter.length > 0, `no replies after the failover (at kill ${repliesAtKill})`);
     assert.ok((activated.epoch as number) > 0);
     await kill(backup.proc, "SIGTERM");
-  } finally {
-    await killAll();
-    cleanup(dir);
-  }
+  });
 });

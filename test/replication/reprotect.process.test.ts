@@ -2,22 +2,20 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import {
-  cleanup,
   daemonArgs,
   getJson,
+  inTempDir,
   kill,
   killAll,
   readEvents,
   startDaemon,
-  tempDir,
   waitFor,
 } from "../helpers/procs.js";
 
 after(killAll);
 
 test("after a failover, the activated primary is re-protected by a new backup (PATCH /v1/config peer)", async () => {
-  const dir = tempDir("reprotect");
-  try {
+  await inTempDir("reprotect", async (dir) => {
     const common = (name: string) =>
       daemonArgs(dir, name, { token: "reprotect-token-0123456789", domainMib: 16, verify: true });
     const b1 = await startDaemon("backup", "b1", ["--listen", "127.0.0.1:0", ...common("b1")]);
@@ -70,8 +68,5 @@ test("after a failover, the activated primary is re-protected by a new backup (P
       "b2 applies",
       () => readEvents(join(dir, "b2.jsonl")).filter((e) => e.event === "checkpoint.applied").length > 3,
     );
-  } finally {
-    await killAll();
-    cleanup(dir);
-  }
+  });
 });
