@@ -87,7 +87,3 @@ export function benchCollect(dirtyPages = 1000): BenchResult[] {
     },
   ];
 }
-
-export function runDomainBenchmarks(): BenchResult[] {
-  return [...benchCapture(1000), ...benchCapture(10000), ...benchCollect(1000)];
-}

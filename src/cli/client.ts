@@ -5,32 +5,15 @@
 import { KvLoad } from "../client/kvload.js";
 import { PlainMemory } from "../domain/memory.js";
 import { formatStandaloneHeap } from "../guest/mm.js";
-import { parseIp, parseMac } from "../guest/nic.js";
 import { NetStack } from "../net/stack.js";
+import { mulberry32u32 } from "../prng.js";
 import { UdpLink } from "../vswitch/udp.js";
-import { type OptValues, parseHostPort, UsageError } from "./options.js";
-
-function seeded(seed: number): () => number {
-  let s = (seed ^ 0x5bd1e995) >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return s >>> 0;
-  };
-}
+import { type OptValues, parseHostPort, parseIpOption, parseMacOption } from "./options.js";
 
 export async function runClient(v: OptValues): Promise<void> {
-  let mac: Buffer;
-  let ip: number;
-  let target: number;
-  try {
-    mac = parseMac(v.mac as string);
-    ip = parseIp(v.ip as string);
-    target = parseIp(v.target as string);
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
+  const mac = parseMacOption(v.mac as string, "--mac");
+  const ip = parseIpOption(v.ip as string, "--ip");
+  const target = parseIpOption(v.target as string, "--target");
   const link = await UdpLink.open(parseHostPort(v.switch as string, "--switch"));
   const mem = new PlainMemory(32 * 1024 * 1024);
   const heap = formatStandaloneHeap(mem);
@@ -40,7 +23,7 @@ export async function runClient(v: OptValues): Promise<void> {
     mem,
     heap,
     now: clock,
-    random32: seeded(v.seed as number),
+    random32: mulberry32u32((v.seed as number) ^ 0x5bd1e995),
     transmit: (frame: Uint8Array) => {
       link.send(frame);
       return true;

@@ -9,11 +9,12 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { percentile } from "../bench/stats.js";
+import { parseJsonLines, readEventLog } from "../daemon/eventlog.js";
 import type { OptValues } from "./options.js";
 
 const REMUSD = fileURLToPath(new URL("./remusd.js", import.meta.url));
@@ -50,19 +51,6 @@ function spawnRemusd(name: string, args: string[]): Child {
   return c;
 }
 
-function jsonLines(text: string): Record<string, unknown>[] {
-  const out: Record<string, unknown>[] = [];
-  for (const line of text.split("\n")) {
-    if (!line.startsWith("{")) continue;
-    try {
-      out.push(JSON.parse(line) as Record<string, unknown>);
-    } catch {
-      // a partial line
-    }
-  }
-  return out;
-}
-
 async function waitFor<T>(
   what: string,
   f: () => T | undefined | false | Promise<T | undefined | false>,
@@ -79,7 +67,7 @@ async function waitFor<T>(
 
 function started(c: Child, msg: string): Record<string, unknown> | undefined {
   if (c.exited) throw new Error(`${c.name} exited early:\n${c.stderr.slice(-1500)}`);
-  return jsonLines(c.stderr).find((o) => o.msg === msg);
+  return parseJsonLines(c.stderr).find((o) => o.msg === msg);
 }
 
 async function getJson(url: string): Promise<Record<string, unknown> | undefined> {
@@ -89,10 +77,6 @@ async function getJson(url: string): Promise<Record<string, unknown> | undefined
   } catch {
     return undefined;
   }
-}
-
-function readEvents(file: string): Record<string, unknown>[] {
-  return existsSync(file) ? jsonLines(readFileSync(file, "utf8")) : [];
 }
 
 const fmt = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : "-");
@@ -211,14 +195,14 @@ export async function runDemo(v: OptValues): Promise<void> {
     const loadStart = Date.now();
     let lastLine = "";
     const progress = async (phase: string, control: string, log: string): Promise<void> => {
-      const ev = readEvents(log).filter((e) => e.event === "checkpoint.committed");
+      const ev = readEventLog(log).filter((e) => e.event === "checkpoint.committed");
       const recent = ev.slice(-400);
       const pauses = recent.map((e) => e.pauseMs as number);
       const wire = ev.reduce((a, e) => a + ((e.wireBytes as number) ?? 0), 0);
       const raw = ev.reduce((a, e) => a + ((e.rawBytes as number) ?? 0), 0);
       const st = await getJson(`${control}/v1/status`);
       const nb = (st?.netbuf as { packets?: number } | undefined)?.packets ?? 0;
-      const cp = jsonLines(client.stderr).filter((o) => o.msg === "client progress");
+      const cp = parseJsonLines(client.stderr).filter((o) => o.msg === "client progress");
       const last = cp[cp.length - 1];
       const role = `${String(st?.role ?? "?")}/${String(st?.state ?? "?")}`;
       const replication =
@@ -245,7 +229,7 @@ export async function runDemo(v: OptValues): Promise<void> {
     // The failover.
     const lastCommitted = Math.max(
       0,
-      ...readEvents(pLog)
+      ...readEventLog(pLog)
         .filter((e) => e.event === "checkpoint.committed")
         .map((e) => e.epoch as number),
     );
@@ -254,14 +238,14 @@ export async function runDemo(v: OptValues): Promise<void> {
     say(`SIGKILL primary (pid ${primary.proc.pid}) at epoch ${lastCommitted} ...`);
     const activated = await waitFor(
       "the backup to activate",
-      () => readEvents(bLog).find((e) => e.event === "failover.activated"),
+      () => readEventLog(bLog).find((e) => e.event === "failover.activated"),
       30000,
     );
     const activationMs = Date.parse(activated.ts as string) - killedAt;
     say(
       `  backup activated from epoch ${activated.epoch as number} after ${activationMs} ms (${activated.reason as string}); digest ${(activated.digest as string).slice(0, 16)}… matches the primary's: ${
-        readEvents(pLog).find((e) => e.event === "checkpoint.sent" && e.epoch === activated.epoch)?.digest ===
-        activated.digest
+        readEventLog(pLog).find((e) => e.event === "checkpoint.sent" && e.epoch === activated.epoch)
+          ?.digest === activated.digest
       }`,
     );
     while (!client.exited) {
@@ -270,9 +254,9 @@ export async function runDemo(v: OptValues): Promise<void> {
     }
     if (tty) process.stdout.write("\n");
     await client.exit;
-    const summary = jsonLines(client.stdout).pop();
+    const summary = parseJsonLines(client.stdout).pop();
     if (!summary) throw new Error(`the client printed no summary:\n${client.stderr.slice(-1500)}`);
-    const pEvents = readEvents(pLog).filter((e) => e.event === "checkpoint.committed");
+    const pEvents = readEventLog(pLog).filter((e) => e.event === "checkpoint.committed");
     const pauses = pEvents.map((e) => e.pauseMs as number);
     const wire = pEvents.reduce((a, e) => a + (e.wireBytes as number), 0);
     const raw = pEvents.reduce((a, e) => a + (e.rawBytes as number), 0);

@@ -6,6 +6,7 @@
  * (exit code 2, one line on stderr).
  */
 import { readFileSync } from "node:fs";
+import { parseIpv4, parseMac } from "../net/wire.js";
 
 export type OptType = "string" | "int" | "number" | "bool" | "hostport" | "wsurl" | "choice";
 
@@ -106,6 +107,24 @@ function coerce(spec: OptSpec, raw: string | number | boolean, source: string): 
     }
     case "string":
       return String(raw);
+  }
+}
+
+/** A MAC address option (aa:bb:cc:dd:ee:ff), or a UsageError. */
+export function parseMacOption(s: string, what: string): Uint8Array {
+  try {
+    return parseMac(s);
+  } catch {
+    throw new UsageError(`${what}: bad MAC address '${s}' (want aa:bb:cc:dd:ee:ff)`);
+  }
+}
+
+/** An IPv4 address option, or a UsageError. */
+export function parseIpOption(s: string, what: string): number {
+  try {
+    return parseIpv4(s);
+  } catch {
+    throw new UsageError(`${what}: bad IPv4 address '${s}'`);
   }
 }
 

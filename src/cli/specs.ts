@@ -3,6 +3,7 @@
  * so `--help`, the environment variables, the config file and the docs agree.
  */
 import { DEFAULT_CONTROL, DEFAULT_LISTEN, DEFAULT_PORTS } from "../contract.js";
+import { DEFAULT_DISK_MIB, DEFAULT_DOMAIN_MIB } from "../domain/domain.js";
 import type { CommandSpec, OptSpec } from "./options.js";
 
 const config: OptSpec = {
@@ -39,7 +40,7 @@ const daemonCommon: OptSpec[] = [
   {
     name: "domain-mib",
     type: "int",
-    default: 64,
+    default: DEFAULT_DOMAIN_MIB,
     min: 1,
     max: 4096,
     placeholder: "N",
@@ -48,7 +49,7 @@ const daemonCommon: OptSpec[] = [
   {
     name: "disk-mib",
     type: "int",
-    default: 64,
+    default: DEFAULT_DISK_MIB,
     min: 1,
     max: 4096,
     placeholder: "N",

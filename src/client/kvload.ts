@@ -13,6 +13,7 @@
  * failover.
  */
 import type { NetStack } from "../net/stack.js";
+import { mulberry32 } from "../prng.js";
 import { encodeCommand, RespError, RespParser, type RespValue } from "./resp.js";
 
 export interface KvLoadOptions {
@@ -71,17 +72,6 @@ export interface KvLoadSummary {
   ok: boolean;
 }
 
-function prng(seed: number): () => number {
-  let a = seed >>> 0 || 1;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 export class KvLoad {
   private readonly conns: Conn[] = [];
   private readonly model = new Map<string, string>();
@@ -110,7 +100,7 @@ export class KvLoad {
     readonly opts: KvLoadOptions,
     now: number,
   ) {
-    this.rand = prng(opts.seed);
+    this.rand = mulberry32(opts.seed);
     for (let i = 0; i < opts.connections; i++) {
       this.conns.push(this.open(i, now));
     }

@@ -13,7 +13,6 @@ import { Domain } from "../domain/domain.js";
 import { RemusError } from "../errors.js";
 import { bootGuest } from "../guest/guest.js";
 import { Kernel, type ProcessInfo } from "../guest/kernel.js";
-import { parseIp, parseMac } from "../guest/nic.js";
 import { type CounterCheck, verifyCounter } from "../guest/programs/basic.js";
 import { Metrics, type NetbufStats } from "../metrics.js";
 import { type Activation, BackupMachine } from "../replication/backup.js";
@@ -246,7 +245,7 @@ export class Daemon {
       const kernel = bootGuest(this.domain, {
         seed: s.seed,
         workload: s.workload,
-        net: { mac: parseMac(s.guestMac), ip: parseIp(s.guestIp) },
+        net: { mac: s.guestMac, ip: s.guestIp },
       });
       this.startPrimary(kernel, this.node.state.generation || 1, 1);
       this.net.dev.activate();
@@ -351,7 +350,6 @@ export class Daemon {
 
   /** The backup activated: become the primary of the same domain. */
   private becomePrimary(a: Activation): void {
-    const backup = this.backup;
     this.backup = undefined;
     this.node.setGeneration(a.generation);
     const kernel = new Kernel(this.domain);
@@ -378,7 +376,6 @@ export class Daemon {
     // The guest resumes now, from its own clock.
     this.wallBase = performance.now();
     this.tickBase = this.domain.vcpu.ticks;
-    void backup;
   }
 
   private afterInput(): void {

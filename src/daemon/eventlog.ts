@@ -4,7 +4,7 @@
  * synchronous write to a file opened for appending, so it reaches the kernel
  * before the call returns and survives a SIGKILL of the daemon.
  */
-import { closeSync, mkdirSync, openSync, writeSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 
 export interface EventFields {
@@ -39,8 +39,28 @@ export class EventLog {
 export function parseEventLog(
   text: string,
 ): Array<Record<string, unknown> & { event: string; epoch: number }> {
-  return text
-    .split("\n")
-    .filter((l) => l.trim() !== "")
-    .map((l) => JSON.parse(l) as Record<string, unknown> & { event: string; epoch: number });
+  return parseJsonLines(text) as Array<Record<string, unknown> & { event: string; epoch: number }>;
+}
+
+/** Reads an event log file back ([] when it does not exist yet). */
+export function readEventLog(file: string): ReturnType<typeof parseEventLog> {
+  return existsSync(file) ? parseEventLog(readFileSync(file, "utf8")) : [];
+}
+
+/**
+ * The JSON objects of a JSON Lines text (an event log, or pino's stderr).
+ * Lines that are not complete JSON objects (other output, or a line still
+ * being written by another process) are skipped.
+ */
+export function parseJsonLines(text: string): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  for (const line of text.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    try {
+      out.push(JSON.parse(line) as Record<string, unknown>);
+    } catch {
+      // an incomplete line
+    }
+  }
+  return out;
 }

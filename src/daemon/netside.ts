@@ -15,7 +15,7 @@ export class NetSide {
 
   constructor(
     domain: Domain,
-    private readonly metrics: Metrics,
+    metrics: Metrics,
     readonly outputCommit: boolean,
   ) {
     this.dev = new NetDevice({
@@ -35,25 +35,17 @@ export class NetSide {
     return this.link !== undefined;
   }
 
-  /** Call after guest ticks and at each checkpoint's pause. */
+  /** Call after guest ticks and at each checkpoint's pause. (The netbuf gauges are read at scrape time.) */
   pump(epoch: number, mustWait: boolean, now: number): void {
     this.dev.pump(epoch, mustWait, now);
-    this.updateGauges();
   }
 
   committed(epoch: number, now: number): void {
     this.dev.committed(epoch, now);
-    this.updateGauges();
   }
 
   releaseAll(now: number): void {
     this.dev.releaseAll(now);
-    this.updateGauges();
-  }
-
-  private updateGauges(): void {
-    this.metrics.netbufPackets.set(this.dev.netbuf.packets);
-    this.metrics.netbufBytes.set(this.dev.netbuf.byteCount);
   }
 
   stats(now: number): {

@@ -6,10 +6,16 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { type HostPort, type OptValues, parseHostPort, UsageError } from "../cli/options.js";
+import {
+  type HostPort,
+  type OptValues,
+  parseHostPort,
+  parseIpOption,
+  parseMacOption,
+  UsageError,
+} from "../cli/options.js";
 import { type DomainGeometry, geometryOfMiB } from "../domain/domain.js";
 import { isRemusError } from "../errors.js";
-import { parseIp, parseMac } from "../guest/nic.js";
 import { parseWorkload, type WorkloadSpec } from "../guest/workload.js";
 import type { HeartbeatConfig } from "../replication/heartbeat.js";
 
@@ -29,8 +35,8 @@ export interface DaemonSettings {
   readonly unsafeOpenApi: boolean;
   readonly heartbeat: HeartbeatConfig;
   readonly switchAddr: HostPort | undefined;
-  readonly guestMac: string;
-  readonly guestIp: string;
+  readonly guestMac: Uint8Array;
+  readonly guestIp: number;
   readonly netbuf: boolean;
   readonly seed: number;
   readonly logLevel: string;
@@ -89,8 +95,6 @@ export function resolveSettings(
   try {
     geometry = geometryOfMiB(v["domain-mib"] as number, v["disk-mib"] as number);
     workload = parseWorkload((v.workload as string | undefined) ?? "idle");
-    parseMac(v["guest-mac"] as string);
-    parseIp(v["guest-ip"] as string);
   } catch (e) {
     if (isRemusError(e)) throw new UsageError(e.message);
     throw e;
@@ -111,8 +115,8 @@ export function resolveSettings(
     unsafeOpenApi: v["unsafe-open-api"] === true,
     heartbeat: { intervalMs: v["heartbeat-ms"] as number, misses: v["heartbeat-misses"] as number },
     switchAddr: v.switch ? parseHostPort(v.switch as string, "--switch") : undefined,
-    guestMac: v["guest-mac"] as string,
-    guestIp: v["guest-ip"] as string,
+    guestMac: parseMacOption(v["guest-mac"] as string, "--guest-mac"),
+    guestIp: parseIpOption(v["guest-ip"] as string, "--guest-ip"),
     netbuf: v["no-netbuf"] !== true,
     seed: v.seed as number,
     logLevel: (v["log-level"] as string | undefined) ?? "info",

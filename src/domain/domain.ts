@@ -101,9 +101,13 @@ export class Domain {
     for (let i = 0; i < count; i++) this.memory.writePage(pfns[i] as number, data, i * PAGE_SIZE);
   }
 
-  /** Writes one disk block image. */
-  applyDiskBlock(block: number, data: Uint8Array, off = 0): void {
-    this.disk.writeBlock(block, data, off);
+  /** Apply primitive for the disk: writes `count` block images in order (a later one wins), `data` holding them back to back. */
+  applyDiskBlocks(blocks: ArrayLike<number>, data: Uint8Array, count = blocks.length): void {
+    if (data.length < count * BLOCK_SIZE) {
+      throw new RemusError("REMUSD_ERR_OUT_OF_RANGE", `${count} blocks need ${count * BLOCK_SIZE} bytes`);
+    }
+    for (let i = 0; i < count; i++) this.disk.checkBlock(blocks[i] as number);
+    for (let i = 0; i < count; i++) this.disk.writeBlock(blocks[i] as number, data, i * BLOCK_SIZE);
   }
 
   loadVcpu(bytes: Uint8Array): void {
@@ -150,5 +154,3 @@ export class Domain {
     this.diskHash.invalidateAll();
   }
 }
-
-export { BLOCK_SIZE, PAGE_SIZE };

@@ -16,7 +16,7 @@
  * Kernel header (u32 LE unless noted):
  *   0x00 magic "RMSK" · 0x04 version · 0x08 pages · 0x0c bootSeed · 0x10 procTable ·
  *   0x14 procSlots · 0x18 nextPid · 0x1c rrCursor · 0x20 fileTable · 0x24 fileSlots ·
- *   0x28 netRoot (0 = no network) · 0x2c nicRoot · 0x30 flags · 0x40 page allocator header (32 bytes) ·
+ *   0x28 netRoot (0 = no network) · 0x30 flags · 0x40 page allocator header (32 bytes) ·
  *   0x80 heap header · 0x100.. reserved
  *
  * Process slot (128 bytes): 0 pid · 4 ppid · 8 u8 state · 9 u8 program · 10 u16 flags ·
@@ -49,7 +49,6 @@ export const KH = {
   fileTable: 0x20,
   fileSlots: 0x24,
   netRoot: 0x28,
-  nicRoot: 0x2c,
   flags: 0x30,
   pageAlloc: 0x40,
   heap: 0x80,

@@ -30,28 +30,6 @@ export const DEFAULT_RX_SLOTS = 256;
 export const DEFAULT_TX_SLOTS = 256;
 const NIC_CONFIGURED = 1;
 
-export function parseMac(s: string): Buffer {
-  const m = /^([0-9a-fA-F]{2})(?::([0-9a-fA-F]{2})){5}$/.test(s);
-  if (!m) throw new RemusError("REMUSD_ERR_BAD_USAGE", `bad MAC address '${s}' (want aa:bb:cc:dd:ee:ff)`);
-  return Buffer.from(s.split(":").map((h) => Number.parseInt(h, 16)));
-}
-
-export function formatMac(b: Uint8Array): string {
-  return [...b.subarray(0, 6)].map((x) => x.toString(16).padStart(2, "0")).join(":");
-}
-
-export function parseIp(s: string): number {
-  const parts = s.split(".");
-  if (parts.length !== 4 || parts.some((p) => !/^\d{1,3}$/.test(p) || Number(p) > 255)) {
-    throw new RemusError("REMUSD_ERR_BAD_USAGE", `bad IPv4 address '${s}'`);
-  }
-  return parts.reduce((a, p) => a * 256 + Number(p), 0) >>> 0;
-}
-
-export function formatIp(ip: number): string {
-  return [ip >>> 24, (ip >>> 16) & 255, (ip >>> 8) & 255, ip & 255].join(".");
-}
-
 export interface NicConfig {
   readonly mac: Uint8Array;
   readonly ip: number;

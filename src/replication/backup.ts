@@ -18,7 +18,6 @@
  * incrementally); if it does not, the backup activates.
  */
 
-import { BLOCK_SIZE } from "../domain/disk.js";
 import type { Domain } from "../domain/domain.js";
 import { PAGE_SIZE } from "../domain/memory.js";
 import { RemusError } from "../errors.js";
@@ -26,14 +25,15 @@ import { decodePageInto } from "../protocol/batch.js";
 import {
   CHECKPOINT_FLAG,
   GOODBYE_REASON,
+  HELLO_FLAG,
   NACK_REASON,
   PEER_STATE,
   SYNC_FLAG,
 } from "../protocol/constants.js";
 import type { CheckpointEnd, DiskWrites, PageBatch, ReplicationRecord } from "../protocol/records.js";
-import { type Conn, HELLO_FLAG, Links, type LocalIdentity, localIdentity, type Port } from "./conn.js";
+import { type Conn, Links, type LocalIdentity, localIdentity, type Port } from "./conn.js";
 import type { BackupStateName, EventSink, FailoverReason } from "./events.js";
-import { DEFAULT_HEARTBEAT, type HeartbeatConfig } from "./heartbeat.js";
+import type { HeartbeatConfig } from "./heartbeat.js";
 
 /** Durable storage of the backup's disk and committed epoch. */
 export interface BackupStore {
@@ -71,8 +71,6 @@ export interface BackupConfig {
   /** Compute the digest after every apply (and check the primary's, when it sends one). */
   verify: boolean;
 }
-
-export const DEFAULT_BACKUP_CONFIG: BackupConfig = { heartbeat: DEFAULT_HEARTBEAT, verify: false };
 
 export interface BackupOptions {
   readonly domain: Domain;
@@ -251,7 +249,7 @@ export class BackupMachine {
       case "record":
         if (c !== this.links.active) return;
         try {
-          this.record(c, r.record, r.frame, now);
+          this.record(c, r.record, now);
         } catch (e) {
           // A record that passed the codec but cannot be staged: drop the connection, keep the image.
           const msg = e instanceof Error ? e.message : String(e);
@@ -338,7 +336,7 @@ export class BackupMachine {
     this.ahead = undefined;
   }
 
-  private record(c: Conn, r: ReplicationRecord, frame: Uint8Array, now: number): void {
+  private record(c: Conn, r: ReplicationRecord, now: number): void {
     if (this.links.heartbeatRecord(c, r, now)) return;
     switch (r.type) {
       case "syncBegin":
@@ -360,7 +358,6 @@ export class BackupMachine {
         this.end(c, r, now);
         return;
       default:
-        void frame;
         return;
     }
   }
@@ -436,10 +433,8 @@ export class BackupMachine {
     const full = sync && this.syncMode === "full";
     // Why atomic: everything below is synchronous, so no other event sees half an epoch.
     const d = this.domain;
-    for (let i = 0; i < st.pages.count; i++)
-      d.memory.writePage(st.pages.idx[i] as number, st.pages.buf, i * PAGE_SIZE);
-    for (let i = 0; i < st.disk.count; i++)
-      d.disk.writeBlock(st.disk.idx[i] as number, st.disk.buf, i * BLOCK_SIZE);
+    d.applyPages(st.pages.idx, st.pages.buf, st.pages.count);
+    d.applyDiskBlocks(st.disk.idx, st.disk.buf, st.disk.count);
     d.loadVcpu(st.vcpu);
     d.loadDevice(st.device);
     // After a full sync the whole disk is new; otherwise just this epoch's writes.

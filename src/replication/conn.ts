@@ -13,8 +13,6 @@ import { RemusError } from "../errors.js";
 import { checkPeerHello, computeAuthMac, geometryOf, sessionTag, verifyAuthMac } from "../protocol/auth.js";
 import {
   GOODBYE_REASON,
-  HELLO_FLAG,
-  NODE_ID_SIZE,
   NONCE_SIZE,
   type PeerStateCode,
   ROLE,
@@ -96,10 +94,6 @@ export type Received =
   /** The peer is a primary of a newer generation than ours: we must stop acting as primary. */
   | { kind: "fenced-by-peer"; peer: Hello }
   | { kind: "closed"; reason: string; goodbye?: { reason: number; message: string } };
-
-export function newNodeId(): Buffer {
-  return randomBytes(NODE_ID_SIZE);
-}
 
 export class Conn {
   // Pages are not lz4-decoded twice: every entry goes through decodePageInto (which checks
@@ -243,15 +237,11 @@ export class Conn {
       this.port.close("fenced by a newer primary");
       return { kind: "fenced-by-peer", peer };
     }
-    this.sendGoodbyeRaw(
+    this.goodbye(
       GOODBYE_REASON.fenced,
       `a primary of generation ${this.own.generation} is active; generation ${peer.generation} is stale`,
     );
     return { kind: "closed", reason: `refused a stale primary of generation ${peer.generation}` };
-  }
-
-  private sendGoodbyeRaw(reason: number, message: string): void {
-    this.goodbye(reason, message);
   }
 
   private handshake(record: ReplicationRecord, frame: Uint8Array): Received {
@@ -375,5 +365,3 @@ const GOODBYE_NAMES = new Map<number, string>(Object.entries(GOODBYE_REASON).map
 export function goodbyeName(reason: number): string {
   return GOODBYE_NAMES.get(reason) ?? `reason-${reason}`;
 }
-
-export { GOODBYE_REASON, HELLO_FLAG };

@@ -105,5 +105,3 @@ export class NetDevice {
     }
   }
 }
-
-export { DEFAULT_NETBUF_LIMITS };

@@ -24,26 +24,18 @@
 import { type Capturer, CopyCapturer, type EpochCapture } from "../domain/capture.js";
 import { BLOCK_SIZE } from "../domain/disk.js";
 import type { Domain } from "../domain/domain.js";
-import { PAGE_SIZE } from "../domain/memory.js";
 import { RemusError } from "../errors.js";
 import type { Kernel } from "../guest/kernel.js";
 import {
   CHECKPOINT_FLAG,
   GOODBYE_REASON,
+  HELLO_FLAG,
   MAX_BATCH_ENTRIES,
   PEER_STATE,
   SYNC_FLAG,
 } from "../protocol/constants.js";
 import type { Hello, ReplicationRecord } from "../protocol/records.js";
-import {
-  type Conn,
-  goodbyeName,
-  HELLO_FLAG,
-  Links,
-  type LocalIdentity,
-  localIdentity,
-  type Port,
-} from "./conn.js";
+import { type Conn, Links, type LocalIdentity, localIdentity, type Port } from "./conn.js";
 import type { EventSink, PrimaryStateName } from "./events.js";
 import { DEFAULT_HEARTBEAT, type HeartbeatConfig } from "./heartbeat.js";
 
@@ -644,10 +636,6 @@ export class PrimaryMachine {
     }
     this.emit({ type: "replication.bytes", raw, wire });
   }
-
-  describeGoodbye(reason: number): string {
-    return goodbyeName(reason);
-  }
 }
 
 /** Streams every page and disk block from live memory (the pre-copy of a full sync). */
@@ -787,5 +775,3 @@ class CheckpointJob implements Job {
     }
   }
 }
-
-export { PAGE_SIZE };

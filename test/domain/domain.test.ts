@@ -17,7 +17,8 @@ function checkpointInto(src: Domain, dst: Domain, capturer: CopyCapturer): void 
   const cap = capturer.capture(pfns);
   const blocks = src.collectDiskWrites();
   for (let i = 0; i < cap.count; i++) dst.memory.writePage(cap.pfn(i), cap.page(i));
-  for (const b of blocks) dst.applyDiskBlock(b, src.disk.view(b));
+  const blockData = Buffer.concat([...blocks].map((b) => src.disk.view(b)));
+  dst.applyDiskBlocks(blocks, blockData);
   dst.loadVcpu(src.vcpu.regs);
   dst.loadDevice(src.device.regs);
   cap.release();

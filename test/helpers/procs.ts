@@ -4,10 +4,10 @@
  * a fixed sleep), read event logs, and kill exactly the processes we started.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseEventLog } from "../../src/daemon/eventlog.js";
+import { parseJsonLines, readEventLog } from "../../src/daemon/eventlog.js";
 
 export const REMUSD = join(process.cwd(), "dist", "src", "cli", "remusd.js");
 export const REMUSCTL = join(process.cwd(), "dist", "src", "cli", "remusctl.js");
@@ -81,16 +81,7 @@ export async function waitFor<T>(
 
 /** The JSON log line with `msg`, once the process printed it. */
 export function logLine(p: Proc, msg: string): Record<string, unknown> | undefined {
-  for (const line of p.stderr.split("\n")) {
-    if (!line.startsWith("{")) continue;
-    try {
-      const o = JSON.parse(line) as Record<string, unknown>;
-      if (o.msg === msg) return o;
-    } catch {
-      // partial line
-    }
-  }
-  return undefined;
+  return parseJsonLines(p.stderr).find((o) => o.msg === msg);
 }
 
 export interface DaemonInfo {
@@ -119,10 +110,7 @@ export async function startDaemon(
   };
 }
 
-export function readEvents(file: string): ReturnType<typeof parseEventLog> {
-  if (!existsSync(file)) return [];
-  return parseEventLog(readFileSync(file, "utf8"));
-}
+export const readEvents = readEventLog;
 
 export async function getJson(url: string, init?: RequestInit): Promise<{ status: number; body: unknown }> {
   const r = await fetch(url, init);

@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { crc32 } from "node:zlib";
 import fc from "fast-check";
+import { mulberry32 } from "../../src/prng.js";
 import {
   decodeFrame,
   decodePageInto,
@@ -27,18 +28,6 @@ import { arbRecords, lz4Block, TEST_GEOMETRY } from "./helpers.js";
 
 const RUNS_PER_DECODER = 100_000;
 const REASONS: ReadonlySet<string> = new Set(PROTOCOL_ERROR_REASONS);
-
-/** mulberry32: small, fast, seeded. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const INTERESTING = [
   0, 1, 2, 7, 8, 12, 255, 256, 511, 512, 513, 1024, 1025, 4095, 4096, 4097, 0xffff, 0x7fffffff, 0xffffffff,
@@ -156,7 +145,7 @@ describe(`fuzz: ${RUNS_PER_DECODER} seeded inputs per decoder`, () => {
 
   for (const [i, type] of (Object.keys(arbRecords) as (keyof typeof arbRecords)[]).entries()) {
     it(`${type}: mutated bodies in valid frames end in a record or a typed error`, () => {
-      const rand = prng(0xc0ffee + i);
+      const rand = mulberry32(0xc0ffee + i);
       const bodies = pool(type, 2000 + i);
       assert.ok(bodies.length > 0);
       const tally: Tally = { ok: 0, errors: new Map() };
@@ -174,7 +163,7 @@ describe(`fuzz: ${RUNS_PER_DECODER} seeded inputs per decoder`, () => {
   }
 
   it("frame layer: random bytes and mutated whole frames (headers included, CRC not fixed)", () => {
-    const rand = prng(0xfeed);
+    const rand = mulberry32(0xfeed);
     const frames = allBodies.map((b, i) => seal(RECORD_TYPE.ack + (i % 2), 7, 3, b));
     const tally: Tally = { ok: 0, errors: new Map() };
     for (let n = 0; n < RUNS_PER_DECODER; n++) {
@@ -199,7 +188,7 @@ describe(`fuzz: ${RUNS_PER_DECODER} seeded inputs per decoder`, () => {
   });
 
   it("decodePageInto: random and mutated lz4 blocks give a page or bad-encoding", () => {
-    const rand = prng(0xbeef);
+    const rand = mulberry32(0xbeef);
     const pages: Buffer[] = [];
     for (let k = 0; k < 16; k++) {
       const p = Buffer.alloc(PAGE_SIZE);

@@ -9,6 +9,7 @@ import { PlainMemory } from "../../src/domain/memory.js";
 import { Kernel } from "../../src/guest/kernel.js";
 import { formatStandaloneHeap } from "../../src/guest/mm.js";
 import { NetStack } from "../../src/net/stack.js";
+import { mulberry32u32 } from "../../src/prng.js";
 import { NetDevice } from "../../src/replication/netdev.js";
 import { PrimaryMachine } from "../../src/replication/primary.js";
 import { LearningSwitch } from "../../src/vswitch/switch.js";
@@ -122,13 +123,12 @@ export class NetSim {
     };
     const mem = new PlainMemory(16 * 1024 * 1024);
     const heap = formatStandaloneHeap(mem);
-    const crng = rng(opts.seed ^ 0xabcdef);
     const sendClient = this.lan.attach("client", (f) => this.client.input(f));
     const env = {
       mem,
       heap,
       now: () => Math.floor(this.now),
-      random32: () => Math.floor(crng() * 0x1_0000_0000) >>> 0,
+      random32: mulberry32u32(opts.seed ^ 0xabcdef),
       transmit: (f: Uint8Array) => {
         sendClient(f);
         return true;

@@ -193,3 +193,34 @@ test("losing the backup leaves the primary unprotected; a new backup resyncs it 
   assert.equal(sim.primary.state, "protected");
   assert.ok(sim.primaryEvents.some((e) => e.type === "sync.started" && e.mode === "full"));
 });
+
+test("a checkpoint whose END never arrives is discarded whole: the backup resumes the epoch before it", () => {
+  for (let seed = 1; seed <= 40; seed++) {
+    const sim = new SimPair({ seed, batchPages: 16 });
+    sim.connect();
+    sim.run(2000, () => sim.primary.state === "protected");
+    sim.run(5 + (seed % 17));
+    const committedBefore = sim.backup.committed;
+    let droppedEpoch = -1;
+    sim.net.tap = (from, data) => {
+      // Everything of the checkpoint arrives except its CHECKPOINT_END (type 0x15): the link then breaks.
+      if (droppedEpoch < 0 && from === sim.primaryPort && data[3] === 0x15) {
+        droppedEpoch = data.readUInt32LE(16); // the END body starts with its epoch (u64)
+        sim.killPrimary(false);
+        return false;
+      }
+      return data;
+    };
+    sim.run(3000, () => sim.backup.state === "activated");
+    const act = sim.backup.activated;
+    assert.ok(act && droppedEpoch > 0, `seed ${seed}: no activation`);
+    assert.ok(
+      sim.backupEvents.some((e) => e.type === "checkpoint.discarded" && e.epoch === droppedEpoch),
+      `seed ${seed}: the partial checkpoint ${droppedEpoch} was not discarded`,
+    );
+    assert.ok(!sim.backupEvents.some((e) => e.type === "checkpoint.applied" && e.epoch === droppedEpoch));
+    assert.equal(act.epoch, droppedEpoch - 1);
+    assert.ok(act.epoch >= committedBefore);
+    assert.equal(act.digest, sim.primaryDigests.get(act.epoch), `seed ${seed}: digest`);
+  }
+});

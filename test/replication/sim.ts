@@ -7,22 +7,14 @@ import { Domain, geometryOfMiB } from "../../src/domain/domain.js";
 import { bootGuest } from "../../src/guest/guest.js";
 import { Kernel } from "../../src/guest/kernel.js";
 import { parseWorkload } from "../../src/guest/workload.js";
+import { mulberry32 as rng } from "../../src/prng.js";
 import { BackupMachine, NullStore } from "../../src/replication/backup.js";
 import type { Port } from "../../src/replication/conn.js";
 import type { ReplicationEvent } from "../../src/replication/events.js";
 import { type PrimaryHooks, PrimaryMachine } from "../../src/replication/primary.js";
 
-/** Mulberry32: a small seeded PRNG for the simulation's own choices. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The simulation's own seeded choices. */
+export { rng };
 
 interface InFlightFrame {
   at: number;
@@ -178,12 +170,10 @@ export class SimPair {
   /** Highest epoch whose output the primary released (onCommitted). */
   releasedEpoch = 0;
   primaryAlive = true;
-  primaryFrozen = false;
   private link: [SimPort, SimPort] | undefined;
   private reconnectAt = 0;
   autoReconnect = true;
   readonly store = new NullStore();
-  onPrimaryFrame: ((data: Buffer) => void) | undefined;
   /** Runs after the primary's guest tick, before its poll (the NIC's host side pumps output here). */
   afterGuest: (() => void) | undefined;
   /** More primary hooks (the network's output commit), called after the built-in ones. */
@@ -254,10 +244,10 @@ export class SimPair {
     const [pp, bp] = this.net.pair("primary", "backup");
     this.link = [pp, bp];
     pp.onFrame = (d) => {
-      if (this.primaryAlive && !this.primaryFrozen) this.primary.frame(pp, d, this.net.now);
+      if (this.primaryAlive) this.primary.frame(pp, d, this.net.now);
     };
     pp.onClose = (r) => {
-      if (this.primaryAlive && !this.primaryFrozen) this.primary.detach(pp, this.net.now, r);
+      if (this.primaryAlive) this.primary.detach(pp, this.net.now, r);
     };
     bp.onFrame = (d) => this.backup.frame(bp, d, this.net.now);
     bp.onClose = (r) => this.backup.detach(bp, this.net.now, r);
@@ -273,7 +263,7 @@ export class SimPair {
   step(): void {
     const t = this.net.now + 1;
     this.net.advance(t - 0.5);
-    if (this.primaryAlive && !this.primaryFrozen) {
+    if (this.primaryAlive) {
       this.primary.runGuest(1);
       this.afterGuest?.();
       this.primary.poll(this.net.now);
