@@ -1,7 +1,9 @@
 /**
- * One error class for the whole daemon. Every condition has a stable
- * `REMUSD_ERR_*` code (listed in the README); `cause` is kept. The control API
- * maps codes to HTTP status in one place (`httpStatusOf`).
+ * One error class for the whole daemon and its command-line tools. Every
+ * condition has a stable `REMUSD_ERR_*` code (listed in docs/errors.md);
+ * `cause` is kept. Codes map to an HTTP status (`httpStatusOf`, the control
+ * API) and to a process exit code (`exitCodeOf`, remusd and remusctl) here and
+ * nowhere else.
  */
 
 export const ERROR_CODES = {
@@ -35,6 +37,10 @@ export const ERROR_CODES = {
   REMUSD_ERR_PEER_UNAVAILABLE: { http: 503, text: "the replication peer is not connected" },
   REMUSD_ERR_TIMEOUT: { http: 504, text: "the operation did not finish in time" },
   REMUSD_ERR_UNREACHABLE: { http: 503, text: "the daemon's control API cannot be reached" },
+  REMUSD_ERR_BAD_REPLY: {
+    http: 502,
+    text: "the control API answered with something that is not a remusd reply",
+  },
   REMUSD_ERR_INTERNAL: { http: 500, text: "an internal error" },
 } as const;
 
@@ -50,10 +56,39 @@ export class RemusError extends Error {
   }
 }
 
+/** Bad command-line usage or configuration: the message names the option and what was wrong. */
+export function usageError(message: string, options?: { cause?: unknown }): RemusError {
+  return new RemusError("REMUSD_ERR_BAD_USAGE", message, options);
+}
+
+/** True when `code` is one of `ERROR_CODES` (e.g. a code read from an API reply). */
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === "string" && Object.hasOwn(ERROR_CODES, code);
+}
+
 export function isRemusError(e: unknown, code?: ErrorCode): e is RemusError {
   return e instanceof RemusError && (code === undefined || e.code === code);
 }
 
 export function httpStatusOf(code: ErrorCode): number {
   return ERROR_CODES[code].http;
+}
+
+/** Exit codes of remusd and remusctl. */
+export const EXIT = { ok: 0, runtime: 1, usage: 2 } as const;
+export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
+
+/** The exit code of a process that fails with `e`: 2 for bad usage, 1 for anything else. */
+export function exitCodeOf(e: unknown): ExitCode {
+  return isRemusError(e, "REMUSD_ERR_BAD_USAGE") ? EXIT.usage : EXIT.runtime;
+}
+
+/**
+ * The one line a command prints on stderr when it fails with `e`: the message
+ * alone for bad usage (it names the option), `CODE: message` for a runtime failure.
+ */
+export function failureLine(e: unknown): string {
+  if (isRemusError(e, "REMUSD_ERR_BAD_USAGE")) return e.message;
+  if (isRemusError(e)) return `${e.code}: ${e.message}`;
+  return e instanceof Error ? e.message : String(e);
 }

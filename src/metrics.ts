@@ -7,7 +7,8 @@
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import { METRIC_LABELS } from "./contract.js";
-import type { BackupStateName, PrimaryStateName, ReplicationEvent } from "./replication/events.js";
+import type { ReplicationEvent } from "./replication/events.js";
+import { STATES } from "./states.js";
 
 /** Seconds, from 0.1 ms to 2.5 s: pauses, checkpoint round trips, output release delays. */
 export const MS_BUCKETS = [
@@ -28,23 +29,6 @@ export interface NetbufStats {
   /** How long the oldest held frame has waited, in ms (0 when empty). */
   readonly oldestAgeMs: number;
 }
-
-/** Every state a primary or a backup can be in (the `state` label of `remusd_state`). */
-export const STATES = [
-  "unprotected",
-  "syncing",
-  "protected",
-  "stopped",
-  "fenced",
-  "waiting",
-  "standby",
-  "activated",
-] as const satisfies readonly (PrimaryStateName | BackupStateName)[];
-// Why: a state missing here would never show in remusd_state; this fails to compile instead.
-const statesComplete: [Exclude<PrimaryStateName | BackupStateName, (typeof STATES)[number]>] extends [never]
-  ? true
-  : never = true;
-void statesComplete;
 
 /** The daemon's metrics on their own Registry, fed by replication events. */
 export class Metrics {

@@ -5,23 +5,15 @@
  * disagree. Types for the handlers come from the same schemas (`Static`).
  */
 import { type Static, type TSchema, Type } from "@sinclair/typebox";
-import type { OptSpec } from "../cli/options.js";
-import { PRIMARY_SPEC } from "../cli/specs.js";
+import { type Bound, HEARTBEAT_MISSES, HEARTBEAT_MS, INTERVAL_MS } from "../bounds.js";
 import { ERROR_CODES } from "../errors.js";
-import { STATES } from "../metrics.js";
+import { STATES } from "../states.js";
 
 const Nullable = <T extends TSchema>(t: T, description?: string) =>
   Type.Union([t, Type.Null()], description ? { description } : {});
 
-/** The bounds of an option in the CLI schema, so the API validates exactly as the CLI does. */
-function bounds(name: string): { minimum?: number; maximum?: number } {
-  const spec: OptSpec | undefined = PRIMARY_SPEC.options.find((o) => o.name === name);
-  if (!spec) throw new Error(`no option --${name} in the CLI schema`);
-  return {
-    ...(spec.min !== undefined ? { minimum: spec.min } : {}),
-    ...(spec.max !== undefined ? { maximum: spec.max } : {}),
-  };
-}
+/** A setting's bounds as JSON Schema keywords: the API validates exactly as the command line does. */
+const bounds = (b: Bound): { minimum: number; maximum: number } => ({ minimum: b.min, maximum: b.max });
 
 /** A daemon's role. */
 export const Role = Type.Union([Type.Literal("primary"), Type.Literal("backup")]);
@@ -136,9 +128,9 @@ export const Status = Type.Object(
 );
 export type Status = Static<typeof Status>;
 
-const intervalBounds = bounds("interval-ms");
-const hbBounds = bounds("heartbeat-ms");
-const missesBounds = bounds("heartbeat-misses");
+const intervalBounds = bounds(INTERVAL_MS);
+const hbBounds = bounds(HEARTBEAT_MS);
+const missesBounds = bounds(HEARTBEAT_MISSES);
 
 /** The run-time configuration (GET /v1/config, and the reply of PATCH). */
 export const Config = Type.Object(

@@ -5,10 +5,11 @@
 import { KvLoad } from "../client/kvload.js";
 import { PlainMemory } from "../domain/memory.js";
 import { formatStandaloneHeap } from "../guest/mm.js";
+import { parseHostPort, parseIpOption, parseMacOption } from "../net/addr.js";
 import { NetStack } from "../net/stack.js";
 import { mulberry32u32 } from "../prng.js";
 import { UdpLink } from "../vswitch/udp.js";
-import { type OptValues, parseHostPort, parseIpOption, parseMacOption } from "./options.js";
+import type { OptValues } from "./options.js";
 
 export async function runClient(v: OptValues): Promise<void> {
   const mac = parseMacOption(v.mac as string, "--mac");

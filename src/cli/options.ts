@@ -2,11 +2,13 @@
  * Command-line options with one schema per command: every option can come from
  * a flag (`--interval-ms 25`), an environment variable (`REMUSD_INTERVAL_MS`),
  * or a JSON config file (`--config FILE`, keys as flag names or camelCase), in
- * that order of precedence, then the default. Bad usage is a `UsageError`
- * (exit code 2, one line on stderr).
+ * that order of precedence, then the default. Bad usage is a RemusError with
+ * code `REMUSD_ERR_BAD_USAGE` (exit code 2, one line on stderr). remusd's
+ * commands and remusctl's share this parser.
  */
 import { readFileSync } from "node:fs";
-import { parseIpv4, parseMac } from "../net/wire.js";
+import { usageError } from "../errors.js";
+import { parseHostPort } from "../net/addr.js";
 
 export type OptType = "string" | "int" | "number" | "bool" | "hostport" | "wsurl" | "choice";
 
@@ -19,26 +21,27 @@ export interface OptSpec {
   readonly min?: number;
   readonly max?: number;
   readonly choices?: readonly string[];
-  /** Environment variable (default: REMUSD_ + NAME in upper snake case). */
+  /** Environment variable (default: REMUSD_ + NAME in upper snake case, unless the command says none). */
   readonly env?: string;
   readonly required?: boolean;
 }
 
 export interface CommandSpec {
+  /** The program the command belongs to, in messages and help (default "remusd"). */
+  readonly program?: string;
   readonly name: string;
   readonly summary: string;
   readonly usage: string;
   readonly options: readonly OptSpec[];
+  /** Whether arguments that are not options are allowed (returned as `positionals`). */
+  readonly positionals?: boolean;
+  /**
+   * Whether an option without an `env` of its own reads REMUSD_ + NAME
+   * (default true). When false, only options that name their variable read one.
+   */
+  readonly implicitEnv?: boolean;
   readonly details?: string;
   readonly examples?: readonly string[];
-}
-
-export class UsageError extends Error {
-  readonly exitCode = 2;
-  constructor(message: string) {
-    super(message);
-    this.name = "UsageError";
-  }
 }
 
 export type OptValues = Record<string, string | number | boolean | undefined>;
@@ -46,19 +49,13 @@ export type OptValues = Record<string, string | number | boolean | undefined>;
 export const envName = (name: string): string => `REMUSD_${name.toUpperCase().replace(/-/g, "_")}`;
 const camel = (name: string): string => name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
-export interface HostPort {
-  readonly host: string;
-  readonly port: number;
+/** The environment variable an option of `cmd` reads, if any. */
+export function envOf(cmd: CommandSpec, spec: OptSpec): string | undefined {
+  return spec.env ?? (cmd.implicitEnv === false ? undefined : envName(spec.name));
 }
 
-export function parseHostPort(v: string, what = "address"): HostPort {
-  const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]*):(\d{1,5})$/.exec(v.trim());
-  if (!m) throw new UsageError(`${what} must be HOST:PORT, got '${v}'`);
-  const port = Number(m[2]);
-  if (port > 65535) throw new UsageError(`${what}: port ${port} is above 65535`);
-  const host = (m[1] as string).replace(/^\[|\]$/g, "") || "0.0.0.0";
-  return { host, port };
-}
+/** "remusd primary": the program and the command, as messages and help name them. */
+const titleOf = (cmd: CommandSpec): string => [cmd.program ?? "remusd", cmd.name].filter(Boolean).join(" ");
 
 function coerce(spec: OptSpec, raw: string | number | boolean, source: string): string | number | boolean {
   const where = source === "--" ? `--${spec.name}` : `${source} ${spec.name}`;
@@ -68,20 +65,20 @@ function coerce(spec: OptSpec, raw: string | number | boolean, source: string): 
       const s = String(raw).toLowerCase();
       if (["1", "true", "yes", "on", ""].includes(s)) return true;
       if (["0", "false", "no", "off"].includes(s)) return false;
-      throw new UsageError(`${where}: expected true or false, got '${raw}'`);
+      throw usageError(`${where}: expected true or false, got '${raw}'`);
     }
     case "int":
     case "number": {
       const n = typeof raw === "number" ? raw : Number(String(raw).trim());
       if (String(raw).trim() === "" || !Number.isFinite(n) || (spec.type === "int" && !Number.isInteger(n))) {
-        throw new UsageError(
+        throw usageError(
           `${where}: expected ${spec.type === "int" ? "an integer" : "a number"}, got '${raw}'`,
         );
       }
       if (spec.min !== undefined && n < spec.min)
-        throw new UsageError(`${where}: ${n} is below the minimum ${spec.min}`);
+        throw usageError(`${where}: ${n} is below the minimum ${spec.min}`);
       if (spec.max !== undefined && n > spec.max)
-        throw new UsageError(`${where}: ${n} is above the maximum ${spec.max}`);
+        throw usageError(`${where}: ${n} is above the maximum ${spec.max}`);
       return n;
     }
     case "hostport":
@@ -92,17 +89,17 @@ function coerce(spec: OptSpec, raw: string | number | boolean, source: string): 
       try {
         u = new URL(String(raw));
       } catch {
-        throw new UsageError(`${where}: expected a ws://HOST:PORT URL, got '${raw}'`);
+        throw usageError(`${where}: expected a ws://HOST:PORT URL, got '${raw}'`);
       }
       if (u.protocol !== "ws:" && u.protocol !== "wss:") {
-        throw new UsageError(`${where}: expected a ws:// or wss:// URL, got '${raw}'`);
+        throw usageError(`${where}: expected a ws:// or wss:// URL, got '${raw}'`);
       }
       return String(raw);
     }
     case "choice": {
       const s = String(raw);
       if (!spec.choices?.includes(s))
-        throw new UsageError(`${where}: must be one of ${spec.choices?.join(", ")}, got '${s}'`);
+        throw usageError(`${where}: must be one of ${spec.choices?.join(", ")}, got '${s}'`);
       return s;
     }
     case "string":
@@ -110,22 +107,12 @@ function coerce(spec: OptSpec, raw: string | number | boolean, source: string): 
   }
 }
 
-/** A MAC address option (aa:bb:cc:dd:ee:ff), or a UsageError. */
-export function parseMacOption(s: string, what: string): Uint8Array {
-  try {
-    return parseMac(s);
-  } catch {
-    throw new UsageError(`${what}: bad MAC address '${s}' (want aa:bb:cc:dd:ee:ff)`);
-  }
-}
-
-/** An IPv4 address option, or a UsageError. */
-export function parseIpOption(s: string, what: string): number {
-  try {
-    return parseIpv4(s);
-  } catch {
-    throw new UsageError(`${what}: bad IPv4 address '${s}'`);
-  }
+/** What `parseOptions` found: every option's value, `--help`, and the positional arguments. */
+export interface ParsedOptions {
+  readonly values: OptValues;
+  readonly help: boolean;
+  /** Arguments that are not options, in order (only when the command allows them). */
+  readonly positionals: string[];
 }
 
 /** Parses `argv` (after the command name) for `cmd`, reading env and the config file. */
@@ -133,9 +120,11 @@ export function parseOptions(
   cmd: CommandSpec,
   argv: readonly string[],
   env: NodeJS.ProcessEnv = process.env,
-): { values: OptValues; help: boolean } {
+): ParsedOptions {
+  const title = titleOf(cmd);
   const byName = new Map(cmd.options.map((o) => [o.name, o]));
   const fromFlags = new Map<string, string | boolean>();
+  const positionals: string[] = [];
   let help = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
@@ -143,8 +132,11 @@ export function parseOptions(
       help = true;
       continue;
     }
-    if (!arg.startsWith("--"))
-      throw new UsageError(`unexpected argument '${arg}' (see remusd ${cmd.name} --help)`);
+    if (!arg.startsWith("--") && cmd.positionals === true && !arg.startsWith("-")) {
+      positionals.push(arg);
+      continue;
+    }
+    if (!arg.startsWith("--")) throw usageError(`unexpected argument '${arg}' (see ${title} --help)`);
     let name = arg.slice(2);
     let value: string | undefined;
     const eq = name.indexOf("=");
@@ -153,7 +145,7 @@ export function parseOptions(
       name = name.slice(0, eq);
     }
     const spec = byName.get(name);
-    if (!spec) throw new UsageError(`unknown option --${name} for 'remusd ${cmd.name}' (see --help)`);
+    if (!spec) throw usageError(`unknown option --${name} for '${title}' (see --help)`);
     if (spec.type === "bool") {
       fromFlags.set(name, value ?? true);
       continue;
@@ -161,13 +153,13 @@ export function parseOptions(
     if (value === undefined) {
       const next = argv[i + 1];
       if (next === undefined || (next.startsWith("--") && next.length > 2))
-        throw new UsageError(`option --${name} needs a value`);
+        throw usageError(`option --${name} needs a value`);
       value = next;
       i++;
     }
     fromFlags.set(name, value);
   }
-  if (help) return { values: {}, help };
+  if (help) return { values: {}, help, positionals };
 
   let config: Record<string, unknown> = {};
   const configPath = (fromFlags.get("config") as string | undefined) ?? env.REMUSD_CONFIG;
@@ -176,7 +168,7 @@ export function parseOptions(
     try {
       text = readFileSync(configPath, "utf8");
     } catch (e) {
-      throw new UsageError(`cannot read config file ${configPath}: ${(e as Error).message}`);
+      throw usageError(`cannot read config file ${configPath}: ${(e as Error).message}`);
     }
     try {
       const parsed: unknown = JSON.parse(text);
@@ -184,11 +176,11 @@ export function parseOptions(
         throw new Error("not a JSON object");
       config = parsed as Record<string, unknown>;
     } catch (e) {
-      throw new UsageError(`config file ${configPath} is not a JSON object: ${(e as Error).message}`);
+      throw usageError(`config file ${configPath} is not a JSON object: ${(e as Error).message}`);
     }
     const known = new Set(cmd.options.flatMap((o) => [o.name, camel(o.name)]));
     for (const k of Object.keys(config)) {
-      if (!known.has(k)) throw new UsageError(`config file ${configPath}: unknown option '${k}'`);
+      if (!known.has(k)) throw usageError(`config file ${configPath}: unknown option '${k}'`);
     }
   }
 
@@ -196,16 +188,17 @@ export function parseOptions(
   for (const spec of cmd.options) {
     let raw: string | number | boolean | undefined;
     let source = "option";
+    const variable = envOf(cmd, spec);
     if (fromFlags.has(spec.name)) {
       raw = fromFlags.get(spec.name);
       source = "option --";
-    } else if (env[spec.env ?? envName(spec.name)] !== undefined) {
-      raw = env[spec.env ?? envName(spec.name)];
-      source = `environment ${spec.env ?? envName(spec.name)}:`;
+    } else if (variable !== undefined && env[variable] !== undefined) {
+      raw = env[variable];
+      source = `environment ${variable}:`;
     } else if (config[spec.name] !== undefined || config[camel(spec.name)] !== undefined) {
       const v = config[spec.name] ?? config[camel(spec.name)];
       if (typeof v !== "string" && typeof v !== "number" && typeof v !== "boolean") {
-        throw new UsageError(`config file: option '${spec.name}' must be a string, number or boolean`);
+        throw usageError(`config file: option '${spec.name}' must be a string, number or boolean`);
       }
       raw = v;
       source = "config";
@@ -214,34 +207,45 @@ export function parseOptions(
     }
     if (raw === undefined) {
       if (spec.required) {
-        throw new UsageError(
-          `missing --${spec.name} (or ${spec.env ?? envName(spec.name)}); see remusd ${cmd.name} --help`,
-        );
+        const or = variable === undefined ? "" : ` (or ${variable})`;
+        throw usageError(`missing --${spec.name}${or}; see ${title} --help`);
       }
       values[spec.name] = undefined;
       continue;
     }
     values[spec.name] = coerce(spec, raw, source === "option --" ? "--" : source).valueOf();
   }
-  return { values, help };
+  return { values, help, positionals };
 }
 
 /** The `--help` text of a command. */
 export function helpText(cmd: CommandSpec): string {
-  const lines = [`remusd ${cmd.name}: ${cmd.summary}`, "", `Usage: ${cmd.usage}`, ""];
+  const lines = [`${titleOf(cmd)}: ${cmd.summary}`, "", `Usage: ${cmd.usage}`, ""];
   if (cmd.details) lines.push(cmd.details, "");
-  lines.push("Options:");
+  lines.push(...optionsHelp(cmd));
+  if (cmd.examples?.length) lines.push("", "Examples:", ...cmd.examples.map((e) => `  ${e}`));
+  return lines.join("\n");
+}
+
+/** The "Options:" part of a command's help: one line per option, then where else options come from. */
+export function optionsHelp(cmd: CommandSpec): string[] {
+  const lines = ["Options:"];
   const rows = cmd.options.map((o) => {
     const flag = o.type === "bool" ? `--${o.name}` : `--${o.name} ${o.placeholder ?? o.type.toUpperCase()}`;
     const def = o.default !== undefined && o.type !== "bool" ? ` (default ${o.default})` : "";
-    return [flag, `${o.help}${def} [${o.env ?? envName(o.name)}]`] as [string, string];
+    const variable = envOf(cmd, o);
+    return [flag, `${o.help}${def}${variable === undefined ? "" : ` [${variable}]`}`] as [string, string];
   });
   rows.push(["--help", "show this help"]);
   const w = Math.min(34, Math.max(...rows.map((r) => r[0].length)) + 2);
   for (const [f, h] of rows) lines.push(`  ${f.padEnd(w)}${h}`);
-  lines.push("", "Every option can also be set in the environment (shown in brackets) or in a JSON");
-  lines.push("file given with --config (keys as option names); flags win over the environment,");
-  lines.push("which wins over the file.");
-  if (cmd.examples?.length) lines.push("", "Examples:", ...cmd.examples.map((e) => `  ${e}`));
-  return lines.join("\n");
+  if (cmd.options.some((o) => o.name === "config")) {
+    lines.push("", "Every option can also be set in the environment (shown in brackets) or in a JSON");
+    lines.push("file given with --config (keys as option names); flags win over the environment,");
+    lines.push("which wins over the file.");
+  } else if (cmd.options.some((o) => envOf(cmd, o) !== undefined)) {
+    lines.push("", "Options shown with a variable in brackets can also be set in the environment;");
+    lines.push("flags win over the environment.");
+  }
+  return lines;
 }

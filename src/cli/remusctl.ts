@@ -7,9 +7,8 @@
  * Exit code 0 on success, 1 when the daemon cannot be reached or refuses the
  * request (one line on stderr with the REMUSD_ERR_* code), 2 on bad usage.
  */
-import { readFileSync, realpathSync } from "node:fs";
+import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
 import {
   bucketDelta,
   bucketsOf,
@@ -20,37 +19,53 @@ import {
 } from "../api/promtext.js";
 import type { Config, FailoverReply, ProcessesReply, Status } from "../api/schemas.js";
 import { DEFAULT_CONTROL } from "../contract.js";
+import { readSecret } from "../daemon/settings.js";
+import {
+  EXIT,
+  exitCodeOf,
+  failureLine,
+  isErrorCode,
+  isRemusError,
+  RemusError,
+  usageError,
+} from "../errors.js";
+import { parseHostPort } from "../net/addr.js";
 import { VERSION } from "../version.js";
-import { parseHostPort, UsageError } from "./options.js";
+import {
+  type CommandSpec,
+  helpText,
+  type OptSpec,
+  type OptValues,
+  optionsHelp,
+  parseOptions,
+} from "./options.js";
 
-type Flag = { type: "string" | "boolean"; short?: string };
-type Flags = Record<string, Flag>;
-type Values = Record<string, string | boolean | undefined>;
-
-/** A failure to report in one line with exit code 1. */
-class CtlError extends Error {
-  constructor(
-    message: string,
-    readonly code?: string,
-  ) {
-    super(message);
-    this.name = "CtlError";
-  }
-}
-
-const GLOBAL: Flags = {
-  control: { type: "string" },
-  token: { type: "string" },
-  "token-file": { type: "string" },
-  help: { type: "boolean", short: "h" },
-};
-const GLOBAL_WITH_VALUE = new Set(["--control", "--token", "--token-file"]);
-
-const GLOBAL_HELP = [
-  `  --control HOST:PORT  the daemon's control API (default REMUSD_CONTROL, else ${DEFAULT_CONTROL})`,
-  "  --token TOKEN        the API token of mutating routes (default REMUSD_API_TOKEN)",
-  "  --token-file FILE    read the token from FILE (default REMUSD_API_TOKEN_FILE)",
-  "  --help               show help",
+/**
+ * The options every command takes, before or after the command's name. Only
+ * these read the environment (remusctl's own options have no variables).
+ */
+const GLOBAL: readonly OptSpec[] = [
+  {
+    name: "control",
+    type: "string",
+    default: DEFAULT_CONTROL,
+    env: "REMUSD_CONTROL",
+    placeholder: "HOST:PORT",
+    help: "the daemon's control API",
+  },
+  {
+    name: "token",
+    type: "string",
+    placeholder: "TOKEN",
+    help: "the API token of mutating routes (default: from --token-file, else REMUSD_API_TOKEN)",
+  },
+  {
+    name: "token-file",
+    type: "string",
+    env: "REMUSD_API_TOKEN_FILE",
+    placeholder: "FILE",
+    help: "read the token from FILE",
+  },
 ];
 
 interface Client {
@@ -61,17 +76,41 @@ interface Client {
 interface Command {
   readonly summary: string;
   readonly usage: string;
-  readonly flags: Flags;
-  readonly flagHelp: readonly string[];
+  /** The command's own options (the global ones are added). */
+  readonly options: readonly OptSpec[];
   /** Positional arguments allowed after the command (beyond none). */
   readonly positionals?: boolean;
-  readonly details?: readonly string[];
-  run(c: Client, v: Values, args: readonly string[]): Promise<void>;
+  readonly details?: string;
+  run(c: Client, v: OptValues, args: readonly string[]): Promise<void>;
 }
+
+/** The option schema of a command for the shared parser, with the global options. */
+function specOf(name: string, cmd: Command): CommandSpec {
+  return {
+    program: "remusctl",
+    name,
+    summary: cmd.summary,
+    usage: cmd.usage,
+    options: [...cmd.options, ...GLOBAL],
+    implicitEnv: false,
+    ...(cmd.positionals ? { positionals: true } : {}),
+    ...(cmd.details ? { details: cmd.details } : {}),
+  };
+}
+
+/** The schema of `remusctl [global options]` without a command. */
+const NO_COMMAND: CommandSpec = {
+  program: "remusctl",
+  name: "",
+  summary: "control a remusd daemon through its control API",
+  usage: "remusctl [--control HOST:PORT] [--token TOKEN | --token-file FILE] COMMAND [options]",
+  options: GLOBAL,
+  implicitEnv: false,
+};
 
 // ---- HTTP ----
 
-function unreachable(c: Client, e: unknown): CtlError {
+function unreachable(c: Client, e: unknown): RemusError {
   const cause = (e as { cause?: { code?: string; message?: string } }).cause;
   const code = cause?.code ?? (e as { name?: string }).name;
   const why =
@@ -82,7 +121,7 @@ function unreachable(c: Client, e: unknown): CtlError {
         : code === "TimeoutError" || code === "UND_ERR_CONNECT_TIMEOUT"
           ? "no answer within 5 s"
           : (cause?.message ?? (e as Error).message);
-  return new CtlError(`cannot reach remusd at ${c.base}: ${why}`, "REMUSD_ERR_UNREACHABLE");
+  return new RemusError("REMUSD_ERR_UNREACHABLE", `cannot reach remusd at ${c.base}: ${why}`, { cause: e });
 }
 
 async function request(c: Client, method: string, path: string, body?: unknown): Promise<unknown> {
@@ -108,9 +147,10 @@ async function request(c: Client, method: string, path: string, body?: unknown):
     } catch {
       // not our error body
     }
-    throw new CtlError(
-      err.message ?? `HTTP ${r.status}: ${text.slice(0, 200)}`,
-      err.code ?? `HTTP ${r.status}`,
+    if (isErrorCode(err.code)) throw new RemusError(err.code, err.message ?? `HTTP ${r.status}`);
+    throw new RemusError(
+      "REMUSD_ERR_BAD_REPLY",
+      `${err.code ?? `HTTP ${r.status}`}: ${err.message ?? text.slice(0, 200)}`,
     );
   }
   if ((r.headers.get("content-type") ?? "").includes("application/json")) return JSON.parse(text) as unknown;
@@ -277,15 +317,9 @@ function formatWatch(base: string, w: WatchSample): string[] {
   ];
 }
 
-async function watch(c: Client, v: Values): Promise<void> {
-  const interval = Number(v.interval ?? "1");
-  if (!Number.isFinite(interval) || interval < 0.05 || interval > 3600) {
-    throw new UsageError(`--interval must be a number of seconds in [0.05, 3600], got '${v.interval}'`);
-  }
-  const count = v.count === undefined ? Number.POSITIVE_INFINITY : Number(v.count);
-  if (!Number.isInteger(count) && count !== Number.POSITIVE_INFINITY)
-    throw new UsageError("--count must be an integer");
-  if (count < 1) throw new UsageError("--count must be at least 1");
+async function watch(c: Client, v: OptValues): Promise<void> {
+  const interval = v.interval as number;
+  const count = (v.count as number | undefined) ?? Number.POSITIVE_INFINITY;
   const json = v.json === true;
   const tty = process.stdout.isTTY === true && !json;
   let before: { e: Exposition; t: number } | undefined;
@@ -312,7 +346,7 @@ async function watch(c: Client, v: Values): Promise<void> {
         lines = formatWatch(c.base, w);
       } catch (e) {
         // The first scrape must work; later, a daemon that went away is shown and retried.
-        if (before === undefined || !(e instanceof CtlError)) throw e;
+        if (before === undefined || !isRemusError(e)) throw e;
         if (json) throw e;
         lines = [`${e.message}; retrying every ${interval} s (Ctrl-C to stop)`];
       }
@@ -341,32 +375,32 @@ const CONFIG_KEYS: Record<string, { path: [string] | [string, string]; type: "in
 /** Turns `KEY=VALUE` arguments into a PATCH /v1/config body. */
 export function configPatchOf(args: readonly string[]): Record<string, unknown> {
   if (args.length === 0)
-    throw new UsageError("config set needs KEY=VALUE arguments (see remusctl config --help)");
+    throw usageError("config set needs KEY=VALUE arguments (see remusctl config --help)");
   const patch: Record<string, unknown> = {};
   for (const a of args) {
     const eq = a.indexOf("=");
-    if (eq <= 0) throw new UsageError(`expected KEY=VALUE, got '${a}'`);
+    if (eq <= 0) throw usageError(`expected KEY=VALUE, got '${a}'`);
     const key = a.slice(0, eq);
     const raw = a.slice(eq + 1).trim();
     const k = CONFIG_KEYS[key];
     if (!k)
-      throw new UsageError(
+      throw usageError(
         `unknown config key '${key}' (known: interval-ms, compress, heartbeat-ms, heartbeat-misses, peer)`,
       );
     let value: number | boolean | string | null;
     if (k.type === "peer") {
       if (raw === "" || raw === "none") value = null;
       else if (/^wss?:\/\/[^\s]+$/.test(raw)) value = raw;
-      else throw new UsageError(`${key}: expected a ws://HOST:PORT URL or 'none', got '${raw}'`);
+      else throw usageError(`${key}: expected a ws://HOST:PORT URL or 'none', got '${raw}'`);
     } else if (k.type === "int") {
       value = Number(raw);
       if (raw === "" || !Number.isInteger(value))
-        throw new UsageError(`${key}: expected an integer, got '${raw}'`);
+        throw usageError(`${key}: expected an integer, got '${raw}'`);
     } else {
       const s = raw.toLowerCase();
       if (["true", "on", "yes", "1"].includes(s)) value = true;
       else if (["false", "off", "no", "0"].includes(s)) value = false;
-      else throw new UsageError(`${key}: expected true or false, got '${raw}'`);
+      else throw usageError(`${key}: expected true or false, got '${raw}'`);
     }
     const [first, second] = k.path;
     if (second === undefined) patch[first] = value;
@@ -392,12 +426,13 @@ function formatConfig(cfg: Config, role: string | undefined): string {
 
 // ---- commands ----
 
+const json = (what: string): OptSpec => ({ name: "json", type: "bool", help: `print ${what}` });
+
 const COMMANDS: Record<string, Command> = {
   status: {
     summary: "role, state, epochs, last checkpoint, peer, netbuf, disk and domain",
     usage: "remusctl status [--json]",
-    flags: { json: { type: "boolean" } },
-    flagHelp: ["  --json               print the raw JSON of GET /v1/status"],
+    options: [json("the raw JSON of GET /v1/status")],
     async run(c, v) {
       const s = await get<Status>(c, "/v1/status");
       process.stdout.write(v.json ? `${JSON.stringify(s, null, 2)}\n` : `${formatStatus(s)}\n`);
@@ -406,23 +441,43 @@ const COMMANDS: Record<string, Command> = {
   watch: {
     summary: "refresh in place: epoch, checkpoints/s, pause p50/p99, dirty pages, MB/s, compression, netbuf",
     usage: "remusctl watch [--interval SECONDS] [--count N] [--json]",
-    flags: { interval: { type: "string" }, count: { type: "string" }, json: { type: "boolean" } },
-    flagHelp: [
-      "  --interval SECONDS   time between two scrapes of /metrics (default 1)",
-      "  --count N            stop after N refreshes (default: until Ctrl-C)",
-      "  --json               one JSON object per refresh instead of the screen",
+    options: [
+      {
+        name: "interval",
+        type: "number",
+        default: 1,
+        min: 0.05,
+        max: 3600,
+        placeholder: "SECONDS",
+        help: "time between two scrapes of /metrics",
+      },
+      {
+        name: "count",
+        type: "int",
+        min: 1,
+        placeholder: "N",
+        help: "stop after N refreshes (default: until Ctrl-C)",
+      },
+      json("one JSON object per refresh instead of the screen"),
     ],
-    details: ["Rates and percentiles are computed from the difference of two successive /metrics scrapes."],
+    details: "Rates and percentiles are computed from the difference of two successive /metrics scrapes.",
     run: (c, v) => watch(c, v),
   },
   failover: {
     summary: "on a backup: activate now (or, --planned, ask the primary for a switchover)",
     usage: "remusctl failover [--planned] [--wait] [--json]",
-    flags: { planned: { type: "boolean" }, wait: { type: "boolean" }, json: { type: "boolean" } },
-    flagHelp: [
-      "  --planned            switchover: the primary takes a final checkpoint, stops, and this backup activates",
-      "  --wait               with --planned: wait until this daemon is the primary (at most 10 s)",
-      "  --json               print the raw JSON reply",
+    options: [
+      {
+        name: "planned",
+        type: "bool",
+        help: "switchover: the primary takes a final checkpoint, stops, and this backup activates",
+      },
+      {
+        name: "wait",
+        type: "bool",
+        help: "with --planned: wait until this daemon is the primary (at most 10 s)",
+      },
+      json("the raw JSON reply"),
     ],
     async run(c, v) {
       const r = (await request(c, "POST", "/v1/failover", { planned: v.planned === true })) as FailoverReply;
@@ -432,7 +487,7 @@ const COMMANDS: Record<string, Command> = {
           const s = await get<Status>(c, "/v1/status");
           if (s.role === "primary") break;
           if (Date.now() > deadline)
-            throw new CtlError("the switchover did not complete within 10 s", "REMUSD_ERR_TIMEOUT");
+            throw new RemusError("REMUSD_ERR_TIMEOUT", "the switchover did not complete within 10 s");
           await new Promise((res) => setTimeout(res, 50));
         }
         if (!v.json) process.stdout.write("switchover complete: this daemon is now the primary\n");
@@ -454,10 +509,9 @@ const COMMANDS: Record<string, Command> = {
   checkpoint: {
     summary: "on a primary: checkpoint the open epoch now and wait for the backup's acknowledgement",
     usage: "remusctl checkpoint [--no-wait] [--json]",
-    flags: { "no-wait": { type: "boolean" }, json: { type: "boolean" } },
-    flagHelp: [
-      "  --no-wait            return once requested, without waiting for the commit",
-      "  --json               print the raw JSON reply",
+    options: [
+      { name: "no-wait", type: "bool", help: "return once requested, without waiting for the commit" },
+      json("the raw JSON reply"),
     ],
     async run(c, v) {
       const wait = v["no-wait"] !== true;
@@ -475,23 +529,21 @@ const COMMANDS: Record<string, Command> = {
   config: {
     summary: "show or change the run-time configuration",
     usage: "remusctl config get [--json] | remusctl config set KEY=VALUE ...",
-    flags: { json: { type: "boolean" } },
-    flagHelp: ["  --json               print the raw JSON reply"],
+    options: [json("the raw JSON reply")],
     positionals: true,
-    details: [
-      "Keys: interval-ms (checkpoint interval), compress (true|false), heartbeat-ms, heartbeat-misses;",
-      "bounds as for remusd's flags. Interval and compression take effect at the next epoch (a backup",
+    details:
+      "Keys: interval-ms (checkpoint interval), compress (true|false), heartbeat-ms, heartbeat-misses;\n" +
+      "bounds as for remusd's flags. Interval and compression take effect at the next epoch (a backup\n" +
       "keeps them for when it becomes primary); heartbeat settings apply at once, to the live link too.",
-    ],
     async run(c, v, args) {
       const [sub, ...rest] = args;
       if (sub === "get" || sub === undefined) {
-        if (rest.length > 0) throw new UsageError("config get takes no arguments");
+        if (rest.length > 0) throw usageError("config get takes no arguments");
         const [cfg, s] = await Promise.all([get<Config>(c, "/v1/config"), get<Status>(c, "/v1/status")]);
         process.stdout.write(v.json ? `${JSON.stringify(cfg)}\n` : `${formatConfig(cfg, s.role)}\n`);
         return;
       }
-      if (sub !== "set") throw new UsageError(`unknown config subcommand '${sub}' (get or set)`);
+      if (sub !== "set") throw usageError(`unknown config subcommand '${sub}' (get or set)`);
       const cfg = (await request(c, "PATCH", "/v1/config", configPatchOf(rest))) as Config;
       process.stdout.write(v.json ? `${JSON.stringify(cfg)}\n` : `${formatConfig(cfg, undefined)}\n`);
     },
@@ -499,8 +551,7 @@ const COMMANDS: Record<string, Command> = {
   ps: {
     summary: "the guest's process table",
     usage: "remusctl ps [--json]",
-    flags: { json: { type: "boolean" } },
-    flagHelp: ["  --json               print the raw JSON of GET /v1/domain/processes"],
+    options: [json("the raw JSON of GET /v1/domain/processes")],
     async run(c, v) {
       const r = await get<ProcessesReply>(c, "/v1/domain/processes");
       if (v.json) {
@@ -529,64 +580,35 @@ const COMMANDS: Record<string, Command> = {
 
 function usage(): string {
   return [
-    `remusctl ${VERSION}: control a remusd daemon through its control API`,
+    `remusctl ${VERSION}: ${NO_COMMAND.summary}`,
     "",
-    "Usage: remusctl [--control HOST:PORT] [--token TOKEN | --token-file FILE] COMMAND [options]",
+    `Usage: ${NO_COMMAND.usage}`,
     "",
     "Commands:",
     ...Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(12)}${c.summary}`),
     "",
-    "Options:",
-    ...GLOBAL_HELP,
+    ...optionsHelp(NO_COMMAND),
     "",
     "Run 'remusctl COMMAND --help' for a command's options. Exit code 0 on success, 1 when the daemon",
     "cannot be reached or refuses the request, 2 on bad usage.",
   ].join("\n");
 }
 
-function commandHelp(name: string, cmd: Command): string {
-  return [
-    `remusctl ${name}: ${cmd.summary}`,
-    "",
-    `Usage: ${cmd.usage}`,
-    ...(cmd.details ? ["", ...cmd.details] : []),
-    "",
-    "Options:",
-    ...cmd.flagHelp,
-    ...GLOBAL_HELP,
-  ].join("\n");
-}
-
-function readToken(v: Values, env: NodeJS.ProcessEnv): string | undefined {
-  const file =
-    (v["token-file"] as string | undefined) ??
-    (v.token === undefined ? env.REMUSD_API_TOKEN_FILE : undefined);
-  if (v.token !== undefined) return String(v.token);
-  if (file !== undefined && file !== "") {
-    let t: string;
-    try {
-      t = readFileSync(file, "utf8").trim();
-    } catch (e) {
-      throw new UsageError(`cannot read the token file ${file}: ${(e as Error).message}`);
-    }
-    if (t === "") throw new UsageError(`the token file ${file} is empty`);
-    return t;
+/** The name of the command in `argv`: the first argument that is neither an option nor an option's value. */
+function commandAt(argv: readonly string[]): number {
+  const withValue = new Set(GLOBAL.map((o) => `--${o.name}`));
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] as string;
+    if (!a.startsWith("-")) return i;
+    if (withValue.has(a)) i++;
   }
-  const t = env.REMUSD_API_TOKEN?.trim();
-  return t ? t : undefined;
+  return -1;
 }
 
 /** Runs remusctl with `argv` (after the program name). */
-export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<void> {
-  let at = -1;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i] as string;
-    if (!a.startsWith("-")) {
-      at = i;
-      break;
-    }
-    if (GLOBAL_WITH_VALUE.has(a)) i++;
-  }
+async function main(argv: readonly string[]): Promise<void> {
+  const env = process.env;
+  const at = commandAt(argv);
   const name = at < 0 ? undefined : (argv[at] as string);
   const rest = at < 0 ? [...argv] : [...argv.slice(0, at), ...argv.slice(at + 1)];
   if (name === "help") {
@@ -594,35 +616,26 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     return;
   }
   const cmd = name === undefined ? undefined : COMMANDS[name];
-  if (name !== undefined && !cmd) throw new UsageError(`unknown command '${name}' (run remusctl --help)`);
-  let parsed: { values: Values; positionals: string[] };
-  try {
-    parsed = parseArgs({
-      args: rest,
-      options: { ...GLOBAL, ...(cmd?.flags ?? {}) },
-      allowPositionals: cmd?.positionals === true,
-      strict: true,
-    }) as { values: Values; positionals: string[] };
-  } catch (e) {
-    throw new UsageError(
-      `${(e as Error).message.split("\n")[0]} (see remusctl ${name ?? ""} --help)`.replace("  ", " "),
-    );
-  }
-  const v = parsed.values;
-  if (v.help === true) {
-    process.stdout.write(`${cmd && name ? commandHelp(name, cmd) : usage()}\n`);
+  if (name !== undefined && !cmd) throw usageError(`unknown command '${name}' (run remusctl --help)`);
+  const spec = cmd && name ? specOf(name, cmd) : NO_COMMAND;
+  const { values: v, help, positionals } = parseOptions(spec, rest, env);
+  if (help) {
+    process.stdout.write(`${spec === NO_COMMAND ? usage() : helpText(spec)}\n`);
     return;
   }
   if (!cmd) {
     process.stdout.write(`${usage()}\n`);
-    process.exitCode = 2;
+    process.exitCode = EXIT.usage;
     return;
   }
-  const control = (v.control as string | undefined) ?? env.REMUSD_CONTROL ?? DEFAULT_CONTROL;
-  const hp = parseHostPort(control.replace(/^https?:\/\//, ""), "--control");
+  const hp = parseHostPort((v.control as string).replace(/^https?:\/\//, ""), "--control");
   const host = hp.host.includes(":") ? `[${hp.host}]` : hp.host === "0.0.0.0" ? "127.0.0.1" : hp.host;
-  const client: Client = { base: `http://${host}:${hp.port}`, token: readToken(v, env) };
-  await cmd.run(client, v, parsed.positionals);
+  // --token wins over a token file (--token-file or REMUSD_API_TOKEN_FILE), which wins over REMUSD_API_TOKEN.
+  const token =
+    v.token !== undefined
+      ? String(v.token)
+      : readSecret(v["token-file"] as string | undefined, env.REMUSD_API_TOKEN, "API token");
+  await cmd.run({ base: `http://${host}:${hp.port}`, token }, v, positionals);
 }
 
 function isEntryPoint(): boolean {
@@ -642,16 +655,8 @@ if (isEntryPoint()) {
     process.stdout.write(`${VERSION}\n`);
   } else {
     main(args).catch((e: unknown) => {
-      if (e instanceof UsageError) {
-        process.stderr.write(`remusctl: ${e.message}\n`);
-        process.exit(2);
-      }
-      if (e instanceof CtlError) {
-        process.stderr.write(`remusctl: ${e.code ? `${e.code}: ` : ""}${e.message}\n`);
-        process.exit(1);
-      }
-      process.stderr.write(`remusctl: ${e instanceof Error ? e.message : String(e)}\n`);
-      process.exit(1);
+      process.stderr.write(`remusctl: ${failureLine(e)}\n`);
+      process.exit(exitCodeOf(e));
     });
   }
 }

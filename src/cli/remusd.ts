@@ -8,11 +8,11 @@ import { startApi } from "../api/server.js";
 import { runBench } from "../bench/index.js";
 import { Daemon } from "../daemon/daemon.js";
 import { resolveSettings } from "../daemon/settings.js";
-import { isRemusError } from "../errors.js";
+import { EXIT, exitCodeOf, failureLine, usageError } from "../errors.js";
 import { VERSION } from "../version.js";
 import { runClient } from "./client.js";
 import { runDemo } from "./demo.js";
-import { type CommandSpec, helpText, type OptValues, parseOptions, UsageError } from "./options.js";
+import { type CommandSpec, helpText, type OptValues, parseOptions } from "./options.js";
 import { BACKUP_SPEC, BENCH_SPEC, CLIENT_SPEC, DEMO_SPEC, PRIMARY_SPEC, VSWITCH_SPEC } from "./specs.js";
 import { runVswitch } from "./vswitch.js";
 
@@ -91,11 +91,11 @@ async function runDaemon(role: "primary" | "backup", spec: CommandSpec, argv: st
     if (signals > 1) {
       d.log.warn({ signal: sig }, "second signal: exiting at once");
       d.flushLog();
-      process.exit(1);
+      process.exit(EXIT.runtime);
     }
     d.log.info({ signal: sig, state: d.machine.state }, "shutting down");
     void (async () => {
-      let code = 0;
+      let code: number = EXIT.ok;
       try {
         // Stop accepting requests first, then the final checkpoint and the planned GOODBYE.
         await api.app.close();
@@ -103,7 +103,7 @@ async function runDaemon(role: "primary" | "backup", spec: CommandSpec, argv: st
         d.log.info({ epoch: d.machine.committed }, "stopped");
       } catch (e) {
         d.log.error({ err: e }, "error while shutting down");
-        code = 1;
+        code = EXIT.runtime;
       }
       d.flushLog();
       process.exit(code);
@@ -117,7 +117,7 @@ async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
   if (cmd === undefined || cmd === "--help" || cmd === "-h" || cmd === "help") {
     process.stdout.write(`${usage()}\n`);
-    if (cmd === undefined) process.exitCode = 2;
+    if (cmd === undefined) process.exitCode = EXIT.usage;
     return;
   }
   if (cmd === "--version" || cmd === "version") {
@@ -125,16 +125,11 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   const c = COMMANDS[cmd];
-  if (!c) throw new UsageError(`unknown command '${cmd}' (run remusd --help)`);
+  if (!c) throw usageError(`unknown command '${cmd}' (run remusd --help)`);
   await c.run(rest);
 }
 
 main(process.argv.slice(2)).catch((e: unknown) => {
-  if (e instanceof UsageError) {
-    process.stderr.write(`remusd: ${e.message}\n`);
-    process.exit(2);
-  }
-  const msg = isRemusError(e) ? `${e.code}: ${e.message}` : e instanceof Error ? e.message : String(e);
-  process.stderr.write(`remusd: ${msg}\n`);
-  process.exit(1);
+  process.stderr.write(`remusd: ${failureLine(e)}\n`);
+  process.exit(exitCodeOf(e));
 });

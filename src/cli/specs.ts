@@ -2,7 +2,9 @@
  * The option schemas of every `remusd` command (DESIGN.md Part 1). One place,
  * so `--help`, the environment variables, the config file and the docs agree.
  */
+import { HEARTBEAT_MISSES, HEARTBEAT_MS, INTERVAL_MS } from "../bounds.js";
 import { DEFAULT_CONTROL, DEFAULT_LISTEN, DEFAULT_PORTS } from "../contract.js";
+import { LOG_LEVELS } from "../daemon/logging.js";
 import { DEFAULT_DISK_MIB, DEFAULT_DOMAIN_MIB } from "../domain/domain.js";
 import type { CommandSpec, OptSpec } from "./options.js";
 
@@ -15,7 +17,7 @@ const config: OptSpec = {
 const logLevel: OptSpec = {
   name: "log-level",
   type: "choice",
-  choices: ["trace", "debug", "info", "warn", "error", "fatal", "silent"],
+  choices: LOG_LEVELS,
   default: "info",
   placeholder: "LEVEL",
   help: "log level of the JSON logs on stderr",
@@ -84,18 +86,14 @@ const daemonCommon: OptSpec[] = [
   {
     name: "heartbeat-ms",
     type: "int",
-    default: 100,
-    min: 5,
-    max: 60_000,
+    ...HEARTBEAT_MS,
     placeholder: "N",
     help: "heartbeat interval",
   },
   {
     name: "heartbeat-misses",
     type: "int",
-    default: 10,
-    min: 2,
-    max: 1000,
+    ...HEARTBEAT_MISSES,
     placeholder: "N",
     help: "heartbeats missed before the peer counts as lost",
   },
@@ -178,9 +176,7 @@ export const PRIMARY_SPEC: CommandSpec = {
     {
       name: "interval-ms",
       type: "int",
-      default: 25,
-      min: 1,
-      max: 60_000,
+      ...INTERVAL_MS,
       placeholder: "N",
       help: "checkpoint interval (epoch length)",
     },

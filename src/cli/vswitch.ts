@@ -1,7 +1,8 @@
 /** `remusd vswitch`: the virtual LAN as a process. */
 import { pino } from "pino";
+import { parseHostPort } from "../net/addr.js";
 import { startVswitch } from "../vswitch/udp.js";
-import { type OptValues, parseHostPort } from "./options.js";
+import type { OptValues } from "./options.js";
 
 export async function runVswitch(v: OptValues): Promise<void> {
   const log = pino(

@@ -8,7 +8,6 @@ import { type DestinationStream, type Level, type Logger, pino } from "pino";
 
 /** The levels `--log-level` accepts. */
 export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** A root logger and the way to flush it. */
 export interface DaemonLogger {

@@ -3,9 +3,9 @@
  * the netbuf) wired to a vswitch over UDP, and to the metrics. Both daemons
  * attach; only the active side (the primary) exchanges frames.
  */
-import type { HostPort } from "../cli/options.js";
 import type { Domain } from "../domain/domain.js";
 import type { Metrics } from "../metrics.js";
+import type { HostPort } from "../net/addr.js";
 import { NetDevice } from "../replication/netdev.js";
 import { UdpLink } from "../vswitch/udp.js";
 

@@ -6,18 +6,15 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import {
-  type HostPort,
-  type OptValues,
-  parseHostPort,
-  parseIpOption,
-  parseMacOption,
-  UsageError,
-} from "../cli/options.js";
+import { INTERVAL_MS } from "../bounds.js";
 import { type DomainGeometry, geometryOfMiB } from "../domain/domain.js";
-import { isRemusError } from "../errors.js";
+import { isRemusError, usageError } from "../errors.js";
 import { parseWorkload, type WorkloadSpec } from "../guest/workload.js";
+import { type HostPort, parseHostPort, parseIpOption, parseMacOption } from "../net/addr.js";
 import type { HeartbeatConfig } from "../replication/heartbeat.js";
+
+/** Option values by flag name, as the command-line parser produces them. */
+export type OptionValues = Readonly<Record<string, string | number | boolean | undefined>>;
 
 export interface DaemonSettings {
   readonly role: "primary" | "backup";
@@ -46,7 +43,12 @@ export interface DaemonSettings {
   readonly compress: boolean;
 }
 
-function readSecret(
+/**
+ * A secret from `file` (trimmed; a file that cannot be read or is empty is bad
+ * usage) or else from the environment value `envValue`: a file named by an
+ * option wins over a secret in the environment.
+ */
+export function readSecret(
   file: string | undefined,
   envValue: string | undefined,
   what: string,
@@ -56,10 +58,10 @@ function readSecret(
     try {
       text = readFileSync(file, "utf8");
     } catch (e) {
-      throw new UsageError(`cannot read ${what} file ${file}: ${(e as Error).message}`);
+      throw usageError(`cannot read ${what} file ${file}: ${(e as Error).message}`, { cause: e });
     }
     const v = text.trim();
-    if (v.length === 0) throw new UsageError(`${what} file ${file} is empty`);
+    if (v.length === 0) throw usageError(`${what} file ${file} is empty`);
     return v;
   }
   if (envValue !== undefined && envValue.trim() !== "") return envValue.trim();
@@ -68,25 +70,23 @@ function readSecret(
 
 export function resolveSettings(
   role: "primary" | "backup",
-  v: OptValues,
+  v: OptionValues,
   env: NodeJS.ProcessEnv = process.env,
 ): DaemonSettings {
   const key = readSecret(v["auth-key-file"] as string | undefined, env.REMUSD_AUTH_KEY, "replication key");
   const insecure = v.insecure === true;
   if (!key && !insecure) {
-    throw new UsageError(
+    throw usageError(
       "no replication key: give --auth-key-file FILE (or REMUSD_AUTH_KEY), or --insecure to run without authentication",
     );
   }
-  if (key && key.length < 16) throw new UsageError("the replication key must be at least 16 characters");
+  if (key && key.length < 16) throw usageError("the replication key must be at least 16 characters");
   const apiToken = readSecret(v["api-token-file"] as string | undefined, env.REMUSD_API_TOKEN, "API token");
   if (v["api-auth"] === "all" && !apiToken) {
-    throw new UsageError(
-      "--api-auth all needs an API token: give --api-token-file FILE (or REMUSD_API_TOKEN)",
-    );
+    throw usageError("--api-auth all needs an API token: give --api-token-file FILE (or REMUSD_API_TOKEN)");
   }
   if (v["no-netbuf"] === true && v.unsafe !== true) {
-    throw new UsageError(
+    throw usageError(
       "--no-netbuf gives up output commit (clients may see output the backup cannot reproduce); add --unsafe to confirm",
     );
   }
@@ -96,7 +96,7 @@ export function resolveSettings(
     geometry = geometryOfMiB(v["domain-mib"] as number, v["disk-mib"] as number);
     workload = parseWorkload((v.workload as string | undefined) ?? "idle");
   } catch (e) {
-    if (isRemusError(e)) throw new UsageError(e.message);
+    if (isRemusError(e)) throw usageError(e.message, { cause: e });
     throw e;
   }
   return {
@@ -120,7 +120,7 @@ export function resolveSettings(
     netbuf: v["no-netbuf"] !== true,
     seed: v.seed as number,
     logLevel: (v["log-level"] as string | undefined) ?? "info",
-    intervalMs: (v["interval-ms"] as number | undefined) ?? 25,
+    intervalMs: (v["interval-ms"] as number | undefined) ?? INTERVAL_MS.default,
     workload,
     maxInFlight: (v["max-inflight"] as number | undefined) ?? 1,
     compress: v["no-compress"] !== true,

@@ -62,19 +62,9 @@ export type NicCounter = "rxFrames" | "txFrames" | "rxDropped" | "txStalls";
 export class DeviceState {
   readonly regs: Buffer;
 
-  constructor(regs?: Buffer) {
-    if (regs) {
-      if (regs.length !== DEVICE_SIZE) {
-        throw new RemusError(
-          "REMUSD_ERR_BAD_GEOMETRY",
-          `device block must be ${DEVICE_SIZE} bytes, got ${regs.length}`,
-        );
-      }
-      this.regs = regs;
-    } else {
-      this.regs = Buffer.alloc(DEVICE_SIZE);
-      this.reset();
-    }
+  constructor() {
+    this.regs = Buffer.alloc(DEVICE_SIZE);
+    this.reset();
   }
 
   reset(): void {
@@ -98,8 +88,9 @@ export class DeviceState {
     const o = NIC_REG[c];
     return this.regs.readUInt32LE(o) + this.regs.readUInt32LE(o + 4) * 0x1_0000_0000;
   }
-  bump(c: NicCounter, by = 1): void {
-    const v = this.counter(c) + by;
+  /** Adds one to a 64-bit counter. */
+  bump(c: NicCounter): void {
+    const v = this.counter(c) + 1;
     const o = NIC_REG[c];
     this.regs.writeUInt32LE(v % 0x1_0000_0000, o);
     this.regs.writeUInt32LE(Math.floor(v / 0x1_0000_0000), o + 4);

@@ -38,19 +38,9 @@ function splitmix32(seed: number): () => number {
 export class Vcpu {
   readonly regs: Buffer;
 
-  constructor(regs?: Buffer) {
-    if (regs) {
-      if (regs.length !== VCPU_SIZE) {
-        throw new RemusError(
-          "REMUSD_ERR_BAD_GEOMETRY",
-          `vCPU block must be ${VCPU_SIZE} bytes, got ${regs.length}`,
-        );
-      }
-      this.regs = regs;
-    } else {
-      this.regs = Buffer.alloc(VCPU_SIZE);
-      this.reset(0);
-    }
+  constructor() {
+    this.regs = Buffer.alloc(VCPU_SIZE);
+    this.reset(0);
   }
 
   /** Resets the block for a fresh boot with `seed`. */

@@ -30,7 +30,7 @@ const NDIRECT = 12;
 const PTRS = BLOCK_SIZE / 4;
 export const MAX_NAME = 56;
 export const MAX_FILE_BYTES = (NDIRECT + PTRS + PTRS * PTRS) * BLOCK_SIZE;
-const DEFAULT_INODES = 256;
+const INODES = 256;
 
 const SB = {
   magic: 0,
@@ -61,10 +61,10 @@ export class FileSystem {
     return disk.u32(0, SB.magic) === FS_MAGIC;
   }
 
-  static format(disk: VirtualDisk, inodes = DEFAULT_INODES): FileSystem {
+  static format(disk: VirtualDisk): FileSystem {
     const blocks = disk.blocks;
     const bitmapBlocks = Math.ceil(blocks / (BLOCK_SIZE * 8));
-    const inodeBlocks = Math.ceil(inodes / INODES_PER_BLOCK);
+    const inodeBlocks = Math.ceil(INODES / INODES_PER_BLOCK);
     const dataStart = 1 + bitmapBlocks + inodeBlocks;
     if (dataStart + 8 > blocks) {
       throw new RemusError(
@@ -78,14 +78,14 @@ export class FileSystem {
     sb.writeUInt32LE(FS_MAGIC, SB.magic);
     sb.writeUInt32LE(1, SB.version);
     sb.writeUInt32LE(blocks, SB.blocks);
-    sb.writeUInt32LE(inodes, SB.inodes);
+    sb.writeUInt32LE(INODES, SB.inodes);
     sb.writeUInt32LE(1, SB.bitmapStart);
     sb.writeUInt32LE(bitmapBlocks, SB.bitmapBlocks);
     sb.writeUInt32LE(1 + bitmapBlocks, SB.inodeStart);
     sb.writeUInt32LE(inodeBlocks, SB.inodeBlocks);
     sb.writeUInt32LE(dataStart, SB.dataStart);
     sb.writeUInt32LE(blocks - dataStart, SB.freeBlocks);
-    sb.writeUInt32LE(inodes, SB.freeInodes);
+    sb.writeUInt32LE(INODES, SB.freeInodes);
     sb.writeUInt32LE(dataStart, SB.allocHint);
     disk.writeBlock(0, sb);
     const fs = new FileSystem(disk);

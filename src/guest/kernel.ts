@@ -115,10 +115,6 @@ export function registerProgram(p: Program): void {
   programs.set(p.id, p);
 }
 
-export function programById(id: number): Program | undefined {
-  return programs.get(id);
-}
-
 /** A handle on one process-table slot. */
 export class Proc {
   constructor(

@@ -10,6 +10,7 @@
  */
 import { type Mem, PAGE_SHIFT, PAGE_SIZE } from "../domain/memory.js";
 import { RemusError } from "../errors.js";
+import type { NetHeap } from "../net/ctx.js";
 
 const PA_MAGIC = 0x50414c31; // "PAL1"
 // Page allocator header (32 bytes):
@@ -147,7 +148,6 @@ export class PageAllocator {
 const HEAP_MAGIC = 0x48454150; // "HEAP"
 /** Size classes of the small-object heap; larger requests take whole pages. */
 export const HEAP_CLASSES = [16, 32, 64, 128, 256, 512, 1024, 2048] as const;
-export const HEAP_MAX_SMALL = 2048;
 // Heap header: 0 u32 magic, 4 u32 page allocator header addr, 8 u32 bytesInUse (approx, by class size),
 // 12 u32 allocations, 16.. u32 free-list head per class.
 export const HEAP_HEADER_SIZE = 16 + HEAP_CLASSES.length * 4;
@@ -164,7 +164,7 @@ function classOf(size: number): number {
  * given the size that was allocated (sized deallocation: no per-chunk header).
  * Memory is returned zeroed.
  */
-export class Heap {
+export class Heap implements NetHeap {
   readonly pages: PageAllocator;
 
   constructor(

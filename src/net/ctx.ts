@@ -7,15 +7,28 @@
  */
 import type { Mem } from "../domain/memory.js";
 import { RemusError } from "../errors.js";
-import type { Heap } from "../guest/mm.js";
 import { LAYOUT_VERSION, R, ROOT_MAGIC } from "./layout.js";
+
+/**
+ * The allocator the stack takes its memory from: on a guest the kernel's heap
+ * (src/guest/mm.ts), elsewhere a heap over plain memory. Its state must live
+ * in `NetEnv.mem` too, or a checkpoint of the memory would not carry it.
+ */
+export interface NetHeap {
+  /** Zeroed memory of at least `size` bytes, or 0 when there is none. */
+  tryAlloc(size: number): number;
+  /** As `tryAlloc`, but running out is an error. */
+  alloc(size: number): number;
+  /** Frees what `alloc(size)` or `tryAlloc(size)` returned; `size` must be the size asked for. */
+  free(addr: number, size: number): void;
+}
 
 /** What the stack needs from its host. */
 export interface NetEnv {
   /** Memory holding every byte of the stack's state; writes are dirty-logged on a guest. */
   mem: Mem;
   /** Allocator over `mem`. */
-  heap: Heap;
+  heap: NetHeap;
   /**
    * Monotonic milliseconds. On a guest this is the vCPU clock. Fractions are
    * floored: the stack's timer granularity is 1 ms.
@@ -34,7 +47,7 @@ export interface NetEnv {
 
 export class Ctx {
   readonly mem: Mem;
-  readonly heap: Heap;
+  readonly heap: NetHeap;
   /** The time of the current public call, ms (set at every entry point). */
   now = 0;
   readonly mac: Uint8Array;

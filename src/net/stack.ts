@@ -74,10 +74,10 @@
  */
 import type { Mem } from "../domain/memory.js";
 import { RemusError } from "../errors.js";
-import type { Heap } from "../guest/mm.js";
 import { Ctx, type NetEnv } from "./ctx.js";
 import {
   ARP_ENTRY_SIZE,
+  HASH_ENTRY,
   LAYOUT_VERSION,
   type NetStats,
   R,
@@ -133,7 +133,7 @@ import {
   TCP_HEADER_LEN,
 } from "./wire.js";
 
-export type { NetEnv } from "./ctx.js";
+export type { NetEnv, NetHeap } from "./ctx.js";
 export type { NetStats } from "./layout.js";
 
 /** Configuration fixed at `NetStack.format`. */
@@ -270,7 +270,7 @@ export class NetStack {
     const heap = env.heap;
     const root = heap.alloc(ROOT_SIZE);
     const sockTable = heap.alloc(maxSockets * 4);
-    const hashTable = heap.alloc(buckets * 4);
+    const hashTable = heap.alloc(buckets * HASH_ENTRY);
     const arpTable = heap.alloc(arpEntries * ARP_ENTRY_SIZE);
     m.fill(root, ROOT_SIZE, 0);
     m.setU32(root + R.VERSION, LAYOUT_VERSION);
@@ -312,9 +312,6 @@ export class NetStack {
   }
   get mem(): Mem {
     return this.c.mem;
-  }
-  get heap(): Heap {
-    return this.c.heap;
   }
   /** Our IPv4 address. */
   get ip(): number {

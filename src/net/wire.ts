@@ -20,8 +20,6 @@ export const TCP_HEADER_LEN = 20;
 export const ICMP_ECHO_HEADER_LEN = 8;
 /** Ethernet payload limit (the IP MTU). */
 export const ETH_MTU = 1500;
-/** Largest frame without the FCS. */
-export const ETH_MAX_FRAME = ETH_HEADER_LEN + ETH_MTU;
 
 export const ETHERTYPE = { IPV4: 0x0800, ARP: 0x0806 } as const;
 export const IP_PROTO = { ICMP: 1, TCP: 6 } as const;
@@ -114,12 +112,6 @@ export function parseMac(s: string): Uint8Array {
 /** 6 bytes -> "02:00:00:00:00:01". */
 export function formatMac(mac: Uint8Array): string {
   return Array.from(mac.subarray(0, 6), (b) => b.toString(16).padStart(2, "0")).join(":");
-}
-
-/** True when the 6 bytes at `a[aOff]` and `b[bOff]` are equal. */
-export function macEquals(a: Uint8Array, aOff: number, b: Uint8Array, bOff: number): boolean {
-  for (let i = 0; i < 6; i++) if (a[aOff + i] !== b[bOff + i]) return false;
-  return true;
 }
 
 // ---------------------------------------------------------------------------
@@ -505,12 +497,4 @@ export function seqGt(a: number, b: number): boolean {
 /** a >= b in sequence space. */
 export function seqGe(a: number, b: number): boolean {
   return ((a - b) | 0) >= 0;
-}
-/** (a - b) mod 2^32 as a non-negative number. */
-export function seqDiff(a: number, b: number): number {
-  return (a - b) >>> 0;
-}
-/** a + n mod 2^32. */
-export function seqAdd(a: number, n: number): number {
-  return (a + n) >>> 0;
 }

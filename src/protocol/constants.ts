@@ -36,7 +36,6 @@ export const RECORD_TYPE = {
 } as const;
 
 export type RecordType = keyof typeof RECORD_TYPE;
-export type RecordTypeCode = (typeof RECORD_TYPE)[RecordType];
 
 /** Reverse map: type code to record type name. */
 export const RECORD_TYPE_NAME: ReadonlyMap<number, RecordType> = new Map(

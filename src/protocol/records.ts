@@ -159,9 +159,6 @@ export type ReplicationRecord =
   | Goodbye
   | SwitchoverRequest;
 
-/** The record of a given type name. */
-export type RecordOf<T extends ReplicationRecord["type"]> = Extract<ReplicationRecord, { type: T }>;
-
 /**
  * Bounds that depend on the domain, learned from HELLO. Needed to decode
  * PAGE_BATCH, DISK_WRITES, VCPU and DEVICE.

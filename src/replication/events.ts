@@ -3,8 +3,9 @@
  * event log (DESIGN.md Part 1), metrics and log lines; tests read them directly.
  */
 
-export type PrimaryStateName = "unprotected" | "syncing" | "protected" | "stopped" | "fenced";
-export type BackupStateName = "waiting" | "syncing" | "standby" | "activated" | "stopped";
+import type { BackupStateName, PrimaryStateName } from "../states.js";
+
+export type { BackupStateName, PrimaryStateName };
 export type FailoverReason = "peer_lost" | "heartbeat_timeout" | "manual" | "planned";
 
 export type ReplicationEvent =

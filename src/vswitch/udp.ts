@@ -7,7 +7,7 @@
  */
 import { createSocket, type Socket } from "node:dgram";
 import { lookup } from "node:dns/promises";
-import type { HostPort } from "../cli/options.js";
+import type { HostPort } from "../net/addr.js";
 import { LearningSwitch, type SwitchPort } from "./switch.js";
 
 export const CTL_ATTACH = Buffer.from("ATTACH");

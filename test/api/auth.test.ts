@@ -4,8 +4,8 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { bearerOf, tokenMatches } from "../../src/api/auth.js";
 import { buildApi } from "../../src/api/server.js";
-import { UsageError } from "../../src/cli/options.js";
 import type { Daemon } from "../../src/daemon/daemon.js";
+import { isRemusError } from "../../src/errors.js";
 import { cleanup, tempDir } from "../helpers/procs.js";
 import { daemonOf, settingsOf } from "./harness.js";
 
@@ -170,7 +170,10 @@ test("settings: the token comes from --api-token-file or REMUSD_API_TOKEN; --api
   assert.equal(settingsOf("backup", [...base, "--api-token-file", file]).apiToken, TOKEN);
   assert.equal(settingsOf("backup", base, { REMUSD_API_TOKEN: TOKEN }).apiToken, TOKEN);
   assert.equal(settingsOf("backup", base).apiToken, undefined);
-  assert.throws(() => settingsOf("backup", [...base, "--api-auth", "all"]), UsageError);
+  assert.throws(
+    () => settingsOf("backup", [...base, "--api-auth", "all"]),
+    (e) => isRemusError(e, "REMUSD_ERR_BAD_USAGE"),
+  );
   assert.equal(
     settingsOf("backup", [...base, "--api-auth", "all"], { REMUSD_API_TOKEN: TOKEN }).apiAuth,
     "all",

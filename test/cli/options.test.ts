@@ -3,11 +3,12 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { helpText, parseOptions, UsageError } from "../../src/cli/options.js";
+import { helpText, parseOptions } from "../../src/cli/options.js";
 import { BACKUP_SPEC, PRIMARY_SPEC } from "../../src/cli/specs.js";
+import { isRemusError } from "../../src/errors.js";
 
 const usage = (f: () => unknown, re: RegExp) =>
-  assert.throws(f, (e) => e instanceof UsageError && re.test(e.message));
+  assert.throws(f, (e) => isRemusError(e, "REMUSD_ERR_BAD_USAGE") && re.test(e.message));
 
 test("flags win over the environment, which wins over the config file, which wins over defaults", () => {
   const dir = mkdtempSync(join(tmpdir(), "remusd-opts-"));
@@ -28,7 +29,7 @@ test("flags win over the environment, which wins over the config file, which win
   assert.equal(parseOptions(BACKUP_SPEC, ["--verify=false"], { REMUSD_VERIFY: "1" }).values.verify, false);
 });
 
-test("bad usage is a UsageError with a one-line reason", () => {
+test("bad usage is a REMUSD_ERR_BAD_USAGE error with a one-line reason", () => {
   usage(() => parseOptions(BACKUP_SPEC, ["--bogus"], {}), /unknown option --bogus/);
   usage(() => parseOptions(BACKUP_SPEC, ["--listen"], {}), /needs a value/);
   usage(() => parseOptions(BACKUP_SPEC, ["--listen", "x"], {}), /--listen must be HOST:PORT/);

@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { parseExposition } from "../../src/api/promtext.js";
 import type { Status } from "../../src/api/schemas.js";
-import { UsageError } from "../../src/cli/options.js";
 import { configPatchOf, formatStatus, watchSample } from "../../src/cli/remusctl.js";
+import { isRemusError } from "../../src/errors.js";
 
 test("config set: KEY=VALUE arguments become one PATCH body", () => {
   assert.deepEqual(
@@ -26,7 +26,11 @@ test("config set: KEY=VALUE arguments become one PATCH body", () => {
     ["compress=maybe"],
     ["colour=blue"],
   ]) {
-    assert.throws(() => configPatchOf(bad), UsageError, JSON.stringify(bad));
+    assert.throws(
+      () => configPatchOf(bad),
+      (e) => isRemusError(e, "REMUSD_ERR_BAD_USAGE"),
+      JSON.stringify(bad),
+    );
   }
 });
 

@@ -14,7 +14,7 @@ import { type CommandSpec, envName, type OptValues, parseOptions } from "../../s
 import * as specs from "../../src/cli/specs.js";
 import { METRIC_LABELS, METRICS } from "../../src/contract.js";
 import { Metrics } from "../../src/metrics.js";
-import type { BackupStateName, PrimaryStateName } from "../../src/replication/events.js";
+import { STATES as ALL_STATES } from "../../src/states.js";
 
 /** The repository root (this file runs as dist/test/deploy/lib.js). */
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
@@ -84,7 +84,7 @@ export function envNamesOf(command: string): Set<string> {
 /**
  * Parses a deploy file's `remusd COMMAND ARGS...` with the daemon's own option
  * parser and the given environment (only that one: not the test's). Throws the
- * daemon's UsageError for an unknown flag, a bad value or a missing option.
+ * daemon's REMUSD_ERR_BAD_USAGE error for an unknown flag, a bad value or a missing option.
  */
 export function parseCommandLine(
   argv: readonly string[],
@@ -110,18 +110,8 @@ export function hostPort(v: unknown): { host: string; port: number } {
   return { host: s.slice(0, i), port: Number(s.slice(i + 1)) };
 }
 
-/** Every state a daemon can report in remusd_state{state} (a compile error if the state types change). */
-const STATE_SET: Record<PrimaryStateName | BackupStateName, true> = {
-  unprotected: true,
-  syncing: true,
-  protected: true,
-  stopped: true,
-  fenced: true,
-  waiting: true,
-  standby: true,
-  activated: true,
-};
-export const STATES: ReadonlySet<string> = new Set(Object.keys(STATE_SET));
+/** Every state a daemon can report in remusd_state{state}. */
+export const STATES: ReadonlySet<string> = new Set(ALL_STATES);
 
 /** The values each bounded label of the remusd metrics may take. */
 export const LABEL_VALUES: Readonly<Record<string, ReadonlySet<string>>> = {

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { parseExposition, sampleValue } from "../../src/api/promtext.js";
 import { METRIC_LABELS, METRICS } from "../../src/contract.js";
-import { Metrics, STATES } from "../../src/metrics.js";
+import { Metrics } from "../../src/metrics.js";
+import { STATES } from "../../src/states.js";
 
 test("every metric of the contract is registered with its type", async () => {
   const m = new Metrics("1.2.3");
