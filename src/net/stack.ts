@@ -32,6 +32,19 @@
  * stateless replies (RSTs, ARP and echo replies) wait in the control queue;
  * frames parked on an ARP entry stay there until the NIC takes them.
  *
+ * # Files
+ *
+ *   stack.ts     this handle: configuration, the public calls, Ethernet/IPv4 input dispatch
+ *   ctx.ts       the per-call context (env, root, cached configuration)
+ *   layout.ts    offset tables of everything in memory (root, TCB, ARP entry, frame chunk)
+ *   link.ts      Ethernet, ARP, IPv4 output, ICMP echo, the control queue
+ *   tcb.ts       TCP control blocks: socket table and ids, 4-tuple hash, rings, CLOSED
+ *   tcp.ts       TCP's application calls: open, accept, send, receive, shutdown, close
+ *   tcp-in.ts    TCP segment arrival (RFC 9293 3.10.7), NewReno, reassembly
+ *   tcp-out.ts   TCP output, RTT estimation and timers (RTO, persist, delayed ACK, TIME_WAIT)
+ *   wire.ts      header codecs, checksums, sequence arithmetic
+ *   addr.ts      configuration addresses (HOST:PORT, MAC and IPv4 options)
+ *
  * # Memory layout (offset tables in layout.ts)
  *
  *   root (R, 528 B)   config, counters (u64 each), generation and IP-id counters,
@@ -107,19 +120,19 @@ import {
   TcpState,
   type TcpStateName,
   tcbOf,
+} from "./tcb.js";
+import {
   tcpAbort,
   tcpAccept,
   tcpClose,
   tcpConnect,
-  tcpInput,
   tcpListen,
-  tcpNextTimer,
-  tcpPendingOutput,
-  tcpPoll,
   tcpRecv,
   tcpSend,
   tcpShutdown,
 } from "./tcp.js";
+import { tcpInput } from "./tcp-in.js";
+import { tcpNextTimer, tcpPendingOutput, tcpPoll } from "./tcp-out.js";
 import {
   decodeIpv4,
   ETH_HEADER_LEN,
