@@ -3,14 +3,13 @@
  * loopback in this process, with a silent logger, and the API built with
  * `buildApi` (requests go through `inject`, no port).
  */
-import { join } from "node:path";
 import { FormatRegistry } from "@sinclair/typebox";
 import { pino } from "pino";
 import { parseOptions } from "../../src/cli/options.js";
 import { BACKUP_SPEC, PRIMARY_SPEC } from "../../src/cli/specs.js";
 import { Daemon } from "../../src/daemon/daemon.js";
 import { type DaemonSettings, resolveSettings } from "../../src/daemon/settings.js";
-import { waitFor } from "../helpers/procs.js";
+import { backupArgs, type DaemonOptions, primaryArgs, waitFor } from "../helpers/procs.js";
 
 // TypeBox's Value.Check knows no formats by itself; the API's replies use date-time.
 if (!FormatRegistry.Has("date-time")) {
@@ -21,7 +20,7 @@ if (!FormatRegistry.Has("date-time")) {
 }
 
 // Generous heartbeat timeouts: these tests run beside CPU-heavy ones and test no failure detection.
-const SMALL = ["--domain-mib", "4", "--disk-mib", "2", "--heartbeat-ms", "100", "--heartbeat-misses", "50"];
+const SMALL: DaemonOptions = { key: false, domainMib: 4, diskMib: 2, heartbeatMs: 100, heartbeatMisses: 50 };
 
 /** Settings from command-line style arguments and `env` (not the process's environment). */
 export function settingsOf(
@@ -49,27 +48,16 @@ export async function startPair(
   dir: string,
   extra: { primary?: string[]; backup?: string[] } = {},
 ): Promise<Pair> {
-  const backup = daemonOf("backup", [
-    "--insecure",
-    "--listen",
-    "127.0.0.1:0",
-    "--data-dir",
-    join(dir, "backup"),
-    ...SMALL,
-    ...(extra.backup ?? []),
-  ]);
+  const backup = daemonOf("backup", backupArgs(dir, "backup", { ...SMALL, args: extra.backup ?? [] }));
   await backup.start();
-  const primary = daemonOf("primary", [
-    "--insecure",
-    "--peer",
-    `ws://127.0.0.1:${backup.replicationPort}`,
-    "--data-dir",
-    join(dir, "primary"),
-    "--workload",
-    "dirty:rate=500",
-    ...SMALL,
-    ...(extra.primary ?? []),
-  ]);
+  const primary = daemonOf(
+    "primary",
+    primaryArgs(dir, "primary", `ws://127.0.0.1:${backup.replicationPort}`, {
+      ...SMALL,
+      workload: "dirty:rate=500",
+      args: extra.primary ?? [],
+    }),
+  );
   await primary.start();
   await waitFor("the primary to be protected", () => primary.primary?.state === "protected");
   return {

@@ -1,15 +1,15 @@
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { after, test } from "node:test";
 import {
+  type DaemonArgOptions,
   getJson,
   inTempDir,
   kill,
   killAll,
   logLine,
   readEvents,
-  startDaemon,
+  startPair,
+  startPrimary,
   waitFor,
 } from "../helpers/procs.js";
 
@@ -17,53 +17,11 @@ after(killAll);
 
 const HEARTBEAT_MS = 50;
 const MISSES = 8;
+const OPTS: DaemonArgOptions = { heartbeatMs: HEARTBEAT_MS, heartbeatMisses: MISSES, verify: true };
 
-function common(dir: string, name: string): string[] {
-  const keyFile = join(dir, "key");
-  writeFileSync(keyFile, "shutdown-test-key-0123456789");
-  return [
-    "--control",
-    "127.0.0.1:0",
-    "--auth-key-file",
-    keyFile,
-    "--data-dir",
-    join(dir, name),
-    "--event-log",
-    join(dir, `${name}.jsonl`),
-    "--domain-mib",
-    "8",
-    "--disk-mib",
-    "4",
-    "--heartbeat-ms",
-    String(HEARTBEAT_MS),
-    "--heartbeat-misses",
-    String(MISSES),
-    "--verify",
-  ];
-}
-
-async function startPair(dir: string) {
-  const backup = await startDaemon("backup", "backup", ["--listen", "127.0.0.1:0", ...common(dir, "backup")]);
-  const primary = await startDaemon("primary", "primary", [
-    "--peer",
-    `ws://127.0.0.1:${backup.replicationPort}`,
-    "--workload",
-    "dirty:rate=1000+disk:rate=16",
-    ...common(dir, "primary"),
-  ]);
-  const pLog = join(dir, "primary.jsonl");
-  try {
-    await waitFor(
-      "committed checkpoints",
-      () => readEvents(pLog).filter((e) => e.event === "checkpoint.committed").length >= 5,
-    );
-  } catch (e) {
-    throw new Error(
-      `${(e as Error).message}\nprimary: ${primary.proc.stderr.slice(-3000)}\nbackup: ${backup.proc.stderr.slice(-3000)}`,
-    );
-  }
-  return { backup, primary, pLog, bLog: join(dir, "backup.jsonl") };
-}
+/** A pair under memory and disk load, five checkpoints in. */
+const loadedPair = (dir: string) =>
+  startPair(dir, { ...OPTS, workload: "dirty:rate=1000+disk:rate=16", ready: { commits: 5 } });
 
 /**
  * Observes the backup for two heartbeat timeouts: long enough for a backup that took
@@ -82,7 +40,7 @@ async function staysBackup(control: string): Promise<{ role: string; state: stri
 
 test("SIGTERM on the primary: final checkpoint, planned GOODBYE, the backup does not activate, exit 0", async () => {
   await inTempDir("shutdown-primary", async (dir) => {
-    const { backup, primary, pLog, bLog } = await startPair(dir);
+    const { backup, primary, primaryLog: pLog, backupLog: bLog } = await loadedPair(dir);
     const code = await kill(primary.proc, "SIGTERM");
     assert.equal(code, 0, primary.proc.stderr.slice(-2000));
     const pEvents = readEvents(pLog);
@@ -113,7 +71,7 @@ test("SIGTERM on the primary: final checkpoint, planned GOODBYE, the backup does
 
 test("SIGTERM on the backup: the primary logs a planned peer loss and carries on unprotected", async () => {
   await inTempDir("shutdown-backup", async (dir) => {
-    const { backup, primary, pLog } = await startPair(dir);
+    const { backup, primary, primaryLog: pLog } = await loadedPair(dir);
     assert.equal(await kill(backup.proc, "SIGTERM"), 0, backup.proc.stderr.slice(-2000));
     await waitFor("the primary to lose its backup", () =>
       readEvents(pLog).find((e) => e.event === "peer.lost" && e.planned === true),
@@ -130,11 +88,7 @@ test("SIGTERM on the backup: the primary logs a planned peer loss and carries on
 
 test("a second signal during the shutdown exits at once (exit 1)", async () => {
   await inTempDir("shutdown-twice", async (dir) => {
-    const primary = await startDaemon("primary", "primary", [
-      "--peer",
-      "ws://127.0.0.1:1",
-      ...common(dir, "primary"),
-    ]);
+    const primary = await startPrimary(dir, "primary", "ws://127.0.0.1:1", OPTS);
     // Two different signals are never merged by the kernel; the stop takes at least the GOODBYE grace.
     primary.proc.child.kill("SIGTERM");
     primary.proc.child.kill("SIGINT");

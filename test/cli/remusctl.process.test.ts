@@ -1,6 +1,4 @@
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { after, before, test } from "node:test";
 import {
   cleanup,
@@ -8,10 +6,10 @@ import {
   getJson,
   killAll,
   logLine,
-  readEvents,
   remusctl,
-  startDaemon,
+  startPair,
   tempDir,
+  tokenFileOf,
   waitFor,
 } from "../helpers/procs.js";
 
@@ -29,34 +27,8 @@ const ctl = (d: DaemonInfo, args: string[], env: NodeJS.ProcessEnv = {}) =>
 
 before(async () => {
   dir = tempDir("remusctl");
-  tokenFile = join(dir, "token");
-  writeFileSync(tokenFile, `${TOKEN}\n`);
-  const common = (name: string) => [
-    "--control",
-    "127.0.0.1:0",
-    "--insecure",
-    "--api-token-file",
-    tokenFile,
-    "--data-dir",
-    join(dir, name),
-    "--event-log",
-    join(dir, `${name}.jsonl`),
-    "--domain-mib",
-    "8",
-    "--disk-mib",
-    "4",
-  ];
-  backup = await startDaemon("backup", "backup", ["--listen", "127.0.0.1:0", ...common("backup")]);
-  primary = await startDaemon("primary", "primary", [
-    "--peer",
-    `ws://127.0.0.1:${backup.replicationPort}`,
-    "--workload",
-    "web",
-    ...common("primary"),
-  ]);
-  await waitFor("commits", () =>
-    readEvents(join(dir, "primary.jsonl")).some((e) => e.event === "checkpoint.committed"),
-  );
+  tokenFile = tokenFileOf(dir);
+  ({ backup, primary } = await startPair(dir, { key: false, token: TOKEN, ready: { commits: 1 } }));
 });
 
 after(async () => {

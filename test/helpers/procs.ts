@@ -152,7 +152,7 @@ export function cleanup(dir: string): void {
 }
 
 export interface DaemonArgOptions {
-  /** The replication key (written to DIR/key), or false for --insecure. */
+  /** The replication key (written to DIR/NAME.key), or false for --insecure. */
   readonly key?: string | false;
   /** An API token (written to DIR/token). */
   readonly token?: string;
@@ -164,6 +164,12 @@ export interface DaemonArgOptions {
   /** The vswitch to attach the guest NIC to. */
   readonly switchAddr?: string;
 }
+
+/** The file `daemonArgs` writes the API token to. */
+export const tokenFileOf = (dir: string): string => join(dir, "token");
+
+/** The key of a test pair (both sides read it from their own file). */
+const PAIR_KEY = "test-replication-key-0123456789";
 
 /**
  * The options every test daemon gets: an ephemeral control port, its own data
@@ -181,14 +187,13 @@ export function daemonArgs(dir: string, name: string, o: DaemonArgOptions = {}):
   ];
   if (o.key === false) args.push("--insecure");
   else {
-    const keyFile = join(dir, "key");
-    writeFileSync(keyFile, o.key ?? "test-replication-key-0123456789");
+    const keyFile = join(dir, `${name}.key`);
+    writeFileSync(keyFile, o.key ?? PAIR_KEY);
     args.push("--auth-key-file", keyFile);
   }
   if (o.token !== undefined) {
-    const tokenFile = join(dir, "token");
-    writeFileSync(tokenFile, `${o.token}\n`);
-    args.push("--api-token-file", tokenFile);
+    writeFileSync(tokenFileOf(dir), `${o.token}\n`);
+    args.push("--api-token-file", tokenFileOf(dir));
   }
   args.push("--domain-mib", String(o.domainMib ?? 8), "--disk-mib", String(o.diskMib ?? 4));
   args.push(
@@ -202,33 +207,120 @@ export function daemonArgs(dir: string, name: string, o: DaemonArgOptions = {}):
   return args;
 }
 
+/** One daemon of a test: `daemonArgs`, a primary's workload, and arguments of its own. */
+export interface DaemonOptions extends DaemonArgOptions {
+  /** What a primary's guest runs (default web). */
+  readonly workload?: string;
+  /** More arguments, after the others. */
+  readonly args?: readonly string[];
+}
+
+/** The arguments (after `backup`) of a test backup listening for primaries at `listen`. */
+export function backupArgs(
+  dir: string,
+  name: string,
+  o: DaemonOptions = {},
+  listen = "127.0.0.1:0",
+): string[] {
+  return ["--listen", listen, ...daemonArgs(dir, name, o), ...(o.args ?? [])];
+}
+
+/** The arguments (after `primary`) of a test primary that dials the backup at `peer` (ws://HOST:PORT). */
+export function primaryArgs(dir: string, name: string, peer: string, o: DaemonOptions = {}): string[] {
+  return ["--peer", peer, "--workload", o.workload ?? "web", ...daemonArgs(dir, name, o), ...(o.args ?? [])];
+}
+
+/** Starts a backup process (see `backupArgs`) and waits until it listens. */
+export function startBackup(
+  dir: string,
+  name: string,
+  o: DaemonOptions = {},
+  listen?: string,
+): Promise<DaemonInfo> {
+  return startDaemon("backup", name, backupArgs(dir, name, o, listen));
+}
+
+/** Starts a primary process (see `primaryArgs`) and waits until it runs. */
+export function startPrimary(
+  dir: string,
+  name: string,
+  peer: string,
+  o: DaemonOptions = {},
+): Promise<DaemonInfo> {
+  return startDaemon("primary", name, primaryArgs(dir, name, peer, o));
+}
+
+/** Starts a vswitch on an ephemeral UDP port; returns its process and HOST:PORT. */
+export async function startVswitch(): Promise<{ readonly proc: Proc; readonly addr: string }> {
+  const proc = startProc("vswitch", ["vswitch", "--listen", "127.0.0.1:0"]);
+  const line = await waitFor("the vswitch to start", () => {
+    if (proc.exitCode !== undefined) throw new Error(`vswitch exited with ${proc.exitCode}: ${proc.stderr}`);
+    return logLine(proc, "remusd vswitch started");
+  });
+  return { proc, addr: `127.0.0.1:${line.port as number}` };
+}
+
+/** A protected pair of test daemons (see `startPair`). */
+export interface PairOptions extends DaemonArgOptions {
+  /** The primary's workload (default web). */
+  readonly workload?: string;
+  /** The primary's name (default "primary") and more arguments of its own. */
+  readonly primary?: { readonly name?: string; readonly args?: readonly string[] };
+  /** The backup's name (default "backup") and more arguments of its own. */
+  readonly backup?: { readonly name?: string; readonly args?: readonly string[] };
+  /** Start a vswitch first and attach both guest NICs to it. */
+  readonly vswitch?: boolean;
+  /** What to wait for: the primary protected (default), or this many committed checkpoints. */
+  readonly ready?: "protected" | { readonly commits: number };
+}
+
 export interface TestPair {
   readonly backup: DaemonInfo;
   readonly primary: DaemonInfo;
+  /** The event logs (DIR/NAME.jsonl). */
   readonly backupLog: string;
   readonly primaryLog: string;
+  /** The vswitch's HOST:PORT, with `vswitch: true`. */
+  readonly switchAddr: string | undefined;
 }
 
-/** Starts a backup, then a primary that dials it, with `daemonArgs` for both. */
-export async function startPair(
-  dir: string,
-  o: DaemonArgOptions & { workload?: string; primaryArgs?: string[]; backupArgs?: string[] } = {},
-): Promise<TestPair> {
-  const backup = await startDaemon("backup", "backup", [
-    "--listen",
-    "127.0.0.1:0",
-    ...daemonArgs(dir, "backup", o),
-    ...(o.backupArgs ?? []),
-  ]);
-  const primary = await startDaemon("primary", "primary", [
-    "--peer",
-    `ws://127.0.0.1:${backup.replicationPort}`,
-    "--workload",
-    o.workload ?? "web",
-    ...daemonArgs(dir, "primary", o),
-    ...(o.primaryArgs ?? []),
-  ]);
-  return { backup, primary, backupLog: join(dir, "backup.jsonl"), primaryLog: join(dir, "primary.jsonl") };
+/**
+ * Starts a protected pair as real processes: a vswitch (if asked), a backup on
+ * an ephemeral port, a primary that dials it, both with `daemonArgs`; then waits
+ * until the pair is ready (the primary protected, or a number of commits).
+ * `killAll` (or `inTempDir`) ends them.
+ */
+export async function startPair(dir: string, o: PairOptions = {}): Promise<TestPair> {
+  const { workload, primary: p, backup: b, vswitch, ready = "protected", ...daemon } = o;
+  const switchAddr = vswitch ? (await startVswitch()).addr : undefined;
+  const common: DaemonArgOptions = switchAddr ? { ...daemon, switchAddr } : daemon;
+  const bName = b?.name ?? "backup";
+  const pName = p?.name ?? "primary";
+  const backup = await startBackup(dir, bName, { ...common, args: b?.args ?? [] });
+  const primary = await startPrimary(dir, pName, `ws://127.0.0.1:${backup.replicationPort}`, {
+    ...common,
+    workload: workload ?? "web",
+    args: p?.args ?? [],
+  });
+  const primaryLog = join(dir, `${pName}.jsonl`);
+  try {
+    if (ready === "protected") {
+      await waitFor("the primary to be protected", () =>
+        readEvents(primaryLog).some((e) => e.event === "state.changed" && e.to === "protected"),
+      );
+    } else {
+      await waitFor(
+        `${ready.commits} committed checkpoints`,
+        () =>
+          readEvents(primaryLog).filter((e) => e.event === "checkpoint.committed").length >= ready.commits,
+      );
+    }
+  } catch (e) {
+    throw new Error(
+      `${(e as Error).message}\nprimary: ${primary.proc.stderr.slice(-3000)}\nbackup: ${backup.proc.stderr.slice(-3000)}`,
+    );
+  }
+  return { backup, primary, backupLog: join(dir, `${bName}.jsonl`), primaryLog, switchAddr };
 }
 
 /**

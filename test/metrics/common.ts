@@ -1,31 +1,13 @@
-/** Shared set-up of the real-process metrics tests: a protected pair of daemons. */
+/** Shared set-up of the real-process metrics tests. */
 import { spawn } from "node:child_process";
-import { join } from "node:path";
-import { type DaemonInfo, daemonArgs, readEvents, startDaemon, waitFor } from "../helpers/procs.js";
+import { type PairOptions, startPair, type TestPair } from "../helpers/procs.js";
 
-export interface Pair {
-  readonly primary: DaemonInfo;
-  readonly backup: DaemonInfo;
-  readonly primaryLog: string;
-}
+/** The pair the metrics tests scrape: memory and disk load, three checkpoints in. */
+const METRICS_PAIR: PairOptions = { workload: "dirty:rate=1000+disk:rate=16", ready: { commits: 3 } };
 
-/** Starts a backup and a primary (small domain, authenticated link) and waits for commits. */
-export async function startPair(dir: string): Promise<Pair> {
-  const common = (name: string) => daemonArgs(dir, name, { key: "metrics-test-key-0123456789" });
-  const backup = await startDaemon("backup", "backup", ["--listen", "127.0.0.1:0", ...common("backup")]);
-  const primary = await startDaemon("primary", "primary", [
-    "--peer",
-    `ws://127.0.0.1:${backup.replicationPort}`,
-    "--workload",
-    "dirty:rate=1000+disk:rate=16",
-    ...common("primary"),
-  ]);
-  const primaryLog = join(dir, "primary.jsonl");
-  await waitFor(
-    "committed checkpoints",
-    () => readEvents(primaryLog).filter((e) => e.event === "checkpoint.committed").length >= 3,
-  );
-  return { primary, backup, primaryLog };
+/** Starts the protected pair of the metrics tests (see `startPair`). */
+export function startMetricsPair(dir: string): Promise<TestPair> {
+  return startPair(dir, METRICS_PAIR);
 }
 
 /** Finds a program on PATH, or fails the test with a clear message (CI installs it: .ci/run). */

@@ -3,7 +3,7 @@ import { after, test } from "node:test";
 import { parseExposition, sampleValue } from "../../src/api/promtext.js";
 import { METRIC_LABELS, METRICS } from "../../src/contract.js";
 import { inTempDir, killAll } from "../helpers/procs.js";
-import { requireProgram, run, startPair } from "./common.js";
+import { requireProgram, run, startMetricsPair } from "./common.js";
 
 after(killAll);
 
@@ -21,7 +21,7 @@ const KNOWN_DEFAULT_LINT = [
 test("both daemons expose every required metric with its type; promtool accepts the exposition", async () => {
   const promtool = await requireProgram("promtool", "prometheus");
   await inTempDir("exposition", async (dir) => {
-    const pair = await startPair(dir);
+    const pair = await startMetricsPair(dir);
     for (const [role, d] of [
       ["primary", pair.primary],
       ["backup", pair.backup],

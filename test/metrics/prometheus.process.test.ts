@@ -4,7 +4,7 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { cleanup, getJson, kill, killAll, type Proc, startCommand, tempDir } from "../helpers/procs.js";
-import { requireProgram, startPair } from "./common.js";
+import { requireProgram, startMetricsPair } from "./common.js";
 
 after(killAll);
 
@@ -57,7 +57,7 @@ test("a real Prometheus scrapes the primary and the backup: both up, checkpoints
   const dir = tempDir("prometheus");
   let prom: Proc | undefined;
   try {
-    const pair = await startPair(dir);
+    const pair = await startMetricsPair(dir);
     const primary = new URL(pair.primary.control).host;
     const backup = new URL(pair.backup.control).host;
     const config = join(dir, "prometheus.yml");

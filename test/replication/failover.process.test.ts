@@ -1,57 +1,37 @@
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
 import { connect } from "node:net";
-import { join } from "node:path";
 import { after, test } from "node:test";
 import { WebSocket } from "ws";
 import {
-  daemonArgs,
+  type DaemonArgOptions,
   getJson,
   inTempDir,
   kill,
   killAll,
   readEvents,
-  startDaemon,
+  startBackup,
+  startPair,
+  startPrimary,
   waitFor,
 } from "../helpers/procs.js";
 
 after(killAll);
 
-const OPTS = { verify: true, domainMib: 16, diskMib: 8 } as const;
-
-function common(dir: string, name: string): string[] {
-  return daemonArgs(dir, name, OPTS);
-}
-
-/** The same options with another --auth-key-file. */
-function withKeyFile(args: string[], file: string): string[] {
-  const out = [...args];
-  out[out.indexOf("--auth-key-file") + 1] = file;
-  return out;
-}
+const OPTS: DaemonArgOptions = { verify: true, domainMib: 16, diskMib: 8 };
 
 test("SIGKILL of the primary: the backup activates from the last committed epoch with the primary's digest", async () => {
   await inTempDir("failover", async (dir) => {
-    const backup = await startDaemon("backup", "backup", [
-      "--listen",
-      "127.0.0.1:0",
-      ...common(dir, "backup"),
-    ]);
-    const primary = await startDaemon("primary", "primary", [
-      "--peer",
-      `ws://127.0.0.1:${backup.replicationPort}`,
-      "--workload",
-      "dirty:rate=3000,hot=0.2,pattern=zipf+disk:rate=64",
-      "--interval-ms",
-      "20",
-      ...common(dir, "primary"),
-    ]);
-    const pLog = join(dir, "primary.jsonl");
-    const bLog = join(dir, "backup.jsonl");
-    await waitFor(
-      "20 committed epochs",
-      () => readEvents(pLog).filter((e) => e.event === "checkpoint.committed").length >= 20,
-    );
+    const {
+      backup,
+      primary,
+      primaryLog: pLog,
+      backupLog: bLog,
+    } = await startPair(dir, {
+      ...OPTS,
+      workload: "dirty:rate=3000,hot=0.2,pattern=zipf+disk:rate=64",
+      primary: { args: ["--interval-ms", "20"] },
+      ready: { commits: 20 },
+    });
     await kill(primary.proc, "SIGKILL");
     const activated = await waitFor("failover.activated", () =>
       readEvents(bLog).find((e) => e.event === "failover.activated"),
@@ -93,25 +73,14 @@ test("SIGKILL of the primary: the backup activates from the last committed epoch
 
 test("SIGKILL of the backup: the primary goes unprotected, a new backup resyncs it and it is protected again", async () => {
   await inTempDir("backup-loss", async (dir) => {
-    const backup1 = await startDaemon("backup", "backup1", [
-      "--listen",
-      "127.0.0.1:0",
-      ...common(dir, "backup1"),
-    ]);
+    const {
+      backup: backup1,
+      primary,
+      primaryLog: pLog,
+    } = await startPair(dir, { ...OPTS, backup: { name: "backup1" } });
     const port = backup1.replicationPort as number;
-    const primary = await startDaemon("primary", "primary", [
-      "--peer",
-      `ws://127.0.0.1:${port}`,
-      "--workload",
-      "web",
-      ...common(dir, "primary"),
-    ]);
-    const pLog = join(dir, "primary.jsonl");
     const status = async () =>
       (await getJson(`${primary.control}/v1/status`)).body as { state: string; peer: { connected: boolean } };
-    await waitFor("primary protected", () =>
-      readEvents(pLog).some((e) => e.event === "state.changed" && e.to === "protected"),
-    );
     await kill(backup1.proc, "SIGKILL");
     await waitFor("primary unprotected", () =>
       readEvents(pLog).some((e) => e.event === "state.changed" && e.to === "unprotected"),
@@ -120,7 +89,7 @@ test("SIGKILL of the backup: the primary goes unprotected, a new backup resyncs 
     assert.ok(readEvents(pLog).some((e) => e.event === "peer.lost" && e.planned === false));
     // A new backup on the same address: the primary reconnects (with backoff) and resyncs.
     const before = readEvents(pLog).filter((e) => e.event === "state.changed" && e.to === "protected").length;
-    await startDaemon("backup", "backup2", ["--listen", `127.0.0.1:${port}`, ...common(dir, "backup2")]);
+    await startBackup(dir, "backup2", OPTS, `127.0.0.1:${port}`);
     await waitFor(
       "protected again",
       () =>
@@ -133,22 +102,8 @@ test("SIGKILL of the backup: the primary goes unprotected, a new backup resyncs 
 
 test("real sockets: strangers on the replication port (raw TCP garbage, a WebSocket with junk frames, a wrong key) change nothing", async () => {
   await inTempDir("strangers", async (dir) => {
-    const backup = await startDaemon("backup", "backup", [
-      "--listen",
-      "127.0.0.1:0",
-      ...common(dir, "backup"),
-    ]);
-    await startDaemon("primary", "primary", [
-      "--peer",
-      `ws://127.0.0.1:${backup.replicationPort}`,
-      "--workload",
-      "idle",
-      ...common(dir, "primary"),
-    ]);
-    const bLog = join(dir, "backup.jsonl");
-    await waitFor("standby", () =>
-      readEvents(bLog).some((e) => e.event === "state.changed" && e.to === "standby"),
-    );
+    // Protected: the backup applied the sync and acknowledged it, so it is in standby.
+    const { backup, backupLog: bLog } = await startPair(dir, { ...OPTS, workload: "idle" });
     const port = backup.replicationPort as number;
     // 1. Raw TCP garbage (not even HTTP).
     await new Promise<void>((resolve) => {
@@ -168,15 +123,11 @@ test("real sockets: strangers on the replication port (raw TCP garbage, a WebSoc
       ws.on("error", () => resolve());
     });
     // 3. A primary with the wrong key.
-    const wrongKey = join(dir, "wrong.key");
-    writeFileSync(wrongKey, "a-completely-different-key-987654");
-    const intruder = await startDaemon("primary", "intruder", [
-      "--peer",
-      `ws://127.0.0.1:${port}`,
-      "--workload",
-      "idle",
-      ...withKeyFile(common(dir, "intruder"), wrongKey),
-    ]);
+    const intruder = await startPrimary(dir, "intruder", `ws://127.0.0.1:${port}`, {
+      ...OPTS,
+      key: "a-completely-different-key-987654",
+      workload: "idle",
+    });
     await waitFor(
       "the intruder refused",
       () => readEvents(bLog).filter((e) => e.event === "peer.refused").length >= 3,

@@ -1,17 +1,6 @@
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { after, test } from "node:test";
-import {
-  daemonArgs,
-  inTempDir,
-  kill,
-  killAll,
-  logLine,
-  readEvents,
-  startDaemon,
-  startProc,
-  waitFor,
-} from "../helpers/procs.js";
+import { inTempDir, kill, killAll, readEvents, startPair, startProc, waitFor } from "../helpers/procs.js";
 
 after(killAll);
 
@@ -32,24 +21,9 @@ function progressLines(stderr: string): Progress[] {
 
 test("real processes: SIGKILL of the primary under client load; TCP sessions carry on with nothing lost", async () => {
   await inTempDir("netfail", async (dir) => {
-    const sw = startProc("vswitch", ["vswitch", "--listen", "127.0.0.1:0"]);
-    const swLine = await waitFor("vswitch", () => logLine(sw, "remusd vswitch started"));
-    const swAddr = `127.0.0.1:${swLine.port as number}`;
-    const common = (name: string) =>
-      daemonArgs(dir, name, { switchAddr: swAddr, domainMib: 32, verify: true });
-    const backup = await startDaemon("backup", "backup", ["--listen", "127.0.0.1:0", ...common("backup")]);
-    const primary = await startDaemon("primary", "primary", [
-      "--peer",
-      `ws://127.0.0.1:${backup.replicationPort}`,
-      "--workload",
-      "web",
-      ...common("primary"),
-    ]);
-    const pLog = join(dir, "primary.jsonl");
-    const bLog = join(dir, "backup.jsonl");
-    await waitFor("protected", () =>
-      readEvents(pLog).some((e) => e.event === "state.changed" && e.to === "protected"),
-    );
+    const pair = await startPair(dir, { vswitch: true, domainMib: 32, verify: true });
+    const { backup, primary, backupLog: bLog } = pair;
+    const swAddr = pair.switchAddr as string;
     const client = startProc("client", [
       "client",
       "--switch",

@@ -2,13 +2,14 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import {
-  daemonArgs,
+  type DaemonArgOptions,
   getJson,
   inTempDir,
   kill,
   killAll,
   readEvents,
-  startDaemon,
+  startBackup,
+  startPair,
   waitFor,
 } from "../helpers/procs.js";
 
@@ -16,23 +17,15 @@ after(killAll);
 
 test("after a failover, the activated primary is re-protected by a new backup (PATCH /v1/config peer)", async () => {
   await inTempDir("reprotect", async (dir) => {
-    const common = (name: string) =>
-      daemonArgs(dir, name, { token: "reprotect-token-0123456789", domainMib: 16, verify: true });
-    const b1 = await startDaemon("backup", "b1", ["--listen", "127.0.0.1:0", ...common("b1")]);
-    const p = await startDaemon("primary", "p", [
-      "--peer",
-      `ws://127.0.0.1:${b1.replicationPort}`,
-      "--workload",
-      "web",
-      ...common("p"),
-    ]);
-    await waitFor("protected", () =>
-      readEvents(join(dir, "p.jsonl")).some((e) => e.event === "state.changed" && e.to === "protected"),
-    );
+    const opts: DaemonArgOptions = { token: "reprotect-token-0123456789", domainMib: 16, verify: true };
+    const {
+      backup: b1,
+      primary: p,
+      backupLog: b1Log,
+    } = await startPair(dir, { ...opts, backup: { name: "b1" }, primary: { name: "p" } });
     await kill(p.proc, "SIGKILL");
-    const b1Log = join(dir, "b1.jsonl");
     await waitFor("b1 activated", () => readEvents(b1Log).some((e) => e.event === "failover.activated"));
-    const b2 = await startDaemon("backup", "b2", ["--listen", "127.0.0.1:0", ...common("b2")]);
+    const b2 = await startBackup(dir, "b2", opts);
     const auth = { authorization: "Bearer reprotect-token-0123456789", "content-type": "application/json" };
     // Without the token the change is refused.
     const refused = await getJson(`${b1.control}/v1/config`, {
