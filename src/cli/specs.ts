@@ -207,7 +207,7 @@ export const PRIMARY_SPEC: CommandSpec = {
 export const VSWITCH_SPEC: CommandSpec = {
   name: "vswitch",
   summary: "run the virtual LAN: an L2 learning switch that guest NICs and clients attach to over UDP",
-  usage: "remusd vswitch --listen HOST:PORT [options]",
+  usage: "remusd vswitch --listen HOST:PORT [--tap NAME[,netns=NS][,ip=CIDR]] [options]",
   options: [
     {
       name: "listen",
@@ -234,10 +234,19 @@ export const VSWITCH_SPEC: CommandSpec = {
       placeholder: "N",
       help: "log port counters every N seconds (0: never)",
     },
+    {
+      name: "tap",
+      type: "string",
+      placeholder: "NAME[,netns=NS][,ip=CIDR]",
+      help: "also attach Linux TAP device NAME as a port (created if absent, deleted on exit; needs root or CAP_NET_ADMIN): netns= moves it into a network namespace, ip= gives it an address",
+    },
     logLevel,
     config,
   ],
-  examples: ["remusd vswitch --listen 127.0.0.1:7790"],
+  examples: [
+    "remusd vswitch --listen 127.0.0.1:7790",
+    "remusd vswitch --listen 127.0.0.1:7790 --tap remus0,ip=10.0.0.1/24   # then: redis-cli -h 10.0.0.10",
+  ],
 };
 
 export const CLIENT_SPEC: CommandSpec = {

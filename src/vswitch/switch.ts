@@ -1,6 +1,6 @@
 /**
  * An L2 learning switch (sans-IO): ports are anything that can send a frame
- * (a UDP peer today, a Linux TAP device later). Source MACs are learned with
+ * (a UDP peer, or a Linux TAP device: src/vswitch/tap.ts). Source MACs are learned with
  * aging; frames to a known unicast MAC go to its port, broadcast, multicast and
  * unknown destinations are flooded to every other port. When a MAC shows up on
  * another port (a gratuitous ARP from a backup that took over), the table
@@ -18,6 +18,8 @@ export interface PortCounters {
 /** A switch port. `send` must not throw. */
 export interface SwitchPort {
   readonly id: string;
+  /** Never removed for silence (a local device, not a peer that may have gone away). */
+  readonly permanent?: boolean;
   send(frame: Buffer): void;
 }
 
@@ -83,11 +85,11 @@ export class LearningSwitch {
     for (const [mac, e] of this.macs) if (e.portId === id) this.macs.delete(mac);
   }
 
-  /** Removes ports silent for longer than `timeoutMs` and aged MAC entries. */
+  /** Removes ports (except permanent ones) silent for longer than `timeoutMs`, and aged MAC entries. */
   expire(now: number, portTimeoutMs: number): string[] {
     const gone: string[] = [];
     for (const [id, st] of this.ports) {
-      if (now - st.lastSeen > portTimeoutMs) {
+      if (!st.port.permanent && now - st.lastSeen > portTimeoutMs) {
         gone.push(id);
         this.removePort(id);
       }

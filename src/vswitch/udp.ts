@@ -26,6 +26,8 @@ export interface FrameLink {
 export interface VswitchServer {
   readonly port: number;
   readonly sw: LearningSwitch;
+  /** Adds a local port (a TAP device) whose frames `input` feeds to the switch. */
+  attach(port: SwitchPort): { input: (frame: Buffer) => void };
   close(): Promise<void>;
 }
 
@@ -74,6 +76,10 @@ export async function startVswitch(addr: HostPort, agingMs = 300_000): Promise<V
   return {
     port: sock.address().port,
     sw,
+    attach: (port) => {
+      sw.addPort(port, performance.now());
+      return { input: (frame) => sw.input(port.id, frame, performance.now()) };
+    },
     close: () =>
       new Promise<void>((resolve) => {
         clearInterval(timer);
