@@ -72,11 +72,18 @@ export const KS = {
   rejected: 0x58, // u64
   aofErrors: 0x60,
   oomErrors: 0x64,
-  conns: 0x80, // u32[KVD_MAX_CLIENTS]: connection block address, 0 = free
+  startMs: 0x68, // u64: guest time kvd started (INFO uptime)
+  expiredKeys: 0x70, // u64: keys reclaimed because they expired
+  hits: 0x78, // u64: reads that found their key (INFO keyspace_hits)
+  misses: 0x80, // u64: reads that did not
+  runId: 0x88, // 20 random bytes drawn at start (INFO run_id, 40 hex digits)
+  nextClientId: 0xa0, // u64: the id the next accepted connection gets (CLIENT ID; never reset)
+  conns: 0xc0, // u32[KVD_MAX_CLIENTS]: connection block address, 0 = free
 } as const;
+export const RUN_ID_BYTES = 20;
 export const KS_SIZE = KS.conns + KVD_MAX_CLIENTS * 4;
 
-/** A connection block (heap, 64 bytes). */
+/** A connection block (heap, 128 bytes). */
 export const CN = {
   sock: 0x00,
   flags: 0x04,
@@ -92,8 +99,22 @@ export const CN = {
   outHead: 0x28,
   outLen: 0x2c,
   commands: 0x30, // u64
+  /** CLIENT SETNAME: the name's bytes (heap) and length; 0/0 = no name. */
+  name: 0x38,
+  nameLen: 0x3c,
+  id: 0x40, // u64: CLIENT ID (the accept count when it was accepted: unique, increasing)
+  createdMs: 0x48, // u64: guest time of the accept
+  lastMs: 0x50, // u64: guest time of its last command
+  /** Its last command: 1 + index in the list of full command names (0 = none yet). */
+  lastCmd: 0x58,
 } as const;
-export const CN_SIZE = 64;
+export const CN_SIZE = 128;
+/** kvd flags (KS.flags). */
+export const KF = {
+  /** The last append to the AOF failed (INFO aof_last_write_status:err). */
+  AOF_WRITE_ERR: 1,
+} as const;
+
 /** Connection flags. */
 export const CF = {
   /** Close once the pending output is written (QUIT, protocol error); read nothing more. */

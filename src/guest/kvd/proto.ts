@@ -300,7 +300,7 @@ export function encodeArray(parts: readonly Uint8Array[]): Buffer {
 }
 
 /** A C string's view of an argument: the bytes before its first NUL (how Redis's printf sees it). */
-function cstr(b: Uint8Array): string {
+export function cstr(b: Uint8Array): string {
   const i = b.indexOf(0);
   return Buffer.from(b.buffer, b.byteOffset, i < 0 ? b.length : i).toString("latin1");
 }

@@ -1,12 +1,18 @@
 /**
  * kvd: the guest's key-value server. It listens on TCP port 6379 (or args[0])
- * and speaks RESP2 like Redis 7 for PING, ECHO, SET (NX/XX/GET/KEEPTTL/EX/PX/
- * EXAT/PXAT), GET, DEL, EXISTS, INCR, INCRBY, DECR, DECRBY, MGET, MSET,
- * DBSIZE, FLUSHALL, TTL, PTTL and QUIT, multibulk and inline, pipelined.
+ * and speaks RESP2 like Redis 7.0 for PING, ECHO, SET (NX/XX/GET/KEEPTTL/EX/PX/
+ * EXAT/PXAT), GET, STRLEN, DEL, EXISTS, INCR, INCRBY, DECR, DECRBY, MGET, MSET,
+ * TTL, PTTL, DBSIZE, FLUSHALL, FLUSHDB, SELECT (database 0 only), QUIT, and
+ * the server commands standard tools send: CONFIG GET/SET/RESETSTAT/REWRITE,
+ * INFO, COMMAND (INFO, DOCS, COUNT, LIST) and CLIENT (ID, GETNAME, SETNAME,
+ * INFO, LIST); multibulk and inline, pipelined. HELLO is an unknown command,
+ * as on a server that speaks only RESP2, so clients stay on RESP2.
  * Every write is appended to `kvd.aof` on the guest's disk in the same tick
  * as the memory change. Code in src/guest/kvd/: layout.ts (offsets, limits),
- * table.ts (hash table), proto.ts (RESP), aof.ts (log format), server.ts
- * (connections, commands, the tick).
+ * table.ts (hash table), proto.ts (RESP), aof.ts (log format), conn.ts (a
+ * connection's buffers), exec.ts (what commands share), commands.ts (the
+ * table, dispatch, commands on keys), admin.ts (server commands), docs.ts
+ * (what COMMAND reports), loop.ts (start and the tick).
  *
  * # Why everything is in guest memory
  *
@@ -18,23 +24,27 @@
  *
  * # Memory layout (offset tables in src/guest/kvd/layout.ts)
  *
- *   state block KS (process state, 384 B; u32 unless noted)
+ *   state block KS (process state, 448 B; u32 unless noted)
  *     0x00 magic "KVD1" · 0x04 listener socket · 0x08 AOF fd · 0x0c port · 0x10 hash seed ·
  *     0x14 table (bucket array) · 0x18 table size (buckets, power of 2) · 0x1c old table
  *     (0 = not rehashing) · 0x20 old size · 0x24 rehash cursor · 0x28 keys · 0x2c keys
  *     with an expiry · 0x30 active-expiry cursor · 0x34 connections · 0x38 connection
- *     cursor · 0x3c flags · 0x40 u64 commands · 0x48 u64 AOF size · 0x50 u64 accepted ·
- *     0x58 u64 rejected · 0x60 AOF write errors · 0x64 OOM errors ·
- *     0x80 u32 conns[64]: connection block address, 0 = free slot
+ *     cursor · 0x3c flags (1 last AOF write failed) · 0x40 u64 commands · 0x48 u64 AOF
+ *     size · 0x50 u64 accepted · 0x58 u64 rejected · 0x60 AOF write errors · 0x64 OOM
+ *     errors · 0x68 u64 start time · 0x70 u64 expired keys · 0x78 u64 keyspace hits ·
+ *     0x80 u64 misses · 0x88 run id (20 random bytes) · 0xa0 u64 next client id ·
+ *     0xc0 u32 conns[64]: connection block address, 0 = free slot
  *   bucket array (heap)   u32[size]: head entry address of each chain, 0 = empty
  *   entry EN (heap, 24 B + key + value)
  *     0x00 next · 0x04 hash · 0x08 key length · 0x0c value length · 0x10 expiry low u32 ·
  *     0x14 expiry high u32 (absolute guest ms, 0 = none) · 0x18 key bytes, then value bytes
- *   connection CN (heap, 64 B)
+ *   connection CN (heap, 128 B)
  *     0x00 socket · 0x04 flags (1 close after reply, 2 need more input) · 0x08 input
  *     buffer · 0x0c its capacity · 0x10 bytes buffered · 0x14 parse progress: argc ·
  *     0x18 arguments complete · 0x1c offset · 0x20 output buffer · 0x24 its capacity ·
- *     0x28 head · 0x2c pending bytes · 0x30 u64 commands
+ *     0x28 head · 0x2c pending bytes · 0x30 u64 commands · 0x38 name (heap) · 0x3c its
+ *     length · 0x40 u64 client id · 0x48 u64 accept time · 0x50 u64 last command time ·
+ *     0x58 last command (1 + index in the list of full command names)
  *   buffers (heap)  input: bytes received, not yet a complete request, from offset 0;
  *                   output: reply bytes not yet taken by the socket's send buffer, [head, head+len)
  *
@@ -71,7 +81,7 @@
 import { type Kernel, registerProgram } from "../kernel.js";
 import { type AofItem, replayAof } from "../kvd/aof.js";
 import { KS, KS_SIZE, KVD_AOF_FILE, KVD_MAGIC, KVD_PROGRAM_ID } from "../kvd/layout.js";
-import { kvdStart, kvdStep } from "../kvd/server.js";
+import { kvdStart, kvdStep } from "../kvd/loop.js";
 import { KvTable } from "../kvd/table.js";
 
 export {
