@@ -352,7 +352,7 @@ describe("kvd: COMMAND", () => {
     assert.equal(args[0]?.get("key_spec_index"), 0);
     assert.deepEqual(args[2]?.get("flags"), ["+optional"]);
     assert.equal(args[3]?.get("token"), "GET");
-    const exp = (args[4]?.get("arguments") as unknown[]).map(pairs);
+    const exp = ((args[4] as Map<string, unknown>).get("arguments") as unknown[]).map(pairs);
     assert.deepEqual(
       exp.map((a) => [a.get("token"), a.get("type")]),
       [
