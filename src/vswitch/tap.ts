@@ -25,7 +25,7 @@
 import { execFile } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { promisify } from "node:util";
-import { type ErrorCode, RemusError } from "../errors.js";
+import { type ErrorCode, RemusError, usageError } from "../errors.js";
 import { formatIpv4, parseIpv4 } from "../net/wire.js";
 import type { SwitchPort } from "./switch.js";
 import { type TapBinding, type TapHandle, tapBinding } from "./tapdev.js";
@@ -46,7 +46,7 @@ const IFNAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$/;
 const NSNAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
 
 function usage(msg: string): never {
-  throw new RemusError("REMUSD_ERR_BAD_USAGE", msg);
+  throw usageError(msg);
 }
 
 /** Parses `NAME[,netns=NS][,ip=CIDR]`; a RemusError REMUSD_ERR_BAD_USAGE on bad input. */
