@@ -192,6 +192,14 @@ export class TapPort implements SwitchPort {
   /** Opens and configures the device described by `spec`, then starts reading. */
   static async open(spec: TapSpec): Promise<TapPort> {
     if (!existsSync("/dev/net/tun")) throw openError(spec.name, { syscall: "open", code: "ENOENT" });
+    const ns = spec.netns;
+    if (ns !== undefined && !existsSync(`/run/netns/${ns}`)) {
+      throw runtime(
+        `TAP: network namespace '${ns}' does not exist (create it with 'ip netns add ${ns}')`,
+        undefined,
+        "REMUSD_ERR_NOT_FOUND",
+      );
+    }
     const dev = tapBinding();
     let h: TapHandle;
     try {
@@ -201,15 +209,7 @@ export class TapPort implements SwitchPort {
     }
     const port = new TapPort(spec, dev.info(h).persistent, dev, h);
     try {
-      const ns = spec.netns;
       if (ns !== undefined) {
-        if (!existsSync(`/run/netns/${ns}`)) {
-          throw runtime(
-            `TAP: network namespace '${ns}' does not exist (create it with 'ip netns add ${ns}')`,
-            undefined,
-            "REMUSD_ERR_NOT_FOUND",
-          );
-        }
         await ip(["link", "set", "dev", spec.name, "netns", ns]);
         await ip(["-n", ns, "link", "set", "dev", spec.name, "up"]);
       } else if (!isUp(spec.name)) {

@@ -1,0 +1,72 @@
+/**
+ * Network namespaces and TAP-attached vswitches for process tests. Each test
+ * makes its own namespace (named after the test process, so parallel test
+ * files and other engineers' runs never share one) and removes it whatever
+ * happens. Root, iproute2 and /dev/net/tun are required: a machine without
+ * them fails these tests with a message saying what is missing, it does not
+ * skip them.
+ */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { logLine, type Proc, startProc, waitFor } from "../helpers/procs.js";
+
+let seq = 0;
+
+/** Fails loudly unless the machine can run TAP tests (root, ip, /dev/net/tun) and has `tools`. */
+export function requireTapHost(tools: readonly string[] = []): void {
+  assert.equal(process.getuid?.(), 0, "TAP tests need root (CI runs as root)");
+  assert.ok(existsSync("/dev/net/tun"), "TAP tests need /dev/net/tun");
+  for (const t of ["ip", ...tools]) {
+    let found = true;
+    try {
+      execFileSync("sh", ["-c", `command -v ${t}`], { stdio: "ignore" });
+    } catch {
+      found = false;
+    }
+    assert.ok(
+      found,
+      `'${t}' is not installed: .ci/run installs it (Debian: iproute2, redis-tools, util-linux)`,
+    );
+  }
+}
+
+/** A fresh namespace and a device name for one test; `remove()` deletes the namespace. */
+export function makeNetns(tag: string): { ns: string; dev: string; remove: () => void } {
+  seq++;
+  const ns = `remusd-${tag}-${process.pid}-${seq}`;
+  // Device names have at most 15 bytes.
+  const dev = `r${tag.slice(0, 3)}${(process.pid % 100000).toString(36)}${seq}`.slice(0, 15);
+  execFileSync("ip", ["netns", "add", ns]);
+  return {
+    ns,
+    dev,
+    remove: () => {
+      try {
+        execFileSync("ip", ["netns", "del", ns], { stdio: "ignore" });
+      } catch {
+        // already gone
+      }
+    },
+  };
+}
+
+/** True when network device `dev` exists in namespace `ns`. */
+export function deviceExists(ns: string, dev: string): boolean {
+  try {
+    execFileSync("ip", ["-n", ns, "link", "show", "dev", dev], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Starts `remusd vswitch` with a TAP port and waits until it listens; returns the process and its UDP port. */
+export async function startTapVswitch(tap: string): Promise<{ proc: Proc; port: number }> {
+  const proc = startProc("vswitch", ["vswitch", "--listen", "127.0.0.1:0", "--tap", tap]);
+  const line = await waitFor("the vswitch to start", () => {
+    if (proc.exitCode !== undefined) throw new Error(`vswitch exited with ${proc.exitCode}: ${proc.stderr}`);
+    return logLine(proc, "remusd vswitch started");
+  });
+  return { proc, port: line.port as number };
+}
