@@ -20,9 +20,11 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY package.json package-lock.json ./
+COPY package.json package-lock.json binding.gyp ./
+COPY native ./native
 # Every dependency (TypeScript included) for the build. Install scripts must
-# run: lz4, classic-level and bufferutil are native (package.json allowScripts).
+# run: lz4, classic-level and bufferutil are native (package.json allowScripts),
+# and remusd's own install script builds the TAP binding (build/Release/tap.node).
 RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund
 COPY tsconfig.json ./
 COPY src ./src
@@ -61,6 +63,7 @@ WORKDIR /app
 COPY --from=build /src/package.json ./package.json
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist/src ./dist/src
+COPY --from=build /src/build/Release/tap.node ./build/Release/tap.node
 COPY LICENSE ./LICENSE
 COPY deploy/docker/healthcheck.mjs ./healthcheck.mjs
 RUN ln -s /app/dist/src/cli/remusd.js /usr/local/bin/remusd \

@@ -435,6 +435,9 @@ test("the Dockerfile's build steps work in a clean copy, and the result runs", {
     for (const m of ${JSON.stringify(natives)}) req(m);
     const bu = req("bufferutil");
     if (typeof bu.mask !== "function") throw new Error("bufferutil has no mask()");
+    // remusd's own TAP binding, where dist/src/vswitch/tapdev.js looks for it.
+    const tap = req("./build/Release/tap.node");
+    if (typeof tap.open !== "function") throw new Error("the TAP binding has no open()");
   `;
   const loaded = spawnSync(process.execPath, ["-e", probe], { cwd: app, encoding: "utf8" });
   assert.equal(loaded.status, 0, `native modules load from the image: ${loaded.stderr}`);
