@@ -67,3 +67,17 @@ test("malformed frames are dropped and counted, never forwarded", () => {
   assert.deepEqual([got.b?.length, got.c?.length], [0, 0]);
   assert.equal(sw.portStats().find((p) => p.id === "a")?.counters.dropped, 3);
 });
+
+test("a permanent port (a TAP device) never expires for silence; its learned MACs still age", () => {
+  const sw = new LearningSwitch({ agingMs: 1000 });
+  const got: Buffer[] = [];
+  sw.addPort({ id: "tap:t0", permanent: true, send: (f) => got.push(f) }, 0);
+  sw.addPort({ id: "udp", send: () => {} }, 0);
+  sw.input("tap:t0", frame(BCAST, A), 0);
+  assert.deepEqual(sw.expire(100_000, 30_000), ["udp"]);
+  assert.ok(sw.hasPort("tap:t0"));
+  assert.equal(sw.table(100_000).length, 0);
+  sw.addPort({ id: "udp2", send: () => {} }, 100_000);
+  sw.input("udp2", frame(BCAST, B), 100_001);
+  assert.equal(got.length, 1, "the TAP port still receives floods");
+});
