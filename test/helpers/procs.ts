@@ -250,9 +250,11 @@ export function startPrimary(
   return startDaemon("primary", name, primaryArgs(dir, name, peer, o));
 }
 
-/** Starts a vswitch on an ephemeral UDP port; returns its process and HOST:PORT. */
-export async function startVswitch(): Promise<{ readonly proc: Proc; readonly addr: string }> {
-  const proc = startProc("vswitch", ["vswitch", "--listen", "127.0.0.1:0"]);
+/** Starts a vswitch on an ephemeral UDP port (with more options, e.g. --tap); returns its process and HOST:PORT. */
+export async function startVswitch(
+  args: readonly string[] = [],
+): Promise<{ readonly proc: Proc; readonly addr: string }> {
+  const proc = startProc("vswitch", ["vswitch", "--listen", "127.0.0.1:0", ...args]);
   const line = await waitFor("the vswitch to start", () => {
     if (proc.exitCode !== undefined) throw new Error(`vswitch exited with ${proc.exitCode}: ${proc.stderr}`);
     return logLine(proc, "remusd vswitch started");

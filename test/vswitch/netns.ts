@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { logLine, type Proc, startProc, waitFor } from "../helpers/procs.js";
+import { type Proc, startVswitch } from "../helpers/procs.js";
 
 let seq = 0;
 
@@ -62,11 +62,7 @@ export function deviceExists(ns: string, dev: string): boolean {
 }
 
 /** Starts `remusd vswitch` with a TAP port and waits until it listens; returns the process and its UDP port. */
-export async function startTapVswitch(tap: string): Promise<{ proc: Proc; port: number }> {
-  const proc = startProc("vswitch", ["vswitch", "--listen", "127.0.0.1:0", "--tap", tap]);
-  const line = await waitFor("the vswitch to start", () => {
-    if (proc.exitCode !== undefined) throw new Error(`vswitch exited with ${proc.exitCode}: ${proc.stderr}`);
-    return logLine(proc, "remusd vswitch started");
-  });
-  return { proc, port: line.port as number };
+export async function startTapVswitch(tap: string): Promise<{ proc: Proc; port: number; addr: string }> {
+  const { proc, addr } = await startVswitch(["--tap", tap]);
+  return { proc, addr, port: Number(addr.split(":")[1]) };
 }

@@ -78,14 +78,8 @@ test("redis-cli and redis-benchmark through a TAP port, and a SIGKILL of the pri
   try {
     await inTempDir("redis-tools", async (dir) => {
       const sw = await startTapVswitch(`${net.dev},netns=${net.ns},ip=10.0.0.1/24`);
-      const pair = await startPair(dir, {
-        switchAddr: `127.0.0.1:${sw.port}`,
-        workload: "idle",
-        verify: true,
-      });
-      await waitFor("the primary to be protected", () =>
-        readEvents(pair.primaryLog).some((e) => e.event === "state.changed" && e.to === "protected"),
-      );
+      // startPair returns once the primary is protected.
+      const pair = await startPair(dir, { switchAddr: sw.addr, workload: "idle", verify: true });
 
       // redis-cli, one command per run.
       const cli = async (...args: string[]): Promise<string> => {
