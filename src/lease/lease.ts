@@ -1,0 +1,377 @@
+/**
+ * A node's lease: the core (core.ts) driven against a lease service
+ * (service.ts: etcd, or the in-memory one of the simulations) with an
+ * injected clock and timers, so that the daemon and a virtual-time world run
+ * the same code.
+ *
+ * How a node uses it:
+ *  - to guard output: `mayRelease()` before every frame it releases, and
+ *    `lease.lost` (the node stops output and the domain, then rejoins as a
+ *    backup); the guard does not depend on the event being timely: it reads
+ *    the clock itself;
+ *  - to become primary: `campaign()` keeps trying (a read of the holder, then
+ *    grant + compare-and-swap when the key is free) until `lease.acquired`;
+ *    `stopCampaign()` gives up; a single attempt is `tryAcquire`;
+ *  - to follow: `follow(onHolder)` reads the leader key and watches it; the
+ *    record carries the holder's replication address;
+ *  - to stop: `release()` (planned: output stops at once, then the lease is
+ *    revoked so the other node can take over without waiting for the TTL).
+ *
+ * Every request has a timeout (`requestTimeoutMs`); an answer after it is
+ * ignored. At most one keep-alive is in flight. A lease lost, released or
+ * whose acquisition failed half-way is revoked, best effort, so that its key
+ * goes at once rather than at the end of its TTL.
+ */
+import { LeaseCore, type LeaseEvent, type LeaseState } from "./core.js";
+import type { Candidate, LeaderRecord } from "./record.js";
+import {
+  type Answer,
+  type CampaignResult,
+  type Cancel,
+  fail,
+  type KeepAlive,
+  type LeaseService,
+  type Reply,
+} from "./service.js";
+import type { LeaseTiming } from "./spec.js";
+
+/** The node's clock: monotonic ms, timers on it, and the wall clock for the record's `since`. */
+export interface LeaseClock {
+  now(): number;
+  after(ms: number, fn: () => void): Cancel;
+  wallTime(): string;
+}
+
+/** The process's own clock: performance.now() (monotonic: it keeps running while the process is stopped). */
+export const realClock: LeaseClock = {
+  now: () => performance.now(),
+  after: (ms, fn) => {
+    const t = setTimeout(fn, Math.max(0, ms));
+    return { cancel: () => clearTimeout(t) };
+  },
+  wallTime: () => new Date().toISOString(),
+};
+
+export interface LeaseOptions {
+  readonly service: LeaseService;
+  readonly timing: LeaseTiming;
+  readonly candidate: Candidate;
+  readonly clock?: LeaseClock;
+  readonly onEvent?: (e: LeaseEvent) => void;
+}
+
+export class Lease {
+  readonly core: LeaseCore;
+  private readonly service: LeaseService;
+  private readonly clock: LeaseClock;
+  private readonly timing: LeaseTiming;
+  private readonly candidate: Candidate;
+  private readonly listeners: ((e: LeaseEvent) => void)[] = [];
+  private leaseId: string | undefined;
+  private timer: Cancel | undefined;
+  private retryTimer: Cancel | undefined;
+  private watch: Cancel | undefined;
+  private onHolder: ((h: LeaderRecord | undefined) => void) | undefined;
+  private attempt = 0;
+  private campaigning = false;
+  private stepping = false;
+  private closed = false;
+  private known: LeaderRecord | undefined;
+
+  constructor(o: LeaseOptions) {
+    this.service = o.service;
+    this.clock = o.clock ?? realClock;
+    this.timing = o.timing;
+    this.candidate = o.candidate;
+    if (o.onEvent) this.listeners.push(o.onEvent);
+    this.core = new LeaseCore(o.timing, (e) => this.onCoreEvent(e));
+  }
+
+  /** Adds a listener of `lease.*` events. */
+  on(fn: (e: LeaseEvent) => void): void {
+    this.listeners.push(fn);
+  }
+
+  get state(): LeaseState {
+    return this.core.state;
+  }
+
+  get generation(): number | undefined {
+    return this.core.generation;
+  }
+
+  /** The deadline on this node's monotonic clock while held. */
+  get deadline(): number | undefined {
+    return this.core.deadline;
+  }
+
+  /** The holder as last seen (our own record while we hold it). */
+  get holder(): LeaderRecord | undefined {
+    return this.core.state === "held" ? this.core.record : this.known;
+  }
+
+  get isCampaigning(): boolean {
+    return this.campaigning;
+  }
+
+  /** Whether output may leave now (see core.ts for why this is safe). */
+  mayRelease(now = this.clock.now()): boolean {
+    return this.core.mayRelease(now);
+  }
+
+  /** One acquisition attempt: grant, then the swap; `done(true)` once held. */
+  tryAcquire(done: (won: boolean) => void = () => {}): void {
+    const now = this.clock.now();
+    this.core.poll(now);
+    if (this.closed || this.core.state === "held" || this.core.state === "acquiring") {
+      done(this.core.state === "held");
+      return;
+    }
+    const attempt = ++this.attempt;
+    this.core.beginAcquire(now);
+    const grantSentAt = now;
+    this.call<{ leaseId: string; ttlMs: number }>(
+      (r) => this.service.grant(this.timing.ttlMs, r),
+      (g) => {
+        if (!g.ok) {
+          if (attempt === this.attempt) this.core.acquireFailed();
+          done(false);
+          return;
+        }
+        const id = g.value.leaseId;
+        if (attempt !== this.attempt) {
+          this.revoke(id);
+          done(false);
+          return;
+        }
+        this.call<CampaignResult>(
+          (r) => this.service.campaign(id, this.candidate, this.clock.wallTime(), r),
+          (c) => {
+            const won =
+              c.ok &&
+              c.value.won &&
+              attempt === this.attempt &&
+              this.core.acquired(this.clock.now(), grantSentAt, g.value.ttlMs, c.value.record);
+            if (!won) {
+              // Why revoke: a swap whose answer was lost may have taken the key under this lease.
+              this.revoke(id);
+              if (attempt === this.attempt) this.core.acquireFailed();
+              if (c.ok && !c.value.won) this.learn(c.value.holder);
+              done(false);
+              return;
+            }
+            this.leaseId = id;
+            this.campaigning = false;
+            this.cancelRetry();
+            this.schedule();
+            done(true);
+          },
+        );
+      },
+    );
+  }
+
+  /** Keeps trying to acquire until held (or `stopCampaign`, `release`, `close`). */
+  campaign(): void {
+    if (this.closed || this.campaigning) return;
+    this.campaigning = true;
+    if (this.watch === undefined) this.startWatch();
+    this.step();
+  }
+
+  stopCampaign(): void {
+    this.campaigning = false;
+    this.cancelRetry();
+  }
+
+  /**
+   * Reads the holder now and watches the leader key: `onHolder` hears every
+   * change seen (undefined: nobody holds the lease).
+   */
+  follow(onHolder: (h: LeaderRecord | undefined) => void): void {
+    this.onHolder = onHolder;
+    if (this.watch === undefined) this.startWatch();
+    this.readHolder(() => {});
+  }
+
+  /** Reads the current holder from the service. */
+  readHolder(done: (a: Answer<LeaderRecord | undefined>) => void): void {
+    this.call<LeaderRecord | undefined>(
+      (r) => this.service.holder(r),
+      (a) => {
+        if (a.ok) this.learn(a.value);
+        done(a);
+      },
+    );
+  }
+
+  /**
+   * A planned release: output stops now (mayRelease is false from this call
+   * on), then the lease is revoked; `done` when the service answered (or not).
+   */
+  release(done: () => void = () => {}): void {
+    this.stopCampaign();
+    this.attempt++;
+    this.core.release(this.clock.now());
+    this.cancelTimer();
+    const id = this.leaseId;
+    this.leaseId = undefined;
+    if (id === undefined) {
+      done();
+      return;
+    }
+    this.call<void>(
+      (r) => this.service.revoke(id, r),
+      () => done(),
+    );
+  }
+
+  /** Stops every timer and the watch, and closes the service client (after `release` on a planned stop). */
+  close(): void {
+    if (this.closed) return;
+    this.stopCampaign();
+    this.attempt++;
+    this.core.release(this.clock.now());
+    this.cancelTimer();
+    this.watch?.cancel();
+    this.watch = undefined;
+    this.closed = true;
+    this.service.close();
+  }
+
+  // ---- internals ----
+
+  private onCoreEvent(e: LeaseEvent): void {
+    if (e.event === "lease.lost") {
+      this.cancelTimer();
+      const id = this.leaseId;
+      this.leaseId = undefined;
+      if (id !== undefined) this.revoke(id);
+    }
+    for (const l of this.listeners) l(e);
+  }
+
+  /** One campaign step: if the key looks free, try; otherwise look again later. */
+  private step(): void {
+    if (!this.campaigning || this.closed || this.stepping) return;
+    this.cancelRetry();
+    this.stepping = true;
+    this.readHolder((a) => {
+      if (!this.campaigning) {
+        this.stepping = false;
+        return;
+      }
+      if (a.ok && a.value === undefined) {
+        this.tryAcquire((won) => {
+          this.stepping = false;
+          if (!won) this.retryLater();
+        });
+      } else {
+        this.stepping = false;
+        this.retryLater();
+      }
+    });
+  }
+
+  private retryLater(): void {
+    if (!this.campaigning || this.closed) return;
+    this.cancelRetry();
+    this.retryTimer = this.clock.after(this.timing.retryMs, () => {
+      this.retryTimer = undefined;
+      this.step();
+    });
+  }
+
+  private cancelRetry(): void {
+    this.retryTimer?.cancel();
+    this.retryTimer = undefined;
+  }
+
+  private startWatch(): void {
+    this.watch = this.service.watchHolder((h) => {
+      this.learn(h);
+      // The key went away: try at once rather than at the next retry.
+      if (h === undefined && this.campaigning) this.step();
+    });
+  }
+
+  private learn(h: LeaderRecord | undefined): void {
+    const changed =
+      h?.nodeId !== this.known?.nodeId ||
+      h?.generation !== this.known?.generation ||
+      h?.address !== this.known?.address;
+    this.known = h;
+    if (changed) this.onHolder?.(h);
+  }
+
+  /** Arms the timer for the next renewal or the end of the lease. */
+  private schedule(): void {
+    this.cancelTimer();
+    const wake = this.core.nextWake();
+    if (wake === Number.POSITIVE_INFINITY) return;
+    this.timer = this.clock.after(Math.max(0, wake - this.clock.now()), () => {
+      this.timer = undefined;
+      this.tick();
+    });
+  }
+
+  private tick(): void {
+    const now = this.clock.now();
+    this.core.poll(now);
+    if (this.core.state !== "held") return;
+    if (now >= this.core.renewalDueAt()) this.renew(now);
+    this.schedule();
+  }
+
+  private renew(now: number): void {
+    const id = this.leaseId;
+    const sentAt = this.core.renewalSent(now);
+    if (id === undefined || sentAt === undefined) return;
+    this.call<KeepAlive>(
+      (r) => this.service.keepAlive(id, r),
+      (a) => {
+        if (this.leaseId !== id) return;
+        const at = this.clock.now();
+        if (a.ok) this.core.renewed(at, sentAt, a.value.ttlMs);
+        else if (a.error.kind === "lease-not-found") this.core.refused(at);
+        else this.core.renewalFailed(at, sentAt);
+        if (this.core.state === "held") this.schedule();
+      },
+    );
+  }
+
+  private revoke(id: string): void {
+    this.call<void>(
+      (r) => this.service.revoke(id, r),
+      () => {},
+    );
+  }
+
+  /** Runs one request with a timeout; `done` hears exactly one answer. */
+  private call<T>(op: (reply: Reply<T>) => void, done: (a: Answer<T>) => void): void {
+    let answered = false;
+    const timer = this.clock.after(this.timing.requestTimeoutMs, () => {
+      if (answered) return;
+      answered = true;
+      done(fail("timeout", `no answer from the lease service in ${this.timing.requestTimeoutMs} ms`));
+    });
+    try {
+      op((a) => {
+        if (answered) return;
+        answered = true;
+        timer.cancel();
+        done(a);
+      });
+    } catch (e) {
+      if (answered) return;
+      answered = true;
+      timer.cancel();
+      done(fail("unavailable", e instanceof Error ? e.message : String(e), e));
+    }
+  }
+
+  private cancelTimer(): void {
+    this.timer?.cancel();
+    this.timer = undefined;
+  }
+}
