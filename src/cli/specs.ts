@@ -6,6 +6,7 @@ import { HEARTBEAT_MISSES, HEARTBEAT_MS, INTERVAL_MS } from "../bounds.js";
 import { DEFAULT_CONTROL, DEFAULT_LISTEN, DEFAULT_PORTS } from "../contract.js";
 import { LOG_LEVELS } from "../daemon/logging.js";
 import { DEFAULT_DISK_MIB, DEFAULT_DOMAIN_MIB } from "../domain/domain.js";
+import { LEASE_MARGIN_MS, LEASE_TTL_S } from "../lease/spec.js";
 import type { CommandSpec, OptSpec } from "./options.js";
 
 const config: OptSpec = {
@@ -134,6 +135,44 @@ const daemonCommon: OptSpec[] = [
   },
   logLevel,
   config,
+];
+
+/**
+ * The lease options of `remusd node` (DESIGN.md "Fencing and roles"; parsed
+ * further by src/lease/spec.ts: parseLeaseSpec, leaseTiming).
+ */
+export const LEASE_OPTIONS: readonly OptSpec[] = [
+  {
+    name: "lease",
+    type: "string",
+    required: true,
+    placeholder: "SPEC",
+    help: "where the primary's lease lives: etcd://HOST:PORT[,HOST:PORT...]/PREFIX, or none (generation-only fencing: a partition can run two primaries)",
+  },
+  {
+    name: "lease-ttl-s",
+    type: "int",
+    min: LEASE_TTL_S.min,
+    max: LEASE_TTL_S.max,
+    default: LEASE_TTL_S.default,
+    placeholder: "N",
+    help: "lease TTL in seconds: after a crash the other node takes over about this long later",
+  },
+  {
+    name: "lease-margin-ms",
+    type: "int",
+    min: LEASE_MARGIN_MS.min,
+    max: LEASE_MARGIN_MS.max,
+    default: LEASE_MARGIN_MS.default,
+    placeholder: "N",
+    help: "stop output this long before the lease's deadline (0: a tenth of the TTL, at least 100 ms)",
+  },
+  {
+    name: "node-id",
+    type: "string",
+    placeholder: "NAME",
+    help: "this node's name in the lease record (default: the host name)",
+  },
 ];
 
 export const BACKUP_SPEC: CommandSpec = {

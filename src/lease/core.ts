@@ -59,6 +59,7 @@ export class LeaseCore {
   private inFlight: number | undefined;
   private failedAt: number | undefined;
   private latest = Number.NEGATIVE_INFINITY;
+  private until = Number.NEGATIVE_INFINITY;
 
   constructor(
     readonly timing: LeaseTiming,
@@ -82,6 +83,15 @@ export class LeaseCore {
   /** The deadline (monotonic ms) while held: the service cannot expire the lease before it. */
   get deadline(): number | undefined {
     return this.st === "held" ? this.dl : undefined;
+  }
+
+  /**
+   * Until when (monotonic ms, exclusive) output could leave under the lease
+   * held or last held: deadline − margin while held; once lost or released,
+   * the instant that ended it. For event logs and checkers.
+   */
+  get releasableUntil(): number {
+    return this.st === "held" ? this.dl - this.timing.marginMs : this.until;
   }
 
   /** The TTL the service granted (0 before the first acquisition). */
@@ -198,6 +208,7 @@ export class LeaseCore {
   release(now: number): void {
     this.poll(now);
     if (this.st === "held") {
+      this.until = Math.min(this.dl - this.timing.marginMs, this.clock(now));
       this.st = "none";
       this.emit({ event: "lease.released", generation: this.rec?.generation ?? 0 });
     } else if (this.st === "acquiring" || this.st === "lost") {
@@ -206,6 +217,7 @@ export class LeaseCore {
   }
 
   private lose(reason: LeaseLossReason): void {
+    this.until = Math.min(this.dl - this.timing.marginMs, this.latest);
     this.st = "lost";
     this.inFlight = undefined;
     this.emit({ event: "lease.lost", generation: this.rec?.generation ?? 0, reason });

@@ -37,8 +37,10 @@ describe("lease core", () => {
     assert.equal(core.mayRelease(900), true);
     assert.equal(core.mayRelease(2799), true);
     assert.equal(core.mayRelease(2800), false);
-    core.poll(2800);
+    assert.equal(core.releasableUntil, 2800);
+    core.poll(2950);
     assert.equal(core.state, "lost");
+    assert.equal(core.releasableUntil, 2800, "the window ended at deadline − margin, not when the loss was seen");
     assert.deepEqual(events.at(-1), { event: "lease.lost", generation: 1, reason: "expired" });
   });
 
@@ -115,6 +117,7 @@ describe("lease core", () => {
     const { core, events } = held(0, 10);
     core.release(20);
     assert.equal(core.state, "none");
+    assert.equal(core.releasableUntil, 20);
     assert.equal(core.mayRelease(21), false);
     assert.deepEqual(events.at(-1), { event: "lease.released", generation: 1 });
   });
