@@ -218,7 +218,7 @@ describe("lease driver on the in-memory service", () => {
     a.lease.campaign();
     w.vt.run(1000, () => a.lease.state === "held");
     b.lease.campaign();
-    w.store.setSlow(800);
+    w.store.setSlow(1200);
     w.vt.run(15_000);
     assert.equal(holder(w), undefined);
     w.store.setSlow(0);
