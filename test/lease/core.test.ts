@@ -40,7 +40,11 @@ describe("lease core", () => {
     assert.equal(core.releasableUntil, 2800);
     core.poll(2950);
     assert.equal(core.state, "lost");
-    assert.equal(core.releasableUntil, 2800, "the window ended at deadline − margin, not when the loss was seen");
+    assert.equal(
+      core.releasableUntil,
+      2800,
+      "the window ended at deadline − margin, not when the loss was seen",
+    );
     assert.deepEqual(events.at(-1), { event: "lease.lost", generation: 1, reason: "expired" });
   });
 
