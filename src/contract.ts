@@ -53,6 +53,20 @@ export const METRICS = {
   remusd_build_info: "gauge",
 } as const;
 
+/**
+ * Metrics of `remusd node` with a lease (DESIGN.md "Fencing and roles"),
+ * registered by the node; the alert rules of deploy/ use them.
+ * remusd_lease_held: 1 while this node holds the domain's lease;
+ * remusd_lease_lost_total: leases this node lost (not renewed in time, or
+ * refused); remusd_loop_stall_seconds: each event-loop stall longer than a
+ * tenth of the heartbeat interval, by its length.
+ */
+export const NODE_METRICS = {
+  remusd_lease_held: "gauge",
+  remusd_lease_lost_total: "counter",
+  remusd_loop_stall_seconds: "histogram",
+} as const;
+
 /** Label values of the bounded label sets, exported at zero from the start. */
 export const METRIC_LABELS = {
   checkpointResult: ["committed", "failed", "aborted"],

@@ -173,6 +173,24 @@ export const LEASE_OPTIONS: readonly OptSpec[] = [
     placeholder: "NAME",
     help: "this node's name in the lease record (default: the host name)",
   },
+  {
+    name: "advertise",
+    type: "wsurl",
+    placeholder: "URL",
+    help: "the replication address the other node dials, written in the lease record (default ws://LISTEN)",
+  },
+  {
+    name: "advertise-control",
+    type: "hostport",
+    placeholder: "HOST:PORT",
+    help: "the control API address written in the lease record (default --control)",
+  },
+  {
+    name: "holder-label",
+    type: "string",
+    placeholder: "KEY",
+    help: "on Kubernetes: the holder sets pod label KEY=true on its own pod and KEY=false on the other node's, so a Service can select it",
+  },
 ];
 
 export const BACKUP_SPEC: CommandSpec = {

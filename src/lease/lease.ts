@@ -179,9 +179,17 @@ export class Lease {
     this.step();
   }
 
+  /**
+   * Stops campaigning. An acquisition in flight is abandoned: if its swap
+   * still wins, its lease is revoked at once and the node never holds it.
+   */
   stopCampaign(): void {
     this.campaigning = false;
     this.cancelRetry();
+    if (this.core.state === "acquiring") {
+      this.attempt++;
+      this.core.acquireFailed();
+    }
   }
 
   /**

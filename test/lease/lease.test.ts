@@ -195,6 +195,24 @@ describe("lease driver on the in-memory service", () => {
     assert.deepEqual(w.violations, []);
   });
 
+  test("stopCampaign abandons an acquisition in flight: a swap that still wins is revoked", () => {
+    const w = world(["a"], 10);
+    const [a] = w.nodes as [SimNode];
+    a.lease.tryAcquire();
+    assert.equal(a.lease.state, "acquiring");
+    w.vt.run(25); // the grant was answered at 20; the swap reaches the store at 30
+    a.lease.stopCampaign();
+    assert.equal(a.lease.state, "none");
+    w.vt.run(200);
+    assert.equal(a.lease.state, "none");
+    assert.deepEqual(
+      w.store.history.map((h) => h.kind),
+      ["acquired", "revoked"],
+    );
+    assert.equal(w.store.holder, undefined);
+    assert.deepEqual(a.events, []);
+  });
+
   test("an unavailable service: the holder loses the lease, nobody acquires until it is back", () => {
     const w = world(["a", "b"]);
     const [a, b] = w.nodes as [SimNode, SimNode];
