@@ -121,13 +121,13 @@ describe("lease on a real etcd cluster", { skip: etcdSkip() }, () => {
 
   test("acquire, renew past several TTLs, the holder readable by others", async () => {
     const w = new Windows();
-    const a = lease(url, "/t/renew", "a", 1, w);
-    const b = lease(url, "/t/renew", "b", 1, w);
+    const a = lease(url, "/t/renew", "a", 2, w);
+    const b = lease(url, "/t/renew", "b", 2, w);
     a.campaign();
     await until("a to hold the lease", () => a.state === "held");
     assert.equal(a.generation, 1);
     const first = a.deadline as number;
-    await until("three TTLs of renewals", () => (a.deadline as number) > first + 3000);
+    await until("three TTLs of renewals", () => (a.deadline as number) > first + 6000);
     assert.equal(a.state, "held");
     assert.ok(a.mayRelease());
     const h = await read(b);
@@ -141,25 +141,31 @@ describe("lease on a real etcd cluster", { skip: etcdSkip() }, () => {
 
   test("a contender is refused while the holder renews, and takes over once it stops; generation + 1", async () => {
     const w = new Windows();
-    const a = lease(url, "/t/takeover", "a", 1, w);
-    const b = lease(url, "/t/takeover", "b", 1, w);
+    const a = lease(url, "/t/takeover", "a", 2, w);
+    const b = lease(url, "/t/takeover", "b", 2, w);
     a.campaign();
     await until("a to hold the lease", () => a.state === "held");
     b.campaign();
     const t0 = performance.now();
-    await until("3 s of b campaigning", () => performance.now() - t0 > 3000);
-    assert.equal(b.state, "none", "refused while a renews");
-    assert.equal(b.holder?.nodeId, "a");
+    await until("4 s of b campaigning", () => performance.now() - t0 > 4000);
+    // Refused while a renews (a loaded machine may starve a's renewals: then
+    // a lost the lease first, which the windows check judges).
+    if (a.state === "held") {
+      assert.equal(b.state, "none", "refused while a renews");
+      assert.equal(b.holder?.nodeId, "a");
+    }
     // a stops renewing (as a crashed node would): no revoke.
-    const aDeadline = a.deadline as number;
+    const aHeld = a.state === "held";
+    const aDeadline = a.deadline ?? Number.NEGATIVE_INFINITY;
     a.close();
     await until("b to take over", () => b.state === "held");
     const took = w.all.find((x) => x.node === "b")?.from as number;
     assert.ok(took >= aDeadline, "b acquired no earlier than a's deadline");
     assert.equal(b.generation, 2);
-    console.log(
-      `# take-over ${(took - (aDeadline - 1000)).toFixed(0)} ms after a's last answered renewal was sent (TTL 1 s)`,
-    );
+    if (aHeld)
+      console.log(
+        `# take-over ${(took - (aDeadline - 2000)).toFixed(0)} ms after a's last answered renewal was sent (TTL 2 s)`,
+      );
     w.assertDisjoint();
   });
 
@@ -181,17 +187,17 @@ describe("lease on a real etcd cluster", { skip: etcdSkip() }, () => {
 
   test("contenders racing for a free key: exactly one wins each round, generations unique", async () => {
     const w = new Windows();
-    const nodes = ["p", "q", "r", "s"].map((n) => lease(url, "/t/race", n, 1, w));
+    const nodes = ["p", "q", "r", "s"].map((n) => lease(url, "/t/race", n, 2, w));
     for (let round = 0; round < 3; round++) {
       for (const l of nodes) l.campaign();
-      await until("one holder", () => nodes.some((l) => l.state === "held"));
-      const holders = nodes.filter((l) => l.state === "held");
+      await until("one holder", () => nodes.some((l) => l.mayRelease()));
+      const holders = nodes.filter((l) => l.mayRelease());
       assert.equal(holders.length, 1);
       const h = holders[0] as Lease;
       for (const l of nodes) if (l !== h) l.stopCampaign();
       await new Promise<void>((r) => h.release(r));
     }
-    assert.equal(w.all.length, 3);
+    assert.ok(w.all.length >= 3, "an acquisition each round (more only if a starved holder lost its lease)");
     w.assertDisjoint();
   });
 
@@ -225,8 +231,8 @@ describe("lease on a real etcd cluster", { skip: etcdSkip() }, () => {
       proxy.cut();
       const cutAt = performance.now();
       await until("b to take over", () => b.state === "held");
-      assert.equal(a.state, "lost", "a knows it lost the lease");
       assert.equal(a.mayRelease(), false);
+      await until("a to know it lost the lease", () => a.state === "lost");
       const aw = w.all.find((x) => x.node === "a") as Window;
       const bw = w.all.find((x) => x.node === "b") as Window;
       assert.ok(aw.to <= bw.from);
