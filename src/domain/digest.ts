@@ -52,9 +52,12 @@ export class SumHasher {
     for (let k = 0; k < 4; k++) out[k] = h.readUInt32LE(k * 4);
   }
 
-  /** Rehashes every pending unit and folds the change into `sum`. Returns how many. */
-  update(): number {
-    const list = this.pending.drain(undefined, false);
+  /**
+   * Rehashes the pending units (at most `max` of them) and folds the change
+   * into `sum`. Returns how many it rehashed.
+   */
+  update(max = Number.POSITIVE_INFINITY): number {
+    const list = max >= this.pending.count ? this.pending.drain(undefined, false) : this.pending.take(max);
     const fresh = new Uint32Array(4);
     for (const i of list) {
       this.unitHash(i, fresh);

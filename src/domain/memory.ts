@@ -3,6 +3,12 @@
  * write going through an accessor that marks the written pages in a dirty log
  * (log-dirty mode). Reads never dirty.
  *
+ * Guest memory lives in a SharedArrayBuffer so that worker threads (the
+ * checkpoint pipeline's compression) can read pages without a copy. Every
+ * write reaches `willWrite` before it changes a byte: that is where the dirty
+ * logs are marked and where a copy-on-write capture (capture.ts) saves a frozen
+ * page's old bytes before the guest overwrites them.
+ *
  * `Mem` is the byte-addressed interface that all guest code (kernel, file
  * system, TCP stack, services) is written against. `GuestMemory` implements it
  * with dirty logging; `PlainMemory` implements it over ordinary memory for code
@@ -102,12 +108,32 @@ export class DirtyLog {
   /**
    * Copies the set into `out` (a new array if `out` is too small), clears the
    * set, and returns the filled prefix. Sorted ascending unless `sorted` is false,
-   * in which case it keeps the order of first insertion. Cost O(count log count).
+   * in which case it keeps the order of first insertion. Cost O(count log count),
+   * or O(pages/32 + count) when the set is dense.
    */
   drain(out?: Uint32Array, sorted = true): Uint32Array {
     const n = this.n;
     const dst = out && out.length >= n ? out : new Uint32Array(Math.max(n, 16));
     const res = dst.subarray(0, n);
+    if (sorted && n * 16 > this.bits.length) {
+      // Dense set: walking the bitmap in pfn order, O(pages/32 + count), beats sorting
+      // (16,384 pfns sort in about 0.7 ms here, which would be most of a pause).
+      const bits = this.bits;
+      let k = 0;
+      for (let w = 0; k < n; w++) {
+        let x = bits[w] as number;
+        if (x === 0) continue;
+        bits[w] = 0;
+        const base = w << 5;
+        while (x !== 0) {
+          const low = x & -x;
+          res[k++] = base + 31 - Math.clz32(low);
+          x ^= low;
+        }
+      }
+      this.n = 0;
+      return res;
+    }
     res.set(this.list.subarray(0, n));
     if (sorted) res.sort();
     for (let i = 0; i < n; i++) {
@@ -115,6 +141,21 @@ export class DirtyLog {
       this.bits[pfn >>> 5] = 0;
     }
     this.n = 0;
+    return res;
+  }
+
+  /**
+   * Removes up to `max` members (the most recently inserted first) and returns
+   * them in a new array, for work that is done a slice at a time. Cost O(max).
+   */
+  take(max: number): Uint32Array {
+    const k = Math.max(0, Math.min(this.n, Math.floor(max)));
+    const res = this.list.slice(this.n - k, this.n);
+    for (let i = 0; i < k; i++) {
+      const pfn = res[i] as number;
+      this.bits[pfn >>> 5] = (this.bits[pfn >>> 5] as number) & ~(1 << (pfn & 31));
+    }
+    this.n -= k;
     return res;
   }
 
@@ -167,8 +208,8 @@ export class PlainMemory implements Mem {
     }
   }
 
-  /** Hook for subclasses: the range was written. */
-  protected touched(_addr: number, _len: number): void {}
+  /** Hook for subclasses: `[addr, addr+len)` (len >= 1, in range) is about to be written. */
+  protected willWrite(_addr: number, _len: number): void {}
 
   u8(addr: number): number {
     this.check(addr, 1);
@@ -188,27 +229,27 @@ export class PlainMemory implements Mem {
   }
   setU8(addr: number, v: number): void {
     this.check(addr, 1);
+    this.willWrite(addr, 1);
     this.buf[addr] = v;
-    this.touched(addr, 1);
   }
   setU16(addr: number, v: number): void {
     this.check(addr, 2);
+    this.willWrite(addr, 2);
     this.buf.writeUInt16LE(v & 0xffff, addr);
-    this.touched(addr, 2);
   }
   setU32(addr: number, v: number): void {
     this.check(addr, 4);
+    this.willWrite(addr, 4);
     this.buf.writeUInt32LE(v >>> 0, addr);
-    this.touched(addr, 4);
   }
   setU64(addr: number, v: number): void {
     this.check(addr, 8);
     if (!(v >= 0 && v <= Number.MAX_SAFE_INTEGER) || !Number.isInteger(v)) {
       throw new RemusError("REMUSD_ERR_OUT_OF_RANGE", `u64 value ${v} is not a safe non-negative integer`);
     }
+    this.willWrite(addr, 8);
     this.buf.writeUInt32LE(v % 0x1_0000_0000, addr);
     this.buf.writeUInt32LE(Math.floor(v / 0x1_0000_0000), addr + 4);
-    this.touched(addr, 8);
   }
   readInto(addr: number, dst: Uint8Array, dstOff: number, len: number): void {
     this.check(addr, len);
@@ -231,21 +272,21 @@ export class PlainMemory implements Mem {
       throw new RemusError("REMUSD_ERR_OUT_OF_RANGE", `source range [${srcOff}, +${len}) outside its buffer`);
     }
     if (len === 0) return;
+    this.willWrite(addr, len);
     this.buf.set(src.subarray(srcOff, srcOff + len), addr);
-    this.touched(addr, len);
   }
   fill(addr: number, len: number, value: number): void {
     this.check(addr, len);
     if (len === 0) return;
+    this.willWrite(addr, len);
     this.buf.fill(value, addr, addr + len);
-    this.touched(addr, len);
   }
   copyWithin(dst: number, src: number, len: number): void {
     this.check(dst, len);
     this.check(src, len);
     if (len === 0) return;
+    this.willWrite(dst, len);
     this.buf.copyWithin(dst, src, src + len);
-    this.touched(dst, len);
   }
   equals(addr: number, other: Uint8Array, otherOff: number, len: number): boolean {
     this.check(addr, len);
@@ -255,37 +296,97 @@ export class PlainMemory implements Mem {
 }
 
 /**
+ * What a copy-on-write capture installs in guest memory (capture.ts): a page
+ * with `frozen[pfn] !== 0` is still needed, by a capture, in the state it had
+ * at that capture's pause, and `preserve(pfn)` saves its bytes for it (and
+ * clears `frozen[pfn]`). Installed only while a capture is outstanding, so a
+ * write costs one typed-array read per page more then, and nothing otherwise.
+ */
+export interface WriteBarrier {
+  readonly frozen: Int32Array;
+  preserve(pfn: number): void;
+}
+
+/**
  * Guest physical memory in log-dirty mode: every write marks the pages it
  * touched in `log`. The replication layer drains the log once per epoch.
  */
 export class GuestMemory extends PlainMemory {
   readonly pages: number;
+  /** The memory itself, shareable with worker threads (`buf` is a Buffer over it). */
+  readonly shared: SharedArrayBuffer;
   /** Pages written since the log was last drained (the replication's epoch dirty set). */
   readonly log: DirtyLog;
   /** Pages written since the digest last rehashed them (the digest's own log). */
   readonly hashLog: DirtyLog;
+  /** One bit per page: ever written since the memory was created (a clear bit means all zero). */
+  private readonly written: Uint32Array;
+  private barrier: WriteBarrier | undefined;
 
   constructor(bytes: number) {
     checkSize(bytes);
-    super(bytes);
+    // Zero-filled and committed lazily by the OS, like Buffer.alloc of a large size.
+    const shared = new SharedArrayBuffer(bytes);
+    super(Buffer.from(shared));
+    this.shared = shared;
     this.pages = bytes / PAGE_SIZE;
     this.log = new DirtyLog(this.pages);
     this.hashLog = new DirtyLog(this.pages);
+    this.written = new Uint32Array(Math.ceil(this.pages / 32));
   }
 
   static ofMiB(mib: number): GuestMemory {
     return new GuestMemory(mib * 1024 * 1024);
   }
 
-  protected override touched(addr: number, len: number): void {
+  protected override willWrite(addr: number, len: number): void {
     const first = addr >>> PAGE_SHIFT;
     const last = (addr + len - 1) >>> PAGE_SHIFT;
-    this.log.mark(first);
-    this.hashLog.mark(first);
-    if (last !== first) {
-      this.log.markRange(first + 1, last);
-      this.hashLog.markRange(first + 1, last);
+    const b = this.barrier;
+    if (b !== undefined) {
+      // Why: a capture's pause-time view must not see this write; save the old bytes first.
+      const frozen = b.frozen;
+      for (let p = first; p <= last; p++) if (frozen[p] !== 0) b.preserve(p);
     }
+    for (let p = first; p <= last; p++) {
+      this.log.mark(p);
+      this.hashLog.mark(p);
+      this.written[p >>> 5] = (this.written[p >>> 5] as number) | (1 << (p & 31));
+    }
+  }
+
+  /** Installs (or with undefined removes) the copy-on-write barrier; one at a time. */
+  setWriteBarrier(b: WriteBarrier | undefined): void {
+    if (b !== undefined && this.barrier !== undefined && this.barrier !== b) {
+      throw new RemusError("REMUSD_ERR_INTERNAL", "guest memory already has a write barrier");
+    }
+    this.barrier = b;
+  }
+
+  /**
+   * True when page `pfn` was never written since this memory was created, so it
+   * is all zero and the OS may not even have committed it. (Every write goes
+   * through the accessors, the same rule dirty logging relies on.)
+   */
+  isPristine(pfn: number): boolean {
+    return ((this.written[pfn >>> 5] as number) & (1 << (pfn & 31))) === 0;
+  }
+
+  /**
+   * Replaces the whole memory with `src` (same size) in one copy, for restoring
+   * a domain image. Outstanding captures keep their pause-time views; the dirty
+   * logs are left alone (the caller knows what the new contents mean).
+   */
+  loadImage(src: Uint8Array): void {
+    if (src.length !== this.size) {
+      throw new RemusError("REMUSD_ERR_BAD_GEOMETRY", `image of ${src.length} bytes for ${this.size}`);
+    }
+    const b = this.barrier;
+    if (b !== undefined) {
+      for (let p = 0; p < this.pages; p++) if (b.frozen[p] !== 0) b.preserve(p);
+    }
+    this.buf.set(src);
+    this.written.fill(0xffff_ffff);
   }
 
   checkPfn(pfn: number): void {
@@ -307,7 +408,7 @@ export class GuestMemory extends PlainMemory {
    */
   writablePage(pfn: number): Buffer {
     this.checkPfn(pfn);
-    this.touched(pfn * PAGE_SIZE, PAGE_SIZE);
+    this.willWrite(pfn * PAGE_SIZE, PAGE_SIZE);
     const a = pfn * PAGE_SIZE;
     return this.buf.subarray(a, a + PAGE_SIZE);
   }
@@ -317,4 +418,21 @@ export class GuestMemory extends PlainMemory {
     this.checkPfn(pfn);
     this.write(pfn * PAGE_SIZE, src, srcOff, PAGE_SIZE);
   }
+
+  /**
+   * Makes page `pfn` all zero. A page that is zero already is left alone: not
+   * written, not marked dirty (its contents, hence the digest, do not change),
+   * and a pristine page is not even read, so a full sync of a mostly empty
+   * domain neither touches nor commits its memory. Returns whether it wrote.
+   */
+  zeroPage(pfn: number): boolean {
+    this.checkPfn(pfn);
+    if (this.isPristine(pfn)) return false;
+    const a = pfn * PAGE_SIZE;
+    if (this.buf.compare(ZERO_PAGE_BYTES, 0, PAGE_SIZE, a, a + PAGE_SIZE) === 0) return false;
+    this.fill(a, PAGE_SIZE, 0);
+    return true;
+  }
 }
+
+const ZERO_PAGE_BYTES = new Uint8Array(PAGE_SIZE);

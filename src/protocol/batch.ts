@@ -4,8 +4,11 @@
  * The send path (`encodeBatchFrame`) builds one output buffer per batch: it
  * detects zero pages against a shared zero page, compresses into a
  * module-level scratch area sized for a full batch, and copies each page at
- * most once. The receive path returns views into the frame, and
- * `decodePageInto` writes a page straight into the caller's staging memory.
+ * most once. With a `SentPageCache` it sends a page the receiver already has a
+ * version of as XOR_LZ4 (delta.ts) and records what it sent. The receive path
+ * returns views into the frame, and `decodePageInto` writes a page straight
+ * into the caller's staging memory (an XOR_LZ4 page against the base the
+ * caller passes: its current version of that page).
  */
 
 import { crc32 } from "node:zlib";
@@ -24,6 +27,7 @@ import {
   PROTOCOL_VERSION,
   RECORD_TYPE,
 } from "./constants.js";
+import { type SentPageCache, xorPage } from "./delta.js";
 import { ProtocolError } from "./errors.js";
 import type { DiskWrite, DiskWrites, Geometry, PageBatch, PageEntry } from "./records.js";
 import { readU32, readU64, type WireState, writeU8, writeU16, writeU32, writeU64 } from "./wire.js";
@@ -39,8 +43,10 @@ const scratchEnc = new Uint8Array(MAX_BATCH_ENTRIES);
 const scratchLen = new Uint16Array(MAX_BATCH_ENTRIES);
 const scratchOff = new Uint32Array(MAX_BATCH_ENTRIES);
 const scratchIndex = new Uint32Array(MAX_BATCH_ENTRIES);
-// Receive-side scratch for verifying lz4 blocks without touching the caller's memory.
-const verifyPage = Buffer.allocUnsafe(PAGE_SIZE);
+// Receive-side scratch for verifying lz4 blocks without touching the caller's memory,
+// and for the XOR delta (both ways). Own ArrayBuffers, so word-aligned.
+const verifyPage = Buffer.from(new ArrayBuffer(PAGE_SIZE));
+const deltaScratch = Buffer.from(new ArrayBuffer(PAGE_SIZE));
 
 /** True when all 4096 bytes of `page` are zero. */
 export function isZeroPage(page: Uint8Array): boolean {
@@ -62,8 +68,13 @@ function indexOfEntry(e: BatchEntry): number {
 function lengthFits(enc: number, len: number): boolean {
   if (enc === PAGE_ENCODING.zero) return len === 0;
   if (enc === PAGE_ENCODING.raw) return len === PAGE_SIZE;
-  if (enc === PAGE_ENCODING.lz4) return len >= 1 && len <= LIMITS.maxLz4Block;
+  if (enc === PAGE_ENCODING.lz4 || enc === PAGE_ENCODING.xorLz4) return len >= 1 && len <= LIMITS.maxLz4Block;
   return false;
+}
+
+/** Whether `enc` is an encoding of `kind`: XOR_LZ4 is for pages only (disk blocks have no base). */
+function encodingOf(kind: BatchKind, enc: number): boolean {
+  return enc <= PAGE_ENCODING.lz4 || (enc === PAGE_ENCODING.xorLz4 && kind === "pageBatch");
 }
 
 /** Body size of a batch record; validates the entries as the decoder would (bar lz4 content and geometry). */
@@ -74,6 +85,7 @@ export function preencodeBatch(s: WireState, r: PageBatch | DiskWrites): void {
   let size = BATCH_PREFIX_SIZE + n * BATCH_ENTRY_SIZE;
   let prev = -1;
   for (const e of r.entries) {
+    if (!encodingOf(r.type, e.enc)) throw new ProtocolError("bad-encoding", `enc ${e.enc} in ${r.type}`);
     if (!lengthFits(e.enc, e.data.length)) {
       throw new ProtocolError("bad-encoding", `enc ${e.enc} with ${e.data.length} data bytes`);
     }
@@ -135,7 +147,7 @@ export function decodeBatch(
     const enc = buf[entryOff + 4]!;
     const reserved = buf[entryOff + 5]!;
     const len = buf.readUInt16LE(entryOff + 6);
-    if (enc > PAGE_ENCODING.lz4) throw new ProtocolError("bad-encoding", `entry ${i}: unknown enc ${enc}`);
+    if (!encodingOf(kind, enc)) throw new ProtocolError("bad-encoding", `entry ${i}: enc ${enc} in ${kind}`);
     if (reserved !== 0) throw new ProtocolError("bad-value", `entry ${i}: reserved byte is ${reserved}`);
     if (!lengthFits(enc, len))
       throw new ProtocolError("bad-encoding", `entry ${i}: enc ${enc} with len ${len}`);
@@ -158,7 +170,7 @@ export function decodeBatch(
   if (verifyPages) {
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i]!;
-      if (e.enc === PAGE_ENCODING.lz4) decodeLz4(e.data, verifyPage, i);
+      if (e.enc === PAGE_ENCODING.lz4 || e.enc === PAGE_ENCODING.xorLz4) decodeLz4(e.data, verifyPage, i);
     }
   }
   return kind === "pageBatch"
@@ -181,12 +193,19 @@ function decodeLz4(block: Uint8Array, dst: Uint8Array, i: number): void {
 /**
  * Writes the 4096 bytes of a decoded batch entry into `dst` at `dstOff`:
  * zero-fills, copies, or decodes lz4 (exactly 4096 bytes or `bad-encoding`).
- * On a `bad-encoding` error the 4096 bytes at `dstOff` are unspecified.
+ * An XOR_LZ4 entry needs `base`: the receiver's current version of the page
+ * (SPEC §6.4.1: the staged copy if the open checkpoint already staged this
+ * page, else the page in the image), 4096 bytes at `baseOff`; it may be the
+ * very bytes at `dst`/`dstOff` (decoding in place into the image). Without a
+ * base it is `bad-encoding`. On a `bad-encoding` error the 4096 bytes at
+ * `dstOff` are unchanged for XOR_LZ4 and unspecified otherwise.
  */
 export function decodePageInto(
   entry: { enc: PageEncoding; data: Uint8Array },
   dst: Uint8Array,
   dstOff: number,
+  base?: Uint8Array,
+  baseOff = 0,
 ): void {
   if (!Number.isInteger(dstOff) || dstOff < 0 || dstOff + PAGE_SIZE > dst.length) {
     throw new RangeError(`decodePageInto: no room for a page at ${dstOff} in ${dst.length} bytes`);
@@ -209,6 +228,18 @@ export function decodePageInto(
       decodeLz4(entry.data, target, 0);
       return;
     }
+    case PAGE_ENCODING.xorLz4: {
+      if (entry.data.length === 0 || entry.data.length > LIMITS.maxLz4Block) {
+        throw new ProtocolError("bad-encoding", `xor-lz4 block of ${entry.data.length} bytes`);
+      }
+      if (base === undefined) throw new ProtocolError("bad-encoding", "xor-lz4 page without a base");
+      if (!Number.isInteger(baseOff) || baseOff < 0 || baseOff + PAGE_SIZE > base.length) {
+        throw new RangeError(`decodePageInto: no base page at ${baseOff} in ${base.length} bytes`);
+      }
+      decodeLz4(entry.data, deltaScratch, 0);
+      xorPage(dst, dstOff, deltaScratch, 0, base, baseOff);
+      return;
+    }
     default:
       throw new ProtocolError("bad-encoding", `unknown enc ${String((entry as { enc: unknown }).enc)}`);
   }
@@ -225,6 +256,8 @@ export interface BatchFrame {
   zeroPages: number;
   rawPages: number;
   lz4Pages: number;
+  /** Pages sent as XOR_LZ4 against the receiver's previous version. */
+  xorPages: number;
 }
 
 export interface BatchOptions {
@@ -232,14 +265,23 @@ export interface BatchOptions {
   compress: boolean;
   /** When given, indexes are checked against it before anything is sent. */
   geometry?: Geometry;
+  /**
+   * PAGE_BATCH with `compress` only: send pages the cache holds a base for as
+   * XOR_LZ4, and record every page of the frame in it as sent (zero pages are
+   * forgotten). Only for a receiver that set HELLO DELTA; see delta.ts for
+   * when the cache must be cleared.
+   */
+  delta?: SentPageCache;
 }
 
 /**
  * Builds a PAGE_BATCH or DISK_WRITES frame from `count` pages without a
  * Buffer per page. `indexOf(i)` is the pfn or block of entry i; `dataOf(i)`
  * a view of its 4096 bytes. `dataOf` is called once per entry, and once more
- * for each page sent raw, so it must return the same bytes each time (a view
- * of guest memory or of a copy-on-write snapshot does); no view is kept.
+ * for each page sent raw or recorded in `opts.delta`, so it must return the
+ * same bytes each time (a view of guest memory or of a copy-on-write capture
+ * does, as long as the guest does not run in between); no view is kept. The
+ * delta cache changes only once the frame is complete.
  */
 export function encodeBatchFrame(
   kind: BatchKind,
@@ -255,6 +297,10 @@ export function encodeBatchFrame(
   if (!Number.isInteger(epoch) || epoch < 0 || epoch > LIMITS.maxU64Number) {
     throw new ProtocolError("bad-value", `epoch ${epoch}`);
   }
+  const delta = opts.compress ? opts.delta : undefined;
+  if (delta !== undefined && kind !== "pageBatch") {
+    throw new ProtocolError("bad-encoding", "XOR deltas are for PAGE_BATCH only");
+  }
   const limit =
     opts.geometry === undefined
       ? 0x1_0000_0000
@@ -265,6 +311,7 @@ export function encodeBatchFrame(
   let scratchUsed = 0;
   let zeroPages = 0;
   let lz4Pages = 0;
+  let xorPages = 0;
   let prev = -1;
   for (let i = 0; i < count; i++) {
     const index = indexOf(i);
@@ -282,21 +329,31 @@ export function encodeBatchFrame(
       zeroPages++;
       continue;
     }
-    if (opts.compress) {
-      // Capacity 4095: lz4 returns 0 when the block would not be smaller than the page.
-      const n = lz4.encodeBlock(page, lz4Scratch, scratchUsed, scratchUsed + LIMITS.maxLz4Block);
-      if (n > 0) {
-        scratchEnc[i] = PAGE_ENCODING.lz4;
-        scratchLen[i] = n;
-        scratchOff[i] = scratchUsed;
-        scratchUsed += n;
-        dataBytes += n;
-        lz4Pages++;
-        continue;
-      }
+    // The receiver's version XOR this one, else the page itself, as LZ4; else raw.
+    let enc: PageEncoding = PAGE_ENCODING.raw;
+    let n = 0;
+    const base = delta?.base(index);
+    if (base !== undefined) {
+      xorPage(deltaScratch, 0, page, 0, base, 0);
+      n = lz4.encodeBlock(deltaScratch, lz4Scratch, scratchUsed, scratchUsed + LIMITS.maxLz4Block);
+      if (n > 0) enc = PAGE_ENCODING.xorLz4;
     }
-    scratchEnc[i] = PAGE_ENCODING.raw;
-    dataBytes += PAGE_SIZE;
+    if (n <= 0 && opts.compress) {
+      // Capacity 4095: lz4 returns 0 when the block would not be smaller than the page.
+      n = lz4.encodeBlock(page, lz4Scratch, scratchUsed, scratchUsed + LIMITS.maxLz4Block);
+      if (n > 0) enc = PAGE_ENCODING.lz4;
+    }
+    scratchEnc[i] = enc;
+    if (enc === PAGE_ENCODING.raw) {
+      dataBytes += PAGE_SIZE;
+      continue;
+    }
+    scratchLen[i] = n;
+    scratchOff[i] = scratchUsed;
+    scratchUsed += n;
+    dataBytes += n;
+    if (enc === PAGE_ENCODING.xorLz4) xorPages++;
+    else lz4Pages++;
   }
   const bodyLen = BATCH_PREFIX_SIZE + count * BATCH_ENTRY_SIZE + dataBytes;
   const total = bodyLen + FRAME_OVERHEAD;
@@ -319,7 +376,7 @@ export function encodeBatchFrame(
       if (page.length !== PAGE_SIZE) throw new ProtocolError("bad-value", `page ${i} changed size`);
       out.set(page, d);
       d += PAGE_SIZE;
-    } else if (enc === PAGE_ENCODING.lz4) {
+    } else if (enc === PAGE_ENCODING.lz4 || enc === PAGE_ENCODING.xorLz4) {
       const n = scratchLen[i]!;
       out.writeUInt16LE(n, p + 6);
       lz4Scratch.copy(out, d, scratchOff[i]!, scratchOff[i]! + n);
@@ -329,13 +386,21 @@ export function encodeBatchFrame(
     }
   }
   out.writeUInt32LE(crc32(out.subarray(0, total - 4)), total - 4);
+  if (delta !== undefined) {
+    // The frame is complete: from now on the receiver's version of each page is what it carries.
+    for (let i = 0; i < count; i++) {
+      if (scratchEnc[i] === PAGE_ENCODING.zero) delta.forget(scratchIndex[i]!);
+      else delta.store(scratchIndex[i]!, dataOf(i));
+    }
+  }
   return {
     frame: out,
     rawBytes: count * PAGE_SIZE,
     wireBytes: total,
     zeroPages,
-    rawPages: count - zeroPages - lz4Pages,
+    rawPages: count - zeroPages - lz4Pages - xorPages,
     lz4Pages,
+    xorPages,
   };
 }
 

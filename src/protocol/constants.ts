@@ -85,6 +85,12 @@ export const PAGE_ENCODING = {
   raw: 1,
   /** One lz4 block (no frame header) of 1..4095 bytes that decodes to exactly 4096 bytes. */
   lz4: 2,
+  /**
+   * One lz4 block of 1..4095 bytes that decodes to exactly 4096 bytes D; the page
+   * is D XOR its base, the version of the page last sent in this sync
+   * (SPEC §6.4.1). PAGE_BATCH only, and only to a receiver that set HELLO DELTA.
+   */
+  xorLz4: 3,
 } as const;
 export type PageEncoding = (typeof PAGE_ENCODING)[keyof typeof PAGE_ENCODING];
 
@@ -100,8 +106,10 @@ export const HELLO_FLAG = {
    * incrementally.
    */
   imageValid: 1 << 0,
+  /** Sent by a backup: it decodes XOR_LZ4 page entries, so the primary may send them. */
+  delta: 1 << 1,
 } as const;
-export const HELLO_FLAGS_DEFINED = HELLO_FLAG.imageValid;
+export const HELLO_FLAGS_DEFINED = HELLO_FLAG.imageValid | HELLO_FLAG.delta;
 
 /** SYNC_BEGIN flag bits. Undefined bits must be zero. */
 export const SYNC_FLAG = {

@@ -23,6 +23,7 @@ export {
   ZERO_PAGE,
 } from "./batch.js";
 export * from "./constants.js";
+export { SentPageCache, type SentPageCacheStats, xorPage } from "./delta.js";
 export {
   isProtocolError,
   PROTOCOL_ERROR_REASONS,

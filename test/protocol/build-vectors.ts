@@ -105,6 +105,22 @@ const lz4Short = (() => {
   return out.subarray(0, n);
 })();
 
+// XOR_LZ4 (§6.4.1): the base is the text page; the new version rewrites one 32-byte record.
+export const DELTA_BASE = textPage;
+export const DELTA_PAGE = (() => {
+  const p = Buffer.from(textPage);
+  p.write("remusd delta: 32 bytes rewritten", 1000, "latin1");
+  return p;
+})();
+const lz4XorDelta = (() => {
+  const x = Buffer.alloc(4096);
+  for (let i = 0; i < 4096; i++) x[i] = DELTA_PAGE[i]! ^ DELTA_BASE[i]!;
+  const out = Buffer.alloc(4095);
+  const n = lz4.encodeBlock(x, out, 0, 4095);
+  if (n <= 0) throw new Error("delta did not compress");
+  return out.subarray(0, n);
+})();
+
 interface Entry {
   index: number;
   enc: number;
@@ -166,6 +182,7 @@ const helloB = {
   nonce: hex(NONCE_B),
   nodeId: hex(NODE_B),
 };
+const helloBD = { ...helloB, flags: 3 };
 const digest = seqBytes(32, 9);
 
 export interface VectorCase {
@@ -206,6 +223,14 @@ function valid(): VectorCase[] {
     { session: 0, seq: 0 },
     frame(0x01, 0, 0, helloBody(helloB, NONCE_B, NODE_B)),
     helloB,
+  );
+  add(
+    "hello-backup-delta",
+    "HELLO from a backup with IMAGE_VALID and DELTA (it decodes XOR_LZ4)",
+    "hello",
+    { session: 0, seq: 0 },
+    frame(0x01, 0, 0, helloBody(helloBD, NONCE_B, NODE_B)),
+    helloBD,
   );
   const mac = seqBytes(32, 77);
   add("auth", "AUTH, second frame of a stream", "auth", { session: 0, seq: 1 }, frame(0x02, 0, 1, mac), {
@@ -273,6 +298,18 @@ function valid(): VectorCase[] {
     ctx(3),
     frame(0x11, SESSION, 3, batchBody(42, lz)),
     { type: "pageBatch", epoch: 42, entries: jsonEntries(lz, "pfn") },
+  );
+  const xd: Entry[] = [
+    { index: 4, enc: 0, data: Buffer.alloc(0) },
+    { index: 9, enc: 3, data: lz4XorDelta },
+  ];
+  add(
+    "page-batch-xor-lz4",
+    "PAGE_BATCH with a zero page and page 9 as XOR_LZ4 against its base (32 bytes changed)",
+    "pageBatch",
+    ctx(3),
+    frame(0x11, SESSION, 3, batchBody(43, xd)),
+    { type: "pageBatch", epoch: 43, entries: jsonEntries(xd, "pfn") },
   );
   const writes: Entry[] = [
     { index: 10, enc: 1, data: rawPage },
@@ -530,10 +567,31 @@ function invalid(): VectorCase[] {
   );
   add(
     "page-unknown-encoding",
-    "enc 3",
+    "enc 4",
+    "pageBatch",
+    "bad-encoding",
+    frame(0x11, SESSION, 3, batchBody(42, [{ index: 1, enc: 4, data: Buffer.alloc(0) }])),
+  );
+  add(
+    "page-xor-lz4-empty",
+    "XOR_LZ4 entry with len 0",
     "pageBatch",
     "bad-encoding",
     frame(0x11, SESSION, 3, batchBody(42, [{ index: 1, enc: 3, data: Buffer.alloc(0) }])),
+  );
+  add(
+    "page-xor-lz4-short",
+    "XOR_LZ4 block that decodes to 100 bytes",
+    "pageBatch",
+    "bad-encoding",
+    frame(0x11, SESSION, 3, batchBody(42, [{ index: 1, enc: 3, data: lz4Short }])),
+  );
+  add(
+    "disk-writes-xor-lz4",
+    "XOR_LZ4 in DISK_WRITES (disk blocks have no base)",
+    "diskWrites",
+    "bad-encoding",
+    frame(0x12, SESSION, 3, batchBody(42, [{ index: 1, enc: 3, data: lz4XorDelta }])),
   );
   add(
     "page-raw-wrong-length",
@@ -631,10 +689,10 @@ function invalid(): VectorCase[] {
   );
   add(
     "hello-undefined-flag",
-    "HELLO with flag bit 1",
+    "HELLO with flag bit 2",
     "hello",
     "bad-value",
-    frame(0x01, 0, 0, helloBody({ ...helloP, flags: 2 }, NONCE_P, NODE_P)),
+    frame(0x01, 0, 0, helloBody({ ...helloP, flags: 4 }, NONCE_P, NODE_P)),
     { session: 0, seq: 0 },
   );
   add(

@@ -114,7 +114,7 @@ function check(frame: Buffer, session: number, seq: number, tally: Tally): void 
       data += e.data.length;
       // Views into the frame, not copies.
       if (e.data.length > 0) assert.equal(e.data.buffer, frame.buffer);
-      decodePageInto(e, page, 0);
+      decodePageInto(e, page, 0, page); // a receiver always has a base: its current page
     }
     assert.ok(data <= frame.length);
     // Logical expansion is bounded too: 4096 bytes per 8-byte entry at most.

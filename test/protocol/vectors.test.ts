@@ -12,7 +12,7 @@ import {
   PROTOCOL_ERROR_REASONS,
   RECORD_TYPE,
 } from "../../src/protocol/index.js";
-import { allVectors, VECTORS_DIR } from "./build-vectors.js";
+import { allVectors, DELTA_BASE, DELTA_PAGE, VECTORS_DIR } from "./build-vectors.js";
 import { type Json, recordFromJson, recordToJson } from "./helpers.js";
 
 interface IndexEntry {
@@ -34,7 +34,13 @@ describe("golden vectors (proto/vectors)", () => {
     const validTypes = new Set(index.vectors.filter((v) => v.valid).map((v) => v.type));
     for (const t of Object.keys(RECORD_TYPE)) assert.ok(validTypes.has(t), `no valid vector for ${t}`);
     assert.ok(index.vectors.filter((v) => !v.valid).length >= 20);
-    for (const name of ["page-batch-zero", "page-batch-raw", "page-batch-lz4", "page-batch-mixed"]) {
+    for (const name of [
+      "page-batch-zero",
+      "page-batch-raw",
+      "page-batch-lz4",
+      "page-batch-mixed",
+      "page-batch-xor-lz4",
+    ]) {
       assert.ok(
         index.vectors.some((v) => v.name === name),
         name,
@@ -65,6 +71,20 @@ describe("golden vectors (proto/vectors)", () => {
           const dst = Buffer.alloc(PAGE_SIZE);
           for (const e of record.entries) {
             dst.fill(0x55);
+            if (e.enc === 3) {
+              // XOR_LZ4 needs the page's base; without one it is refused, with it the page comes back.
+              assert.throws(
+                () => decodePageInto(e, dst, 0),
+                (x: unknown) => isProtocolError(x),
+              );
+              decodePageInto(e, dst, 0, DELTA_BASE);
+              assert.deepEqual(dst, DELTA_PAGE);
+              // In place: the base is the destination itself (a full sync decodes into the image).
+              const inPlace = Buffer.from(DELTA_BASE);
+              decodePageInto(e, inPlace, 0, inPlace);
+              assert.deepEqual(inPlace, DELTA_PAGE);
+              continue;
+            }
             decodePageInto(e, dst, 0);
             if (e.enc === 2) assert.ok(dst.toString("latin1").startsWith("remusd checkpoint remusd"));
             if (e.enc === 0) assert.ok(dst.every((x) => x === 0));

@@ -1,0 +1,206 @@
+/**
+ * XOR deltas (the XOR_LZ4 page encoding, proto/SPEC.md §6.4.1): a page the
+ * receiver already holds a version of is sent as LZ4(page XOR base), where the
+ * base is the version of that page the sender last sent in this sync. A guest
+ * that rewrites a few bytes of a page produces a delta that is almost all
+ * zero, which LZ4 shrinks to a few dozen bytes.
+ *
+ * The sender remembers the versions it sent in a `SentPageCache`: a bounded
+ * set of page slots (CLOCK replacement), so the cost is fixed however large the
+ * domain. A page that is not in the cache (never sent, evicted) is sent as
+ * plain LZ4 or RAW; nothing else changes. The slots live in a
+ * SharedArrayBuffer so worker threads can read bases and write new versions
+ * (a slot a worker uses is pinned until its job is done).
+ *
+ * The invalidation rule (normative in the spec, and what the replication
+ * machines must do): the cache describes the receiver's pages only within one
+ * sync. `clear()` it whenever the sender sends SYNC_BEGIN, whenever the
+ * connection ends, and after a NACK (the next thing sent is a SYNC_BEGIN or a
+ * GOODBYE). Record in it exactly the bytes that went out (the capture's
+ * pause-time view, never live memory that may have changed since), and only
+ * for PAGE_BATCH entries: disk blocks have no bases.
+ */
+import { PAGE_SIZE } from "./constants.js";
+
+/** `dst[dstOff..+4096) = a[aOff..+4096) XOR b[bOff..+4096)`; `dst` may be `a` or `b` at the same offset. */
+export function xorPage(
+  dst: Uint8Array,
+  dstOff: number,
+  a: Uint8Array,
+  aOff: number,
+  b: Uint8Array,
+  bOff: number,
+): void {
+  const da = dst.byteOffset + dstOff;
+  const aa = a.byteOffset + aOff;
+  const ba = b.byteOffset + bOff;
+  if (((da | aa | ba) & 3) === 0) {
+    // Word at a time when all three are 4-byte aligned (guest memory, staging, slots are).
+    const d32 = new Int32Array(dst.buffer, da, PAGE_SIZE / 4);
+    const a32 = new Int32Array(a.buffer, aa, PAGE_SIZE / 4);
+    const b32 = new Int32Array(b.buffer, ba, PAGE_SIZE / 4);
+    for (let i = 0; i < PAGE_SIZE / 4; i++) d32[i] = (a32[i] as number) ^ (b32[i] as number);
+    return;
+  }
+  for (let i = 0; i < PAGE_SIZE; i++) {
+    dst[dstOff + i] = (a[aOff + i] as number) ^ (b[bOff + i] as number);
+  }
+}
+
+export interface SentPageCacheStats {
+  /** Lookups that found a base. */
+  hits: number;
+  misses: number;
+  /** Versions dropped to make room. */
+  evictions: number;
+  /** New versions that found no slot (every slot pinned). */
+  refused: number;
+}
+
+/**
+ * The versions of pages the sender last sent, in `capacity` slots of 4 KiB.
+ * Not thread-safe by itself: the owner (main thread) looks up and assigns
+ * slots; workers only read and write the slots they were handed, pinned.
+ */
+export class SentPageCache {
+  readonly capacity: number;
+  /** The slots, `capacity` × 4096 bytes. */
+  readonly shared: SharedArrayBuffer;
+  readonly slots: Buffer;
+  /** Per pfn: its slot, or -1. */
+  private readonly slotOf: Int32Array;
+  /** Per slot: its pfn, or -1 when free. */
+  private readonly pfnOf: Int32Array;
+  private readonly referenced: Uint8Array;
+  private readonly pins: Uint16Array;
+  private hand = 0;
+  private used = 0;
+  readonly stats: SentPageCacheStats = { hits: 0, misses: 0, evictions: 0, refused: 0 };
+
+  /** `pages`: the domain's pages (pfns are below it); `capacity`: slots to keep (at least 1). */
+  constructor(pages: number, capacity: number) {
+    if (!Number.isInteger(pages) || pages < 1) throw new RangeError(`pages ${pages}`);
+    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`capacity ${capacity}`);
+    this.capacity = Math.min(capacity, pages);
+    this.shared = new SharedArrayBuffer(this.capacity * PAGE_SIZE);
+    this.slots = Buffer.from(this.shared);
+    this.slotOf = new Int32Array(pages).fill(-1);
+    this.pfnOf = new Int32Array(this.capacity).fill(-1);
+    this.referenced = new Uint8Array(this.capacity);
+    this.pins = new Uint16Array(this.capacity);
+  }
+
+  /** Versions held now. */
+  get size(): number {
+    return this.used;
+  }
+
+  /** The slot holding the receiver's version of `pfn`, or -1 (counts a hit or a miss). */
+  lookup(pfn: number): number {
+    const s = this.slotOf[pfn] ?? -1;
+    if (s < 0) {
+      this.stats.misses++;
+      return -1;
+    }
+    this.stats.hits++;
+    this.referenced[s] = 1;
+    return s;
+  }
+
+  /** The receiver's version of `pfn` (a view of its slot), or undefined. */
+  base(pfn: number): Uint8Array | undefined {
+    const s = this.lookup(pfn);
+    return s < 0 ? undefined : this.slots.subarray(s * PAGE_SIZE, (s + 1) * PAGE_SIZE);
+  }
+
+  /**
+   * A slot for the new version of `pfn`: its current slot, or a free or evicted
+   * one; -1 when every slot is pinned (then `pfn` has no version any more).
+   * The caller must fill the slot (`store` does) before the next lookup of `pfn`.
+   */
+  assign(pfn: number): number {
+    const cur = this.slotOf[pfn] ?? -1;
+    if (cur >= 0) {
+      // Why: a job still reads or writes this page's slot; a second version now would race it.
+      if (this.pins[cur] !== 0) throw new Error(`pfn ${pfn} has a job in flight (slot ${cur} pinned)`);
+      this.referenced[cur] = 1;
+      return cur;
+    }
+    const s = this.victim();
+    if (s < 0) {
+      this.stats.refused++;
+      return -1;
+    }
+    const old = this.pfnOf[s] as number;
+    if (old >= 0) {
+      this.slotOf[old] = -1;
+      this.stats.evictions++;
+    } else {
+      this.used++;
+    }
+    this.pfnOf[s] = pfn;
+    this.slotOf[pfn] = s;
+    this.referenced[s] = 1;
+    return s;
+  }
+
+  /** CLOCK: the first slot from the hand that is free, or unpinned and not referenced since the last pass. */
+  private victim(): number {
+    const n = this.capacity;
+    for (let k = 0; k < 2 * n + 1; k++) {
+      const s = this.hand;
+      this.hand = s + 1 === n ? 0 : s + 1;
+      if (this.pfnOf[s] === -1) return s;
+      if (this.pins[s] !== 0) continue;
+      if (this.referenced[s] !== 0) {
+        this.referenced[s] = 0;
+        continue;
+      }
+      return s;
+    }
+    return -1;
+  }
+
+  /** Records `page` as the receiver's version of `pfn` (it was sent). */
+  store(pfn: number, page: Uint8Array): void {
+    const s = this.assign(pfn);
+    if (s >= 0) this.slots.set(page.subarray(0, PAGE_SIZE), s * PAGE_SIZE);
+  }
+
+  /** The receiver's version of `pfn` is unknown or not worth keeping (a zero page). */
+  forget(pfn: number): void {
+    const s = this.slotOf[pfn] ?? -1;
+    if (s < 0) return;
+    if (this.pins[s] !== 0) throw new Error(`slot ${s} of pfn ${pfn} is pinned`);
+    this.slotOf[pfn] = -1;
+    this.pfnOf[s] = -1;
+    this.referenced[s] = 0;
+    this.used--;
+  }
+
+  /** Keeps slot `s` from being evicted until `unpin` (a worker reads or writes it). */
+  pin(s: number): void {
+    this.pins[s] = (this.pins[s] as number) + 1;
+  }
+
+  unpin(s: number): void {
+    if (this.pins[s] === 0) throw new Error(`slot ${s} is not pinned`);
+    this.pins[s] = (this.pins[s] as number) - 1;
+  }
+
+  /**
+   * Forgets every version: the receiver's pages are no longer known (SYNC_BEGIN,
+   * a lost connection, a NACK). Pinned slots must have been released first.
+   */
+  clear(): void {
+    if (this.pins.some((p) => p !== 0)) throw new Error("clear() with pinned slots");
+    for (let s = 0; s < this.capacity; s++) {
+      const pfn = this.pfnOf[s] as number;
+      if (pfn >= 0) this.slotOf[pfn] = -1;
+    }
+    this.pfnOf.fill(-1);
+    this.referenced.fill(0);
+    this.used = 0;
+    this.hand = 0;
+  }
+}
