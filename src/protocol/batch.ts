@@ -27,7 +27,7 @@ import {
   PROTOCOL_VERSION,
   RECORD_TYPE,
 } from "./constants.js";
-import { type SentPageCache, xorPage } from "./delta.js";
+import { xorPage } from "./delta.js";
 import { ProtocolError } from "./errors.js";
 import type { DiskWrite, DiskWrites, Geometry, PageBatch, PageEntry } from "./records.js";
 import { readU32, readU64, type WireState, writeU8, writeU16, writeU32, writeU64 } from "./wire.js";
@@ -258,6 +258,20 @@ export interface BatchFrame {
   lz4Pages: number;
   /** Pages sent as XOR_LZ4 against the receiver's previous version. */
   xorPages: number;
+  /** CRC-32 of the body, when the frame was built unsealed (see `sealFrame`). */
+  bodyCrc?: number;
+}
+
+/**
+ * Where a page batch encoder finds the receiver's version of each page, and
+ * tells what it sent (SPEC §6.4.1). `SentPageCache` is one; a worker thread
+ * has another over the cache's shared slots.
+ */
+export interface PageBases {
+  /** The receiver's version of entry i's page (pfn `index`), if the sender knows it. */
+  baseFor(i: number, index: number): Uint8Array | undefined;
+  /** The frame is complete: entry i's page is now the receiver's version (`zero`: it went as ZERO). */
+  sent(i: number, index: number, page: Uint8Array, zero: boolean): void;
 }
 
 export interface BatchOptions {
@@ -271,7 +285,7 @@ export interface BatchOptions {
    * forgotten). Only for a receiver that set HELLO DELTA; see delta.ts for
    * when the cache must be cleared.
    */
-  delta?: SentPageCache;
+  delta?: PageBases;
 }
 
 /**
@@ -281,7 +295,9 @@ export interface BatchOptions {
  * for each page sent raw or recorded in `opts.delta`, so it must return the
  * same bytes each time (a view of guest memory or of a copy-on-write capture
  * does, as long as the guest does not run in between); no view is kept. The
- * delta cache changes only once the frame is complete.
+ * delta cache changes only once the frame is complete. Without `header` the
+ * frame is built unsealed (session, seq and trailer zero; `bodyCrc` set) for
+ * `sealFrame` to finish on the thread that sends it.
  */
 export function encodeBatchFrame(
   kind: BatchKind,
@@ -290,7 +306,7 @@ export function encodeBatchFrame(
   indexOf: (i: number) => number,
   dataOf: (i: number) => Uint8Array,
   opts: BatchOptions,
-  header: { session: number; seq: number },
+  header?: { session: number; seq: number },
 ): BatchFrame {
   if (!Number.isInteger(count) || count < 1) throw new ProtocolError("bad-value", `${kind} count ${count}`);
   if (count > MAX_BATCH_ENTRIES) throw new ProtocolError("too-large", `${kind} count ${count}`);
@@ -332,7 +348,7 @@ export function encodeBatchFrame(
     // The receiver's version XOR this one, else the page itself, as LZ4; else raw.
     let enc: PageEncoding = PAGE_ENCODING.raw;
     let n = 0;
-    const base = delta?.base(index);
+    const base = delta?.baseFor(i, index);
     if (base !== undefined) {
       xorPage(deltaScratch, 0, page, 0, base, 0);
       n = lz4.encodeBlock(deltaScratch, lz4Scratch, scratchUsed, scratchUsed + LIMITS.maxLz4Block);
@@ -358,7 +374,7 @@ export function encodeBatchFrame(
   const bodyLen = BATCH_PREFIX_SIZE + count * BATCH_ENTRY_SIZE + dataBytes;
   const total = bodyLen + FRAME_OVERHEAD;
   const out = Buffer.allocUnsafe(total);
-  writeHeader(out, RECORD_TYPE[kind], header.session, header.seq, bodyLen);
+  writeHeader(out, RECORD_TYPE[kind], header?.session ?? 0, header?.seq ?? 0, bodyLen);
   let p = HEADER_SIZE;
   out.writeUInt32LE(epoch >>> 0, p);
   out.writeUInt32LE(Math.floor(epoch / 0x1_0000_0000), p + 4);
@@ -385,12 +401,17 @@ export function encodeBatchFrame(
       out.writeUInt16LE(0, p + 6);
     }
   }
-  out.writeUInt32LE(crc32(out.subarray(0, total - 4)), total - 4);
+  let bodyCrc: number | undefined;
+  if (header !== undefined) out.writeUInt32LE(crc32(out.subarray(0, total - 4)), total - 4);
+  else {
+    bodyCrc = crc32(out.subarray(HEADER_SIZE, total - 4));
+    out.writeUInt32LE(0, total - 4);
+  }
   if (delta !== undefined) {
     // The frame is complete: from now on the receiver's version of each page is what it carries.
     for (let i = 0; i < count; i++) {
-      if (scratchEnc[i] === PAGE_ENCODING.zero) delta.forget(scratchIndex[i]!);
-      else delta.store(scratchIndex[i]!, dataOf(i));
+      const zero = scratchEnc[i] === PAGE_ENCODING.zero;
+      delta.sent(i, scratchIndex[i]!, zero ? ZERO_PAGE : dataOf(i), zero);
     }
   }
   return {
@@ -401,7 +422,62 @@ export function encodeBatchFrame(
     rawPages: count - zeroPages - lz4Pages - xorPages,
     lz4Pages,
     xorPages,
+    ...(bodyCrc === undefined ? {} : { bodyCrc }),
   };
+}
+
+// ---- frames built elsewhere (worker threads), sealed on the sending thread ----
+
+const CRC_POLY = 0xedb88320; // CRC-32 (IEEE), bit-reflected
+/** x^(2^k) mod P for k = 0..31, bit-reflected (x^0 is bit 31). */
+const X2N: Uint32Array = (() => {
+  const t = new Uint32Array(32);
+  t[0] = 0x4000_0000; // x^1
+  for (let k = 1; k < 32; k++) t[k] = multModP(t[k - 1] as number, t[k - 1] as number);
+  return t;
+})();
+
+/** a·b mod P over GF(2), both bit-reflected. */
+function multModP(a: number, b: number): number {
+  let p = 0;
+  let bb = b >>> 0;
+  for (let m = 0x8000_0000; m !== 0; m >>>= 1) {
+    if ((a & m) !== 0) p ^= bb;
+    bb = (bb & 1) !== 0 ? (bb >>> 1) ^ CRC_POLY : bb >>> 1;
+  }
+  return p >>> 0;
+}
+
+/**
+ * crc32(A ‖ B) from crc32(A), crc32(B) and B's length, in O(log len) (the
+ * zlib crc32_combine identity: shift A's CRC past len zero bytes, add B's).
+ */
+export function crc32Combine(crcA: number, crcB: number, lenB: number): number {
+  let x = 0x8000_0000; // x^0
+  let n = lenB;
+  let k = 3; // bytes to bits: x^(8·len) = x^(len·2^3)
+  while (n > 0) {
+    if (n % 2 === 1) x = multModP(X2N[k & 31] as number, x);
+    n = Math.floor(n / 2);
+    k++;
+  }
+  return (multModP(x, crcA >>> 0) ^ crcB) >>> 0;
+}
+
+/**
+ * Stamps `session` and `seq` into a frame built without them (session and seq
+ * 0, as `encodeBatchFrame` with `bodyCrc` builds them off the sending thread)
+ * and writes its trailer from the body's CRC, without reading the body again.
+ */
+export function sealFrame(frame: Buffer, session: number, seq: number, bodyCrc: number): void {
+  checkU32(session, "session");
+  checkU32(seq, "seq");
+  if (frame.length < FRAME_OVERHEAD) throw new ProtocolError("truncated", "frame too short to seal");
+  frame.writeUInt32LE(session, 4);
+  frame.writeUInt32LE(seq, 8);
+  const bodyLen = frame.length - FRAME_OVERHEAD;
+  const crc = crc32Combine(crc32(frame.subarray(0, HEADER_SIZE)), bodyCrc, bodyLen);
+  frame.writeUInt32LE(crc, frame.length - 4);
 }
 
 /** Writes the 16-byte frame header. */

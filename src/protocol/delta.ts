@@ -20,6 +20,7 @@
  * pause-time view, never live memory that may have changed since), and only
  * for PAGE_BATCH entries: disk blocks have no bases.
  */
+import type { PageBases } from "./batch.js";
 import { PAGE_SIZE } from "./constants.js";
 
 /** `dst[dstOff..+4096) = a[aOff..+4096) XOR b[bOff..+4096)`; `dst` may be `a` or `b` at the same offset. */
@@ -62,7 +63,7 @@ export interface SentPageCacheStats {
  * Not thread-safe by itself: the owner (main thread) looks up and assigns
  * slots; workers only read and write the slots they were handed, pinned.
  */
-export class SentPageCache {
+export class SentPageCache implements PageBases {
   readonly capacity: number;
   /** The slots, `capacity` × 4096 bytes. */
   readonly shared: SharedArrayBuffer;
@@ -73,6 +74,8 @@ export class SentPageCache {
   private readonly pfnOf: Int32Array;
   private readonly referenced: Uint8Array;
   private readonly pins: Uint16Array;
+  /** A slot whose version was superseded while pinned: dropped at its last unpin. */
+  private readonly doomed: Uint8Array;
   private hand = 0;
   private used = 0;
   readonly stats: SentPageCacheStats = { hits: 0, misses: 0, evictions: 0, refused: 0 };
@@ -88,6 +91,7 @@ export class SentPageCache {
     this.pfnOf = new Int32Array(this.capacity).fill(-1);
     this.referenced = new Uint8Array(this.capacity);
     this.pins = new Uint16Array(this.capacity);
+    this.doomed = new Uint8Array(this.capacity);
   }
 
   /** Versions held now. */
@@ -95,10 +99,13 @@ export class SentPageCache {
     return this.used;
   }
 
-  /** The slot holding the receiver's version of `pfn`, or -1 (counts a hit or a miss). */
+  /**
+   * The slot holding the receiver's version of `pfn`, or -1 (counts a hit or a
+   * miss). A slot a job holds (pinned) is not readable: -1.
+   */
   lookup(pfn: number): number {
     const s = this.slotOf[pfn] ?? -1;
-    if (s < 0) {
+    if (s < 0 || this.pins[s] !== 0) {
       this.stats.misses++;
       return -1;
     }
@@ -115,14 +122,20 @@ export class SentPageCache {
 
   /**
    * A slot for the new version of `pfn`: its current slot, or a free or evicted
-   * one; -1 when every slot is pinned (then `pfn` has no version any more).
-   * The caller must fill the slot (`store` does) before the next lookup of `pfn`.
+   * one; -1 when there is none (every slot pinned, or `pfn`'s own slot is held
+   * by a job: then the version that job records is stale and is dropped when
+   * it lets go). The caller must fill the slot (`store` does) before the next
+   * lookup of `pfn`.
    */
   assign(pfn: number): number {
     const cur = this.slotOf[pfn] ?? -1;
     if (cur >= 0) {
-      // Why: a job still reads or writes this page's slot; a second version now would race it.
-      if (this.pins[cur] !== 0) throw new Error(`pfn ${pfn} has a job in flight (slot ${cur} pinned)`);
+      if (this.pins[cur] !== 0) {
+        // Why: a job still reads or writes this page's slot; what it writes is not what this send carries.
+        this.doomed[cur] = 1;
+        this.stats.refused++;
+        return -1;
+      }
       this.referenced[cur] = 1;
       return cur;
     }
@@ -161,6 +174,17 @@ export class SentPageCache {
     return -1;
   }
 
+  /** `PageBases`: the base of a page the batch encoder is about to send. */
+  baseFor(_i: number, pfn: number): Uint8Array | undefined {
+    return this.base(pfn);
+  }
+
+  /** `PageBases`: `page` went out for `pfn` (a zero page is forgotten: its next version goes as LZ4). */
+  sent(_i: number, pfn: number, page: Uint8Array, zero: boolean): void {
+    if (zero) this.forget(pfn);
+    else this.store(pfn, page);
+  }
+
   /** Records `page` as the receiver's version of `pfn` (it was sent). */
   store(pfn: number, page: Uint8Array): void {
     const s = this.assign(pfn);
@@ -171,14 +195,17 @@ export class SentPageCache {
   forget(pfn: number): void {
     const s = this.slotOf[pfn] ?? -1;
     if (s < 0) return;
-    if (this.pins[s] !== 0) throw new Error(`slot ${s} of pfn ${pfn} is pinned`);
+    if (this.pins[s] !== 0) {
+      this.doomed[s] = 1;
+      return;
+    }
     this.slotOf[pfn] = -1;
     this.pfnOf[s] = -1;
     this.referenced[s] = 0;
     this.used--;
   }
 
-  /** Keeps slot `s` from being evicted until `unpin` (a worker reads or writes it). */
+  /** Keeps slot `s` from being evicted or read until `unpin` (a worker reads or writes it). */
   pin(s: number): void {
     this.pins[s] = (this.pins[s] as number) + 1;
   }
@@ -186,21 +213,62 @@ export class SentPageCache {
   unpin(s: number): void {
     if (this.pins[s] === 0) throw new Error(`slot ${s} is not pinned`);
     this.pins[s] = (this.pins[s] as number) - 1;
+    if (this.pins[s] === 0 && this.doomed[s] !== 0) {
+      this.doomed[s] = 0;
+      const pfn = this.pfnOf[s] as number;
+      if (pfn >= 0) this.forget(pfn);
+    }
+  }
+
+  /**
+   * Plans sending `pfns` from another thread: `base[i]` is the slot holding the
+   * receiver's version of `pfns[i]` (-1: none, send it whole) and `next[i]` the
+   * slot to write the version sent into (-1: none). Both are the same slot on a
+   * hit; each `next` slot is pinned until `release`, so nothing evicts, reads
+   * or reuses it while the job runs.
+   */
+  reserve(pfns: ArrayLike<number>, base: Int32Array, next: Int32Array): void {
+    for (let i = 0; i < pfns.length; i++) {
+      const pfn = pfns[i] as number;
+      const hit = this.lookup(pfn);
+      const s = this.assign(pfn);
+      if (s >= 0) this.pin(s);
+      base[i] = hit >= 0 && hit === s ? s : -1;
+      next[i] = s;
+    }
+  }
+
+  /**
+   * The job planned by `reserve` is over. With `ok`, the pages it sent as ZERO
+   * (`zero[i]`) lose their version and the others keep the one the job wrote;
+   * without (the frame was not built or not sent), every page loses its version.
+   */
+  release(pfns: ArrayLike<number>, next: Int32Array, zero: Uint8Array | undefined, ok: boolean): void {
+    for (let i = 0; i < pfns.length; i++) {
+      const s = next[i] as number;
+      if (s < 0) continue;
+      if (!ok || zero?.[i] === 1) this.doomed[s] = 1;
+      this.unpin(s);
+    }
   }
 
   /**
    * Forgets every version: the receiver's pages are no longer known (SYNC_BEGIN,
-   * a lost connection, a NACK). Pinned slots must have been released first.
+   * a lost connection, a NACK). A slot a job still holds is dropped when the
+   * job releases it, and is not readable meanwhile.
    */
   clear(): void {
-    if (this.pins.some((p) => p !== 0)) throw new Error("clear() with pinned slots");
     for (let s = 0; s < this.capacity; s++) {
       const pfn = this.pfnOf[s] as number;
-      if (pfn >= 0) this.slotOf[pfn] = -1;
+      if (pfn < 0) continue;
+      if (this.pins[s] !== 0) {
+        this.doomed[s] = 1;
+        continue;
+      }
+      this.slotOf[pfn] = -1;
+      this.pfnOf[s] = -1;
+      this.referenced[s] = 0;
+      this.used--;
     }
-    this.pfnOf.fill(-1);
-    this.referenced.fill(0);
-    this.used = 0;
-    this.hand = 0;
   }
 }

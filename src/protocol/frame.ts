@@ -6,7 +6,7 @@
  */
 
 import { crc32 } from "node:zlib";
-import { type BatchFrame, type BatchOptions, encodeBatchFrame, writeHeader } from "./batch.js";
+import { type BatchFrame, type BatchOptions, encodeBatchFrame, sealFrame, writeHeader } from "./batch.js";
 import { BODY_CODECS, type BodyCodec, decodeBody } from "./bodies.js";
 import {
   FRAME_OVERHEAD,
@@ -260,6 +260,17 @@ export class FrameCodec {
     );
     this.#advanceSend(false);
     return out;
+  }
+
+  /**
+   * Makes a batch frame built unsealed elsewhere (a worker thread: see
+   * `encodeBatchFrame` without a header) the next frame: stamps the session and
+   * sequence number and writes the trailer from `bodyCrc`.
+   */
+  sealBatch(frame: Buffer, bodyCrc: number): Buffer {
+    sealFrame(frame, this.#sendSession, this.#sendSeq, bodyCrc);
+    this.#advanceSend(false);
+    return frame;
   }
 
   /** Checks and decodes the next received frame. The sequence number advances only on success. */

@@ -17,9 +17,12 @@ export {
 export {
   type BatchFrame,
   type BatchOptions,
+  crc32Combine,
   decodePageInto,
   encodeBatchFrame,
   isZeroPage,
+  type PageBases,
+  sealFrame,
   ZERO_PAGE,
 } from "./batch.js";
 export * from "./constants.js";

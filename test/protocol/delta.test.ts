@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { crc32 } from "node:zlib";
 import fc from "fast-check";
 import { mulberry32u32 } from "../../src/prng.js";
 import {
+  crc32Combine,
   decodeFrame,
   decodePageInto,
   encodeBatchFrame,
@@ -10,6 +12,7 @@ import {
   PAGE_ENCODING,
   PAGE_SIZE,
   SentPageCache,
+  sealFrame,
   xorPage,
 } from "../../src/protocol/index.js";
 
@@ -301,13 +304,68 @@ describe("SentPageCache", () => {
     c.pin(s2);
     assert.equal(c.assign(3), -1);
     assert.equal(c.stats.refused, 1);
-    assert.throws(() => c.assign(1), /in flight/);
-    assert.throws(() => c.clear(), /pinned/);
+    // Pinned slots are not readable, and a new version of a page whose slot is pinned dooms the old one.
+    assert.equal(c.base(1), undefined);
+    assert.equal(c.assign(1), -1);
     c.unpin(s1);
+    assert.equal(c.base(1), undefined, "the superseded version was dropped at unpin");
+    assert.deepEqual(c.base(2), undefined);
     c.unpin(s2);
+    assert.deepEqual(c.base(2), Buffer.alloc(PAGE_SIZE, 2));
     assert.ok(c.assign(3) >= 0);
+    // clear() with a slot still held: dropped now if free, at release if pinned.
+    const s3 = c.lookup(3);
+    c.pin(s3);
     c.clear();
+    assert.equal(c.size, 1);
+    c.unpin(s3);
     assert.equal(c.size, 0);
     for (const p of [1, 2, 3]) assert.equal(c.base(p), undefined);
+  });
+});
+
+describe("frames built off the sending thread", () => {
+  it("crc32Combine(crc(a), crc(b), |b|) is crc(a ‖ b) (property)", () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), fc.uint8Array({ maxLength: 5000 }), (a, b) => {
+        assert.equal(crc32Combine(crc32(a), crc32(b), b.length), crc32(Buffer.concat([a, b])));
+      }),
+      { seed: 11, numRuns: 300 },
+    );
+  });
+
+  it("an unsealed batch frame, sealed later, is the frame built sealed (property)", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(fc.constant(0), fc.constant(1), fc.nat(255)), { minLength: 1, maxLength: 40 }),
+        fc.nat({ max: 0xffff_ffff }),
+        fc.nat({ max: 0xffff_ffff }),
+        (kinds, session, seq) => {
+          const pages = kinds.map((k, i) => {
+            const p = Buffer.alloc(PAGE_SIZE);
+            const r = mulberry32u32(i);
+            if (k === 1) for (let j = 0; j < PAGE_SIZE; j += 4) p.writeUInt32LE(r(), j);
+            else if (k > 1) p.fill(k, 0, 64 * (i + 1));
+            return p;
+          });
+          const build = (header?: { session: number; seq: number }) =>
+            encodeBatchFrame(
+              "pageBatch",
+              9,
+              pages.length,
+              (i) => i,
+              (i) => pages[i] as Buffer,
+              { compress: true },
+              header,
+            );
+          const sealed = build({ session, seq });
+          const open = build();
+          assert.equal(typeof open.bodyCrc, "number");
+          sealFrame(open.frame, session, seq, open.bodyCrc as number);
+          assert.deepEqual(open.frame, sealed.frame);
+        },
+      ),
+      { seed: 12, numRuns: 60 },
+    );
   });
 });

@@ -1,0 +1,231 @@
+/**
+ * A pool of worker threads that encode and decode page batches (jobs.ts), so
+ * that compression, decompression and CRC run on the machine's other cores
+ * while the event loop keeps the guest, the sockets and the timers.
+ *
+ * Data flow (encode, the primary):
+ *
+ *   main: capture.shared() ─► share() buffers once ─► encode(job) ─► Ticket
+ *         (SentPageCache.reserve plans the delta slots; pinned until release)
+ *   worker: settle CoW pages, zero/XOR/LZ4/CRC ─► unsealed frame (transferred)
+ *   main: ticket.done, in submission order ─► sealFrame(seq) ─► send
+ *         ─► SentPageCache.release
+ *
+ * Decode (the backup) is the mirror: the receiving thread checks the frame,
+ * picks each entry's destination (staging, or the image during a full sync)
+ * and base, and a worker expands the pages into shared memory.
+ *
+ * Properties:
+ *  - Jobs start in submission order on each worker and each job's result is
+ *    its own; a caller that consumes tickets in the order it submitted them
+ *    (`TicketQueue`) sends frames in order whatever thread finished first.
+ *  - No page is copied to submit a job: jobs name shared buffers by number.
+ *    A buffer is posted to every worker once (`share`), before any job that
+ *    names it, because messages to one worker arrive in order.
+ *  - A job's result is a `Ticket` the sans-IO machines can poll (`done`)
+ *    without awaiting, or await (`promise`).
+ *  - A worker that dies fails its jobs and the pool (`broken`): the caller
+ *    falls back to encoding on its own thread.
+ */
+import { availableParallelism } from "node:os";
+import { Worker } from "node:worker_threads";
+import type { DecodeJob, DecodeResult, EncodeJob, EncodeResult } from "./jobs.js";
+
+/** Messages to a worker. */
+export type ToWorker =
+  | { op: "share"; key: number; buffer: SharedArrayBuffer }
+  | { op: "unshare"; key: number }
+  | { op: "encode"; id: number; job: EncodeJob }
+  | { op: "decode"; id: number; job: DecodeJob };
+
+type FromWorker = { id: number; result: EncodeResult | DecodeResult } | { id: number; error: string };
+
+/** A job's outcome, pollable without awaiting. */
+export class Ticket<T> {
+  done = false;
+  result: T | undefined;
+  error: Error | undefined;
+  readonly promise: Promise<T>;
+  private resolveFn!: (v: T) => void;
+  private rejectFn!: (e: Error) => void;
+  constructor() {
+    this.promise = new Promise<T>((res, rej) => {
+      this.resolveFn = res;
+      this.rejectFn = rej;
+    });
+    // A ticket nobody awaits must not become an unhandled rejection: `error` says it.
+    this.promise.catch(() => {});
+  }
+  /** Runs synchronously when the job ends, before anyone sees the outcome (bookkeeping). */
+  beforeSettle: ((result: T | undefined, error: Error | undefined) => void) | undefined;
+  /** @internal */
+  settle(result: T | undefined, error: Error | undefined): void {
+    if (this.done) return;
+    this.beforeSettle?.(result, error);
+    this.done = true;
+    if (error) {
+      this.error = error;
+      this.rejectFn(error);
+    } else {
+      this.result = result as T;
+      this.resolveFn(result as T);
+    }
+  }
+}
+
+/** Tickets consumed strictly in the order they were added. */
+export class TicketQueue<T> {
+  private readonly q: Ticket<T>[] = [];
+  get length(): number {
+    return this.q.length;
+  }
+  push(t: Ticket<T>): void {
+    this.q.push(t);
+  }
+  /** The oldest ticket if it is done (removed), else undefined. */
+  shift(): Ticket<T> | undefined {
+    const t = this.q[0];
+    if (!t?.done) return undefined;
+    this.q.shift();
+    return t;
+  }
+  /** The oldest ticket once it is done (removed). */
+  async next(): Promise<Ticket<T> | undefined> {
+    const t = this.q[0];
+    if (!t) return undefined;
+    await t.promise.catch(() => {});
+    this.q.shift();
+    return t;
+  }
+}
+
+interface Slot {
+  readonly worker: Worker;
+  readonly pending: Map<number, Ticket<EncodeResult | DecodeResult>>;
+}
+
+export interface PagePoolOptions {
+  /** Worker threads (default: the machine's cores). */
+  readonly threads?: number;
+}
+
+export class PagePool {
+  readonly threads: number;
+  private readonly slots: Slot[] = [];
+  private readonly keys = new WeakMap<SharedArrayBuffer, number>();
+  private nextKey = 1;
+  private nextId = 1;
+  private _broken: Error | undefined;
+  private closed = false;
+
+  constructor(opts: PagePoolOptions = {}) {
+    this.threads = Math.max(1, Math.floor(opts.threads ?? availableParallelism()));
+    const url = new URL("./worker.js", import.meta.url);
+    for (let t = 0; t < this.threads; t++) {
+      const worker = new Worker(url);
+      // The pool must not keep a process alive on its own.
+      worker.unref();
+      const slot: Slot = { worker, pending: new Map() };
+      worker.on("message", (m: FromWorker) => {
+        const ticket = slot.pending.get(m.id);
+        if (!ticket) return;
+        slot.pending.delete(m.id);
+        if ("error" in m) ticket.settle(undefined, new Error(`pipeline worker: ${m.error}`));
+        else {
+          const r = m.result;
+          // A transferred frame arrives as a Uint8Array; callers get a Buffer over the same bytes.
+          if ("frame" in r)
+            (r as { frame: Uint8Array }).frame = Buffer.from(
+              r.frame.buffer,
+              r.frame.byteOffset,
+              r.frame.length,
+            );
+          ticket.settle(r, undefined);
+        }
+      });
+      worker.on("error", (e) => this.fail(slot, e));
+      worker.on("exit", (code) => {
+        if (!this.closed) this.fail(slot, new Error(`pipeline worker exited with code ${code}`));
+      });
+      this.slots.push(slot);
+    }
+  }
+
+  /** Why the pool stopped working (a worker died), if it did. */
+  get broken(): Error | undefined {
+    return this._broken;
+  }
+
+  /** Jobs submitted and not finished. */
+  get inFlight(): number {
+    let n = 0;
+    for (const s of this.slots) n += s.pending.size;
+    return n;
+  }
+
+  /** The number jobs use for `buffer`, posting it to the workers the first time. */
+  share(buffer: SharedArrayBuffer): number {
+    let key = this.keys.get(buffer);
+    if (key !== undefined) return key;
+    key = this.nextKey++;
+    this.keys.set(buffer, key);
+    for (const s of this.slots) s.worker.postMessage({ op: "share", key, buffer } satisfies ToWorker);
+    return key;
+  }
+
+  /** Lets the workers drop `buffer` (no job may name it any more). */
+  unshare(buffer: SharedArrayBuffer): void {
+    const key = this.keys.get(buffer);
+    if (key === undefined) return;
+    this.keys.delete(buffer);
+    for (const s of this.slots) s.worker.postMessage({ op: "unshare", key } satisfies ToWorker);
+  }
+
+  encode(job: EncodeJob): Ticket<EncodeResult> {
+    return this.submit("encode", job) as Ticket<EncodeResult>;
+  }
+
+  decode(job: DecodeJob): Ticket<DecodeResult> {
+    return this.submit("decode", job) as Ticket<DecodeResult>;
+  }
+
+  private submit(op: "encode" | "decode", job: EncodeJob | DecodeJob): Ticket<EncodeResult | DecodeResult> {
+    const ticket = new Ticket<EncodeResult | DecodeResult>();
+    if (this._broken || this.closed) {
+      ticket.settle(undefined, this._broken ?? new Error("the page pool is closed"));
+      return ticket;
+    }
+    // The least busy worker; ties go to the first, so one job at a time stays on one thread.
+    let slot = this.slots[0] as Slot;
+    for (const s of this.slots) if (s.pending.size < slot.pending.size) slot = s;
+    const id = this.nextId++;
+    slot.pending.set(id, ticket);
+    if (op === "decode") {
+      // Cloning a view clones its whole ArrayBuffer (a socket's read buffer, say): move an
+      // exact copy of the frame instead (wire bytes, compressed: the cheap side).
+      const frame = new Uint8Array((job as DecodeJob).frame);
+      slot.worker.postMessage({ op, id, job: { ...job, frame } } as ToWorker, [frame.buffer]);
+    } else {
+      slot.worker.postMessage({ op, id, job } as ToWorker);
+    }
+    return ticket;
+  }
+
+  private fail(slot: Slot, e: Error): void {
+    this._broken ??= e;
+    for (const t of slot.pending.values()) t.settle(undefined, e);
+    slot.pending.clear();
+  }
+
+  /** Stops every worker; jobs still in flight fail. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const err = new Error("the page pool is closed");
+    for (const s of this.slots) {
+      for (const t of s.pending.values()) t.settle(undefined, err);
+      s.pending.clear();
+    }
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+}
