@@ -26,7 +26,11 @@ const COMMANDS: Record<string, { spec: CommandSpec; run: (argv: string[]) => Pro
     spec: BENCH_SPEC,
     run: (a) =>
       runSimple(BENCH_SPEC, a, async (v) => {
-        await runBench({ json: v.json === true, ...(v.only ? { only: v.only as string } : {}) });
+        await runBench({
+          quick: v.quick === true,
+          ...(v.json ? { json: v.json as string } : {}),
+          ...(v.only ? { only: v.only as string } : {}),
+        });
       }),
   },
 };

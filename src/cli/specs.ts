@@ -490,10 +490,16 @@ export const DEMO_SPEC: CommandSpec = {
 
 export const BENCH_SPEC: CommandSpec = {
   name: "bench",
-  summary: "run the benchmark suite and print ratios measured side by side in one run",
-  usage: "remusd bench [--json] [--only NAME]",
+  summary: "run the benchmark suite: medians with their spread, ratios measured side by side in one run",
+  usage: "remusd bench [--quick] [--json FILE] [--only NAME]",
   options: [
-    { name: "json", type: "bool", help: "print the results as JSON" },
+    { name: "quick", type: "bool", help: "a reduced set of cases, sizes and rounds (under a minute)" },
+    {
+      name: "json",
+      type: "string",
+      placeholder: "FILE",
+      help: "also write the results as JSON to FILE ('-': print JSON instead of the table)",
+    },
     {
       name: "only",
       type: "string",
@@ -501,5 +507,5 @@ export const BENCH_SPEC: CommandSpec = {
       help: "run only the benchmarks whose name contains NAME",
     },
   ],
-  examples: ["remusd bench", "remusd bench --json --only capture"],
+  examples: ["remusd bench --quick", "remusd bench --json bench.json", "remusd bench --only pause"],
 };

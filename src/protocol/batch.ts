@@ -53,6 +53,10 @@ export function isZeroPage(page: Uint8Array): boolean {
   return Buffer.compare(page, ZERO_PAGE) === 0;
 }
 
+function isZeroAt(buf: Uint8Array, off: number): boolean {
+  return Buffer.compare(buf.subarray(off, off + PAGE_SIZE), ZERO_PAGE) === 0;
+}
+
 type BatchKind = "pageBatch" | "diskWrites";
 type BatchEntry = PageEntry | DiskWrite;
 
@@ -212,7 +216,9 @@ export function decodePageInto(
   }
   switch (entry.enc) {
     case PAGE_ENCODING.zero:
-      dst.fill(0, dstOff, dstOff + PAGE_SIZE);
+      // Why compare first: a page that is zero already is not written, so memory the
+      // process never touched (a fresh image in a full sync) stays uncommitted.
+      if (!isZeroAt(dst, dstOff)) dst.fill(0, dstOff, dstOff + PAGE_SIZE);
       return;
     case PAGE_ENCODING.raw:
       if (entry.data.length !== PAGE_SIZE)
