@@ -348,11 +348,14 @@ export class GuestMemory extends PlainMemory {
       const frozen = b.frozen;
       for (let p = first; p <= last; p++) if (frozen[p] !== 0) b.preserve(p);
     }
-    for (let p = first; p <= last; p++) {
-      this.log.mark(p);
-      this.hashLog.mark(p);
-      this.written[p >>> 5] = (this.written[p >>> 5] as number) | (1 << (p & 31));
-    }
+    for (let p = first; p <= last; p++) this.marked(p);
+  }
+
+  /** Page `p` changed: the replication's and the digest's logs, and the written bit. */
+  private marked(p: number): void {
+    this.log.mark(p);
+    this.hashLog.mark(p);
+    this.written[p >>> 5] = (this.written[p >>> 5] as number) | (1 << (p & 31));
   }
 
   /** Installs (or with undefined removes) the copy-on-write barrier; one at a time. */
@@ -370,6 +373,20 @@ export class GuestMemory extends PlainMemory {
    */
   isPristine(pfn: number): boolean {
     return ((this.written[pfn >>> 5] as number) & (1 << (pfn & 31))) === 0;
+  }
+
+  /**
+   * Records that `count` pages of `pfns` were written behind the accessors (by
+   * a worker thread decoding into this memory): marks them in the logs as a
+   * write through the accessors would have. Not while a capture is
+   * outstanding: such a write would have bypassed its copy-on-write.
+   */
+  noteWritten(pfns: ArrayLike<number>, count = pfns.length): void {
+    if (this.barrier !== undefined) {
+      throw new RemusError("REMUSD_ERR_INTERNAL", "pages written behind a copy-on-write capture");
+    }
+    for (let i = 0; i < count; i++) this.checkPfn(pfns[i] as number);
+    for (let i = 0; i < count; i++) this.marked(pfns[i] as number);
   }
 
   /**

@@ -57,8 +57,17 @@ export class BatchEncoder {
     checkCount(count);
     if (first < 0 || first + count > memory.pages) throw new RangeError(`pages [${first}, +${count})`);
     const pfns = new Uint32Array(count);
-    for (let i = 0; i < count; i++) pfns[i] = first + i;
-    return this.pages(epoch, { kind: "memory", memory: this.pool.share(memory.shared), first, count }, pfns);
+    const pristine = new Uint8Array(count);
+    for (let i = 0; i < count; i++) {
+      pfns[i] = first + i;
+      // Read here, on the thread that owns the bits: a page never written is zero.
+      pristine[i] = memory.isPristine(first + i) ? 1 : 0;
+    }
+    return this.pages(
+      epoch,
+      { kind: "memory", memory: this.pool.share(memory.shared), first, count, pristine },
+      pfns,
+    );
   }
 
   /** A DISK_WRITES of `count` blocks stored back to back in `buffer` at `offset`. */

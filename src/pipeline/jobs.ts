@@ -54,7 +54,14 @@ export type EncodeSource =
       readonly captured: number;
       readonly from: number;
     }
-  | { readonly kind: "memory"; readonly memory: number; readonly first: number; readonly count: number }
+  | {
+      readonly kind: "memory";
+      readonly memory: number;
+      readonly first: number;
+      readonly count: number;
+      /** Per page: 1 when never written (all zero): sent as ZERO without reading (or faulting in) it. */
+      readonly pristine?: Uint8Array;
+    }
   | {
       readonly kind: "pages";
       readonly buffer: number;
@@ -123,8 +130,9 @@ export function runEncode(job: EncodeJob, buffers: BufferTable, scratch: EncodeS
       if (src.count > MAX_BATCH_ENTRIES) throw new RangeError(`${src.count} pages in one batch`);
       for (let i = 0; i < src.count; i++) {
         const a = (src.first + i) * PAGE_SIZE;
+        if (src.pristine?.[i] === 1) scratch.pages.fill(0, i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
         // One copy per page: the guest may be writing it, and every later use must see the same bytes.
-        scratch.pages.set(mem.subarray(a, a + PAGE_SIZE), i * PAGE_SIZE);
+        else scratch.pages.set(mem.subarray(a, a + PAGE_SIZE), i * PAGE_SIZE);
       }
       indexOf = (i) => src.first + i;
       dataOf = (i) => pageIn(scratch.pages, i * PAGE_SIZE);

@@ -290,3 +290,19 @@ test("zeroPage leaves zero pages alone (not written, not dirty) and zeroes the r
   assert.equal(m.zeroPage(3), false);
   assert.equal(m.log.count, 0);
 });
+
+test("noteWritten marks pages a worker wrote behind the accessors, and is refused under a capture", () => {
+  const m = new GuestMemory(8 * PAGE_SIZE);
+  m.buf.fill(7, 2 * PAGE_SIZE, 3 * PAGE_SIZE); // as a worker decoding into shared memory would
+  m.noteWritten([2, 5]);
+  assert.deepEqual([...m.log.drain()], [2, 5]);
+  assert.equal(m.hashLog.count, 2);
+  assert.equal(m.isPristine(2), false);
+  const cap = new CowCapturer(m).capture(Uint32Array.from([1]));
+  assert.throws(
+    () => m.noteWritten([3]),
+    (e) => isRemusError(e) && e.code === "REMUSD_ERR_INTERNAL",
+  );
+  assert.throws(() => new GuestMemory(PAGE_SIZE).noteWritten([1]), /outside/);
+  cap.release();
+});
