@@ -47,6 +47,9 @@ process.on("SIGUSR2", () => {
 process.on("exit", () => {
   h.disable();
   const r = { pid: process.pid, role: process.argv[2], phases, ...snapshot() };
-  if (out) writeFileSync(out, `${JSON.stringify(r)}\n`);
+  // A folder ("/" at the end): one file per process, for daemons started by another tool.
+  if (out?.endsWith("/"))
+    writeFileSync(`${out}looplag-${r.role}-${process.pid}.json`, `${JSON.stringify(r)}\n`);
+  else if (out) writeFileSync(out, `${JSON.stringify(r)}\n`);
   else process.stderr.write(`looplag ${JSON.stringify(r)}\n`);
 });
