@@ -75,8 +75,8 @@ export const METRIC_LABELS = {
   role: ["primary", "backup"],
 } as const;
 
-/** Event names of the event log (DESIGN.md Part 1). */
-export const EVENTS = [
+/** Event names that DESIGN.md Part 1 requires in the event log. */
+export const REQUIRED_EVENTS = [
   "peer.connected",
   "peer.lost",
   "checkpoint.sent",
@@ -84,4 +84,18 @@ export const EVENTS = [
   "checkpoint.applied",
   "failover.activated",
   "role.changed",
+] as const;
+
+/** Every event name the daemon writes to its event log: the required ones and the rest. */
+export const EVENTS = [
+  ...REQUIRED_EVENTS,
+  "peer.refused",
+  "state.changed",
+  "sync.started",
+  "sync.completed",
+  "checkpoint.failed",
+  "checkpoint.discarded",
+  "failover.impossible",
+  "fenced",
+  "daemon.stopped",
 ] as const;

@@ -305,7 +305,7 @@ export async function buildApi(
       response: replies(ReadyReply, { 503: ReadyReply }),
     }),
     async (_req, reply) => {
-      const body = { ready: d.ready(), role: d.role, state: d.machine.state };
+      const body = { ready: d.ready(), role: d.role, state: d.node.state };
       return reply.code(body.ready ? 200 : 503).send(body);
     },
   );

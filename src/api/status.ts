@@ -3,6 +3,7 @@
  * machine report, in the shapes of `schemas.ts`; PATCH /v1/config.
  */
 import type { Daemon } from "../daemon/daemon.js";
+import type { HeartbeatConfig } from "../replication/heartbeat.js";
 import { VERSION } from "../version.js";
 import type { Config, ConfigPatch, Status } from "./schemas.js";
 
@@ -24,8 +25,8 @@ export function statusOf(d: Daemon): Status {
       packets: netbuf.packets,
       bytes: netbuf.bytes,
       oldestAgeMs: netbuf.oldestAgeMs,
-      outputCommit: d.net.outputCommit,
-      holding: d.net.outputCommit && (d.primary?.outputMustWait ?? false),
+      outputCommit: d.node.dev.outputCommit,
+      holding: d.node.dev.outputCommit && (d.primary?.outputMustWait ?? false),
       attached: d.net.attached,
     },
     lastRoleChange: d.lastRoleChange,
@@ -91,19 +92,17 @@ export function configOf(d: Daemon): Config {
  */
 export function applyConfig(d: Daemon, patch: ConfigPatch): Config {
   const r = d.runtime;
-  const change: { intervalMs?: number; compress?: boolean } = {};
-  if (patch.intervalMs !== undefined) change.intervalMs = r.intervalMs = patch.intervalMs;
-  if (patch.compress !== undefined) change.compress = r.compress = patch.compress;
+  const change: { intervalMs?: number; compress?: boolean; heartbeat?: HeartbeatConfig } = {};
+  if (patch.intervalMs !== undefined) change.intervalMs = patch.intervalMs;
+  if (patch.compress !== undefined) change.compress = patch.compress;
   if (patch.heartbeat && (patch.heartbeat.intervalMs !== undefined || patch.heartbeat.misses !== undefined)) {
     // A new object: the old one may be shared with the settings and with connections.
-    r.heartbeat = {
+    change.heartbeat = {
       intervalMs: patch.heartbeat.intervalMs ?? r.heartbeat.intervalMs,
       misses: patch.heartbeat.misses ?? r.heartbeat.misses,
     };
-    d.primary?.setHeartbeat(r.heartbeat);
-    d.backup?.setHeartbeat(r.heartbeat);
   }
-  if (Object.keys(change).length > 0) d.primary?.reconfigure(change);
+  d.node.reconfigure(change);
   if (patch.peer !== undefined) d.setPeer(patch.peer);
   const now = configOf(d);
   d.log.info({ change: patch, config: now }, "configuration changed");

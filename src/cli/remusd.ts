@@ -97,14 +97,14 @@ async function runDaemon(role: "primary" | "backup", spec: CommandSpec, argv: st
       d.flushLog();
       process.exit(EXIT.runtime);
     }
-    d.log.info({ signal: sig, state: d.machine.state }, "shutting down");
+    d.log.info({ signal: sig, state: d.node.state }, "shutting down");
     void (async () => {
       let code: number = EXIT.ok;
       try {
         // Stop accepting requests first, then the final checkpoint and the planned GOODBYE.
         await api.app.close();
         await d.stop();
-        d.log.info({ epoch: d.machine.committed }, "stopped");
+        d.log.info({ epoch: d.node.committed }, "stopped");
       } catch (e) {
         d.log.error({ err: e }, "error while shutting down");
         code = EXIT.runtime;

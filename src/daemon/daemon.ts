@@ -1,25 +1,25 @@
 /**
- * A remusd daemon: the I/O shell around one replication state machine.
+ * A remusd daemon: the I/O shell around one `Node` (src/node/node.ts).
  *
- * It owns the real clock (a 1 ms loop that runs the guest in step with wall
- * time and polls the machine), the WebSocket transport, the durable store, the
- * event log, the metrics and the control API. A backup that activates turns
- * into a primary in place: the same process, the same domain bytes, a new
- * PrimaryMachine over them.
+ * It owns the real clock (a 1 ms loop that steps the node; the node runs the
+ * guest in step with wall time), the WebSocket transport, the vswitch link,
+ * the durable store, the node's state file, the event log, the metrics and
+ * what the control API reads. Every replication decision, and every role
+ * change, is the node's.
  */
 import { join } from "node:path";
 import type { Logger } from "pino";
+import { EVENTS } from "../contract.js";
 import { Domain } from "../domain/domain.js";
 import { RemusError } from "../errors.js";
-import { bootGuest } from "../guest/guest.js";
-import { Kernel, type ProcessInfo } from "../guest/kernel.js";
-import { type CounterCheck, verifyCounter } from "../guest/programs/basic.js";
+import type { ProcessInfo } from "../guest/kernel.js";
+import type { CounterCheck } from "../guest/programs/basic.js";
 import { Metrics, type NetbufStats } from "../metrics.js";
-import { type Activation, BackupMachine } from "../replication/backup.js";
-import type { Port } from "../replication/conn.js";
-import type { ReplicationEvent } from "../replication/events.js";
+import { Node, type NodeEvent, type NodeRole } from "../node/node.js";
+import { systemEntropy } from "../prng.js";
+import type { BackupMachine } from "../replication/backup.js";
 import type { HeartbeatConfig } from "../replication/heartbeat.js";
-import { DEFAULT_PRIMARY_CONFIG, PrimaryMachine } from "../replication/primary.js";
+import type { PrimaryMachine } from "../replication/primary.js";
 import { LevelStore } from "../store/level.js";
 import { NodeStateFile } from "../store/state.js";
 import { Dialer, type LinkHandler, listenReplication } from "../transport/ws.js";
@@ -28,8 +28,6 @@ import { EventLog } from "./eventlog.js";
 import { createLogger } from "./logging.js";
 import { NetSide } from "./netside.js";
 import type { DaemonSettings } from "./settings.js";
-
-type Machine = PrimaryMachine | BackupMachine;
 
 /** The settings an operator may change at run time (PATCH /v1/config). */
 export interface RuntimeConfig {
@@ -40,8 +38,8 @@ export interface RuntimeConfig {
 
 /** The last role change, for /v1/status. */
 export interface RoleChange {
-  readonly from: "primary" | "backup" | null;
-  readonly to: "primary" | "backup";
+  readonly from: NodeRole | null;
+  readonly to: NodeRole;
   readonly reason: string;
   readonly at: string;
 }
@@ -58,27 +56,8 @@ export interface LastCheckpoint {
   readonly applyMs: number | null;
 }
 
-/** Events written to the event log (the rest only feed metrics). */
-const LOGGED = new Set<ReplicationEvent["type"]>([
-  "peer.connected",
-  "peer.lost",
-  "peer.refused",
-  "state.changed",
-  "sync.started",
-  "sync.completed",
-  "checkpoint.sent",
-  "checkpoint.committed",
-  "checkpoint.failed",
-  "checkpoint.applied",
-  "checkpoint.discarded",
-  "failover.activated",
-  "failover.impossible",
-  "fenced",
-]);
-
-/** Max guest ticks run per loop turn, and the lag after which the guest stops catching up. */
-const MAX_TICKS_PER_TURN = 20;
-const MAX_LAG_TICKS = 250;
+/** Node events written to the event log (the rest only feed metrics). */
+const LOGGED: ReadonlySet<string> = new Set<string>(EVENTS);
 
 export class Daemon {
   readonly settings: DaemonSettings;
@@ -86,23 +65,20 @@ export class Daemon {
   log: Logger;
   readonly events: EventLog;
   readonly metrics: Metrics;
-  readonly node: NodeStateFile;
+  /** The node id and the highest generation, persisted in the data directory. */
+  readonly stateFile: NodeStateFile;
   readonly domain: Domain;
-  primary: PrimaryMachine | undefined;
-  backup: BackupMachine | undefined;
   store: LevelStore | undefined;
+  private nodeRef: Node | undefined;
   private dialer: Dialer | undefined;
   /** The backup a primary dials (--peer, or set at run time through PATCH /v1/config). */
   peerUrl: string | undefined;
   private listener: { port: number; close(): Promise<void> } | undefined;
-  private readonly owner = new Map<Port, Machine>();
   private timer: NodeJS.Timeout | undefined;
-  private wallBase = 0;
-  private tickBase = 0;
   private stopping = false;
   replicationPort: number | undefined;
-  /** The guest NIC's host side: the netbuf and the vswitch attachment. */
-  readonly net: NetSide;
+  /** The guest NIC's attachment to the vswitch. */
+  readonly net = new NetSide();
   private readonly rootLog: Logger;
   /** Writes out buffered log lines (call before the process exits). */
   readonly flushLog: () => void;
@@ -110,8 +86,7 @@ export class Daemon {
   lastCheckpoint: LastCheckpoint | undefined;
   /** The last domain digest computed at a checkpoint (--verify). */
   lastDigest: { readonly epoch: number; readonly digest: string } | undefined;
-  /** Interval, compression and heartbeat as set now (flags, then PATCH /v1/config); a new primary starts with them. */
-  readonly runtime: RuntimeConfig;
+  private logGeneration: number | undefined;
 
   constructor(settings: DaemonSettings, logger?: Logger) {
     this.settings = settings;
@@ -125,42 +100,44 @@ export class Daemon {
     }
     this.log = this.rootLog.child({ role: settings.role });
     this.lastRoleChange = { from: null, to: settings.role, reason: "started", at: new Date().toISOString() };
-    this.runtime = {
-      intervalMs: settings.intervalMs,
-      compress: settings.compress,
-      heartbeat: settings.heartbeat,
-    };
     this.events = new EventLog(settings.eventLog);
     this.metrics = new Metrics(VERSION);
     this.metrics.netbufSource = () => this.netbufStats();
-    this.node = new NodeStateFile(settings.dataDir);
+    this.stateFile = new NodeStateFile(settings.dataDir);
     this.domain = new Domain(settings.geometry);
-    this.net = new NetSide(this.domain, this.metrics, settings.netbuf);
   }
 
-  get role(): "primary" | "backup" {
-    return this.primary ? "primary" : "backup";
+  /** The replica this daemon runs (from `start`). */
+  get node(): Node {
+    if (!this.nodeRef) throw new RemusError("REMUSD_ERR_INTERNAL", "the daemon is not started");
+    return this.nodeRef;
   }
 
-  get machine(): Machine {
-    return (this.primary ?? this.backup) as Machine;
+  get role(): NodeRole {
+    return this.nodeRef?.roleName ?? this.settings.role;
   }
 
-  /** The epoch the event log reports for events that carry none. */
-  private currentEpoch(): number {
-    return this.primary ? this.primary.committed : (this.backup?.committed ?? 0);
+  get primary(): PrimaryMachine | undefined {
+    return this.nodeRef?.primary;
   }
 
-  private logGeneration: number | undefined;
+  get backup(): BackupMachine | undefined {
+    return this.nodeRef?.backup;
+  }
+
+  /** Interval, compression and heartbeat as set now (flags, then PATCH /v1/config); a new primary starts with them. */
+  get runtime(): RuntimeConfig {
+    return this.node.config;
+  }
 
   /** Binds `log` to the current role and generation. */
   private rebindLog(): void {
-    this.logGeneration = this.machine.generation;
+    this.logGeneration = this.node.generation;
     this.log = this.rootLog.child({ role: this.role, generation: this.logGeneration });
   }
 
   /** Remembers what /v1/status reports about the last checkpoint and digest. */
-  private remember(e: ReplicationEvent): void {
+  private remember(e: NodeEvent): void {
     const at = new Date().toISOString();
     if (e.type === "checkpoint.committed") {
       this.lastCheckpoint = {
@@ -192,15 +169,20 @@ export class Daemon {
     }
   }
 
-  private emit = (e: ReplicationEvent): void => {
+  private emit = (e: NodeEvent): void => {
+    const node = this.nodeRef;
+    if (!node) return;
+    if (e.type === "role.changed") {
+      this.roleChanged(e);
+      return;
+    }
     this.metrics.onEvent(e);
     this.remember(e);
     // A backup adopts its primary's generation at sync; a fenced primary learns a newer one.
-    const m = this.primary ?? this.backup;
-    if (m && this.logGeneration !== undefined && m.generation !== this.logGeneration) this.rebindLog();
+    if (this.logGeneration !== undefined && node.generation !== this.logGeneration) this.rebindLog();
     if (!LOGGED.has(e.type)) return;
     const { type, ...fields } = e;
-    const epoch = "epoch" in e ? (e.epoch as number) : this.currentEpoch();
+    const epoch = "epoch" in e ? e.epoch : node.committed;
     this.events.write(type, this.role, epoch, fields);
     switch (type) {
       case "checkpoint.sent":
@@ -219,38 +201,35 @@ export class Daemon {
     }
   };
 
+  private roleChanged(e: Extract<NodeEvent, { type: "role.changed" }>): void {
+    const node = this.node;
+    this.metrics.setRole(e.to);
+    this.metrics.setState(node.state);
+    this.lastRoleChange = {
+      from: e.from,
+      to: e.to,
+      reason: e.to === "primary" ? `failover (${e.reason}) from epoch ${e.epoch}` : e.reason,
+      at: new Date().toISOString(),
+    };
+    this.rebindLog();
+    const { type, epoch, ...fields } = e;
+    this.events.write(type, e.to, epoch, fields);
+    this.log.info(
+      { epoch, generation: e.generation, reason: e.reason },
+      `role changed: ${e.from} -> ${e.to}`,
+    );
+  }
+
   private link: LinkHandler = {
-    opened: (port) => {
-      const m = this.machine;
-      this.owner.set(port, m);
-      m.attach(port, performance.now());
-    },
-    frame: (port, data) => {
-      const m = this.owner.get(port);
-      if (!m) return;
-      m.frame(port, data, performance.now());
-      this.afterInput();
-    },
-    closed: (port, reason) => {
-      const m = this.owner.get(port);
-      this.owner.delete(port);
-      m?.detach(port, performance.now(), reason);
-      this.afterInput();
-    },
+    opened: (port) => this.node.attach(port, performance.now()),
+    frame: (port, data) => this.node.frame(port, data, performance.now()),
+    closed: (port, reason) => this.node.detach(port, performance.now(), reason),
   };
 
   async start(): Promise<void> {
     const s = this.settings;
-    if (s.role === "primary") {
-      const kernel = bootGuest(this.domain, {
-        seed: s.seed,
-        workload: s.workload,
-        net: { mac: s.guestMac, ip: s.guestIp },
-      });
-      this.startPrimary(kernel, this.node.state.generation || 1, 1);
-      this.net.dev.activate();
-      this.node.setGeneration(this.primary?.generation ?? 1);
-    } else {
+    let generation = this.stateFile.state.generation;
+    if (s.role === "backup") {
       this.store = new LevelStore(join(s.dataDir, "store"));
       const stored = await this.store.open();
       if (stored.valid) {
@@ -259,70 +238,53 @@ export class Daemon {
           "the store holds an image from before this start; it is stale (memory is lost) and will be replaced by a full resync",
         );
       }
-      const generation = Math.max(this.node.state.generation, stored.generation);
-      this.backup = new BackupMachine({
-        domain: this.domain,
-        key: s.key,
-        nodeId: this.node.nodeId,
-        software: `remusd/${VERSION}`,
-        generation,
-        config: { heartbeat: this.runtime.heartbeat, verify: s.verify },
-        emit: this.emit,
-        store: this.store,
-      });
-      this.metrics.setRole("backup");
-      this.metrics.setState("waiting");
+      generation = Math.max(generation, stored.generation);
     }
-    if (s.switchAddr) await this.net.attach(s.switchAddr);
+    this.nodeRef = new Node({
+      domain: this.domain,
+      key: s.key,
+      nodeId: this.stateFile.nodeId,
+      software: `remusd/${VERSION}`,
+      entropy: systemEntropy,
+      config: {
+        intervalMs: s.intervalMs,
+        compress: s.compress,
+        heartbeat: s.heartbeat,
+        maxInFlight: s.maxInFlight,
+        verify: s.verify,
+        outputCommit: s.netbuf,
+      },
+      ...(this.store ? { store: this.store } : {}),
+      io: {
+        sendLan: (f) => this.net.send(f),
+        emit: this.emit,
+        saveGeneration: (g) => this.stateFile.setGeneration(g),
+      },
+      start:
+        s.role === "primary"
+          ? {
+              role: "primary",
+              boot: { seed: s.seed, workload: s.workload, net: { mac: s.guestMac, ip: s.guestIp } },
+            }
+          : { role: "backup" },
+      generation,
+      observeReleaseDelay: (sec) => this.metrics.releaseDelay.observe(sec),
+    });
+    this.metrics.setRole(this.node.roleName);
+    this.metrics.setState(this.node.state);
+    if (s.switchAddr) await this.net.attach(s.switchAddr, (f) => this.nodeRef?.lanInput(f));
     if (s.listen) {
       this.listener = await listenReplication(s.listen, this.link);
       this.replicationPort = this.listener.port;
     }
     if (s.role === "primary" && s.peer) this.setPeer(s.peer);
     this.rebindLog();
-    this.events.write("role.changed", this.role, this.currentEpoch(), {
+    this.events.write("role.changed", this.role, this.node.committed, {
       from: null,
       to: this.role,
       reason: "started",
     });
-    this.wallBase = performance.now();
-    this.tickBase = this.domain.vcpu.ticks;
     this.loop();
-  }
-
-  private startPrimary(kernel: Kernel, generation: number, startEpoch: number): void {
-    const s = this.settings;
-    this.primary = new PrimaryMachine({
-      domain: this.domain,
-      kernel,
-      key: s.key,
-      nodeId: this.node.nodeId,
-      software: `remusd/${VERSION}`,
-      generation,
-      startEpoch,
-      config: {
-        ...DEFAULT_PRIMARY_CONFIG,
-        intervalMs: this.runtime.intervalMs,
-        maxInFlight: s.maxInFlight,
-        compress: this.runtime.compress,
-        verify: s.verify,
-        heartbeat: this.runtime.heartbeat,
-      },
-      emit: this.emit,
-      hooks: {
-        // Output commit: the frames of epoch N go into the netbuf at its pause and leave when N is acked.
-        beforeCapture: (epoch) =>
-          this.net.pump(epoch, this.primary?.outputMustWait ?? false, performance.now()),
-        onCommitted: (epoch) => this.net.committed(epoch, performance.now()),
-        onState: (state) => {
-          if (state !== "protected") this.net.releaseAll(performance.now());
-          this.metrics.setState(state);
-          if (state === "fenced") this.node.setGeneration(this.primary?.generation ?? 0);
-        },
-      },
-    });
-    this.metrics.setRole("primary");
-    this.metrics.setState(this.primary.state);
   }
 
   /**
@@ -345,65 +307,15 @@ export class Daemon {
     this.dialer?.stop();
     this.dialer = undefined;
     this.peerUrl = url ?? undefined;
-    if (url !== null) this.dialer = new Dialer(url, this.link, () => this.primary?.wantsPeer ?? false);
-  }
-
-  /** The backup activated: become the primary of the same domain. */
-  private becomePrimary(a: Activation): void {
-    this.backup = undefined;
-    this.node.setGeneration(a.generation);
-    const kernel = new Kernel(this.domain);
-    this.startPrimary(kernel, a.generation, a.epoch + 1);
-    // Only the active side talks on the LAN; announce the guest's new port with a gratuitous ARP.
-    this.net.dev.activate();
-    this.lastRoleChange = {
-      from: "backup",
-      to: "primary",
-      reason: `failover (${a.reason}) from epoch ${a.epoch}`,
-      at: new Date().toISOString(),
-    };
-    this.rebindLog();
-    this.events.write("role.changed", "primary", a.epoch, {
-      from: "backup",
-      to: "primary",
-      reason: a.reason,
-      generation: a.generation,
-    });
-    this.log.info(
-      { epoch: a.epoch, generation: a.generation, reason: a.reason },
-      "role changed: backup -> primary",
-    );
-    // The guest resumes now, from its own clock.
-    this.wallBase = performance.now();
-    this.tickBase = this.domain.vcpu.ticks;
-  }
-
-  private afterInput(): void {
-    const a = this.backup?.activated;
-    if (a) this.becomePrimary(a);
+    if (url !== null) this.dialer = new Dialer(url, this.link, () => this.nodeRef?.wantsPeer ?? false);
   }
 
   private loop = (): void => {
     if (this.stopping) return;
-    const now = performance.now();
     try {
-      const p = this.primary;
-      if (p) {
-        if (p.isRunning) {
-          const due = Math.floor(now - this.wallBase) - (this.domain.vcpu.ticks - this.tickBase);
-          if (due > MAX_LAG_TICKS) {
-            // The guest cannot keep up: let guest time fall behind instead of bursting.
-            this.wallBase += due - MAX_TICKS_PER_TURN;
-          }
-          if (due > 0) p.runGuest(Math.min(due, MAX_TICKS_PER_TURN));
-          this.net.pump(p.epoch, p.outputMustWait, now);
-        }
-        p.poll(now);
-        if (p.wantsPeer) this.dialer?.kick();
-      } else if (this.backup) {
-        this.backup.poll(now);
-        this.afterInput();
-      }
+      const node = this.node;
+      node.step(performance.now());
+      if (node.wantsPeer) this.dialer?.kick();
     } catch (e) {
       this.log.fatal({ err: e }, "internal error in the daemon loop");
       throw e;
@@ -413,76 +325,54 @@ export class Daemon {
 
   // ---- what the control API asks ----
 
-  /**
-   * The output buffer's depth. Zeros until the guest network is attached; the
-   * network integration provides the real numbers.
-   */
+  /** The output buffer's depth (zeros before the node exists). */
   netbufStats(): NetbufStats {
-    const s = this.net.stats(performance.now());
-    return { packets: s.packets, bytes: s.bytes, oldestAgeMs: s.oldestAgeMs };
+    const nb = this.nodeRef?.dev.netbuf;
+    if (!nb) return { packets: 0, bytes: 0, oldestAgeMs: 0 };
+    return {
+      packets: nb.packets,
+      bytes: nb.byteCount,
+      oldestAgeMs: Math.round(nb.oldestAgeMs(performance.now()) * 1000) / 1000,
+    };
   }
 
   ready(): boolean {
-    if (this.primary) return this.primary.isRunning;
-    return this.backup?.state === "standby";
+    return this.nodeRef?.ready ?? false;
   }
 
   digest(): { epoch: number; digest: string; live: boolean } {
-    if (this.primary) return { epoch: this.primary.epoch, digest: this.domain.digest(), live: true };
-    const b = this.backup as BackupMachine;
-    if (!b.imageValid) throw new RemusError("REMUSD_ERR_WRONG_ROLE", "the backup has no complete image yet");
-    return { epoch: b.committed, digest: this.domain.digest(), live: false };
+    return this.node.digest();
   }
 
   processes(): ProcessInfo[] {
-    if (this.backup && !this.backup.imageValid) {
-      throw new RemusError("REMUSD_ERR_WRONG_ROLE", "the backup has no complete image yet");
-    }
-    if (!Kernel.isBooted(this.domain)) return [];
-    return new Kernel(this.domain).listProcesses();
+    return this.node.processes();
   }
 
   /** The counter continuity check (counter.log holds exactly 1..counter) on the current image. */
   counterCheck(): CounterCheck {
-    if (this.backup && !this.backup.imageValid) {
-      throw new RemusError("REMUSD_ERR_WRONG_ROLE", "the backup has no complete image yet");
-    }
-    if (!Kernel.isBooted(this.domain)) throw new RemusError("REMUSD_ERR_WRONG_ROLE", "no guest is booted");
-    return verifyCounter(new Kernel(this.domain));
+    return this.node.counterCheck();
   }
 
   /** POST /v1/failover on a backup. */
   failover(planned: boolean): { activated: boolean; epoch?: number; digest?: string; pending?: boolean } {
-    const b = this.backup;
-    if (!b) throw new RemusError("REMUSD_ERR_WRONG_ROLE", "this daemon is already the primary");
-    if (planned) {
-      b.requestSwitchover();
-      return { activated: false, pending: true };
-    }
-    const a = b.activate("manual", performance.now());
-    this.becomePrimary(a);
-    return { activated: true, epoch: a.epoch, digest: a.digest };
+    return this.node.failover(planned, performance.now());
   }
 
   /** POST /v1/checkpoint on a primary. */
   checkpoint(): { epoch: number } {
-    const p = this.primary;
-    if (!p) throw new RemusError("REMUSD_ERR_WRONG_ROLE", "checkpoints are taken by the primary");
-    p.requestCheckpoint();
-    return { epoch: p.epoch };
+    return this.node.checkpoint();
   }
 
   /** Graceful stop: a final checkpoint when protected, a planned GOODBYE, then close everything. */
   async stop(timeoutMs = 5000): Promise<void> {
-    const p = this.primary;
-    if (p && p.state !== "stopped" && p.state !== "fenced") {
-      p.requestStop("shutdown", performance.now());
+    const node = this.nodeRef;
+    if (node && !node.stopped) {
+      node.stop(performance.now());
       const deadline = performance.now() + timeoutMs;
-      while ((p.state as string) !== "stopped" && performance.now() < deadline) {
+      while (!node.stopped && performance.now() < deadline) {
         await new Promise((r) => setTimeout(r, 5));
       }
     }
-    this.backup?.stop();
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
     this.dialer?.stop();
@@ -491,7 +381,7 @@ export class Daemon {
     await new Promise((r) => setTimeout(r, 50));
     await this.listener?.close();
     await this.store?.close();
-    this.events.write("daemon.stopped", this.role, this.currentEpoch(), {});
+    this.events.write("daemon.stopped", this.role, node?.committed ?? 0, {});
     this.events.close();
   }
 }

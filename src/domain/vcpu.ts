@@ -35,6 +35,13 @@ function splitmix32(seed: number): () => number {
   };
 }
 
+const CLOCK_NS_OFFSET = 16;
+
+/** The guest clock in nanoseconds, full range, from a copy of the register block (a checkpoint's). */
+export function vcpuClockNs(regs: Uint8Array): bigint {
+  return Buffer.from(regs.buffer, regs.byteOffset, regs.byteLength).readBigUInt64LE(CLOCK_NS_OFFSET);
+}
+
 export class Vcpu {
   readonly regs: Buffer;
 
@@ -75,7 +82,7 @@ export class Vcpu {
     this.set64(8, v);
   }
   get clockNs(): number {
-    return this.get64(16);
+    return this.get64(CLOCK_NS_OFFSET);
   }
   get ticks(): number {
     return this.get64(24);
@@ -100,7 +107,7 @@ export class Vcpu {
 
   /** Advances guest time by one tick of `ns` nanoseconds. */
   tick(ns: number): void {
-    this.set64(16, this.clockNs + ns);
+    this.set64(CLOCK_NS_OFFSET, this.clockNs + ns);
     this.set64(24, this.ticks + 1);
   }
 

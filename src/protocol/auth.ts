@@ -6,7 +6,7 @@
  * by anyone, so AUTH proves nothing; it still catches crossed connections.
  */
 
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHmac, timingSafeEqual } from "node:crypto";
 import { GOODBYE_REASON, MAC_SIZE, NONCE_SIZE, PAGE_SIZE, ROLE, type RoleCode } from "./constants.js";
 import type { Geometry, Hello } from "./records.js";
 
@@ -65,11 +65,6 @@ export function sessionTag(key: Uint8Array, primaryNonce: Uint8Array, backupNonc
     .digest()
     .readUInt32LE(0);
   return tag === 0 ? 1 : tag;
-}
-
-/** 32 fresh random bytes for a HELLO. */
-export function newNonce(): Buffer {
-  return randomBytes(NONCE_SIZE);
 }
 
 /** The decode bounds a HELLO announces. */

@@ -10,7 +10,6 @@ export {
   geometryOf,
   type HelloRejection,
   INSECURE_KEY,
-  newNonce,
   sessionTag,
   verifyAuthMac,
 } from "./auth.js";

@@ -21,6 +21,7 @@
 import type { Domain } from "../domain/domain.js";
 import { PAGE_SIZE } from "../domain/memory.js";
 import { RemusError } from "../errors.js";
+import type { Entropy } from "../prng.js";
 import { decodePageInto } from "../protocol/batch.js";
 import {
   CHECKPOINT_FLAG,
@@ -35,12 +36,17 @@ import { type Conn, Links, type LocalIdentity, localIdentity, type Port } from "
 import type { BackupStateName, EventSink, FailoverReason } from "./events.js";
 import type { HeartbeatConfig } from "./heartbeat.js";
 
-/** Durable storage of the backup's disk and committed epoch. */
+/**
+ * Durable storage of the backup's disk and committed epoch. Asynchronous: a
+ * commit completes later, through `done`, in its own time (a level batch in a
+ * daemon, a configurable persistence delay in a simulation). The backup
+ * acknowledges epochs in order, each only once its own commit completed.
+ */
 export interface BackupStore {
   /**
    * Makes `blocks` (their contents read from `dataOf`) and the epoch durable,
-   * atomically. May return a promise; the epoch is acknowledged once it settles.
-   * `dataOf` must be read before this returns.
+   * atomically, then calls `done` (with the error if it failed). `dataOf` must
+   * be read before this returns. Commits complete in the order they were made.
    */
   commit(
     epoch: number,
@@ -48,22 +54,13 @@ export interface BackupStore {
     blocks: ArrayLike<number>,
     dataOf: (block: number) => Uint8Array,
     /** The blocks are the whole disk (a full sync): the store may drop what it held. */
-    full?: boolean,
-  ): Promise<void> | void;
-  /** The image is being replaced by a full sync: forget the committed epoch. */
-  invalidate(): Promise<void> | void;
-  /** Persists the generation (after an activation). */
-  saveGeneration(generation: number): Promise<void> | void;
-}
-
-/** A store that keeps nothing (for simulations). */
-export class NullStore implements BackupStore {
-  commits = 0;
-  commit(): void {
-    this.commits++;
-  }
-  invalidate(): void {}
-  saveGeneration(): void {}
+    full: boolean,
+    done: (err?: Error) => void,
+  ): void;
+  /** The image is being replaced by a full sync: forget the committed epoch (ordered before later commits). */
+  invalidate(): void;
+  /** Persists the generation (ordered before later commits). */
+  saveGeneration(generation: number): void;
 }
 
 export interface BackupConfig {
@@ -77,6 +74,7 @@ export interface BackupOptions {
   readonly key: Uint8Array;
   readonly nodeId: Uint8Array;
   readonly software: string;
+  readonly entropy: Entropy;
   /** The highest primary generation this node has seen (from its store). */
   readonly generation: number;
   readonly config: BackupConfig;
@@ -116,6 +114,16 @@ class StagingArea {
     this.idx[this.count] = index;
     return this.count++ * PAGE_SIZE;
   }
+}
+
+/** An applied epoch whose ack waits for its store commit. */
+interface PendingAck {
+  readonly conn: Conn;
+  readonly epoch: number;
+  readonly generation: number;
+  readonly final: boolean;
+  /** Unset while the commit runs. */
+  outcome: "stored" | Error | undefined;
 }
 
 interface Stage {
@@ -164,7 +172,9 @@ export class BackupMachine {
   private ahead: Stage | undefined;
   /** Activate at this time unless a primary reconnects (set after a close we initiated). */
   private graceUntil: number | undefined;
-  private ackChain: Promise<void> = Promise.resolve();
+  /** Applied epochs waiting for their store commit, oldest first. */
+  private pendingAcks: PendingAck[] = [];
+  private syncStartedAt = 0;
   private switchoverRequested = false;
   private activation: Activation | undefined;
 
@@ -237,7 +247,7 @@ export class BackupMachine {
         return;
       case "established":
         this.links.pending.delete(c);
-        this.established(c, now);
+        this.established(c);
         return;
       case "closed":
         if (this.links.pending.delete(c)) {
@@ -268,7 +278,7 @@ export class BackupMachine {
     if (c === this.links.active) this.lost(reason, now, undefined, true);
   }
 
-  private established(c: Conn, now: number): void {
+  private established(c: Conn): void {
     const old = this.links.active;
     if (old) {
       // The same primary (it holds the key) reconnected before we noticed the old link die.
@@ -281,7 +291,7 @@ export class BackupMachine {
     const peer = c.peer;
     if (peer && peer.generation > this.generation) {
       this.generation = peer.generation;
-      void this.store.saveGeneration(peer.generation);
+      this.store.saveGeneration(peer.generation);
     }
     this.emit({
       type: "peer.connected",
@@ -289,7 +299,6 @@ export class BackupMachine {
       peerNode: Buffer.from(peer?.nodeId ?? []).toString("hex"),
       peerGeneration: peer?.generation ?? 0,
     });
-    void now;
   }
 
   /**
@@ -305,7 +314,7 @@ export class BackupMachine {
     this.emit({ type: "peer.lost", reason, planned });
     if (this.syncMode === "full") this.syncMode = undefined;
     if (goodbye === GOODBYE_REASON.switchover && this.switchoverRequested && this.imageValid) {
-      this.activate("planned", now);
+      this.activate("planned");
       return;
     }
     if (!this.imageValid) {
@@ -319,7 +328,7 @@ export class BackupMachine {
       return;
     }
     if (abrupt) {
-      this.activate("peer_lost", now);
+      this.activate("peer_lost");
       return;
     }
     // We (or the primary, with a reason) closed a live link: give the primary one heartbeat
@@ -340,7 +349,7 @@ export class BackupMachine {
     if (this.links.heartbeatRecord(c, r, now)) return;
     switch (r.type) {
       case "syncBegin":
-        this.syncBegin(r.epoch, (r.flags & SYNC_FLAG.incremental) !== 0);
+        this.syncBegin(r.epoch, (r.flags & SYNC_FLAG.incremental) !== 0, now);
         return;
       case "pageBatch":
         this.pages(r);
@@ -362,7 +371,8 @@ export class BackupMachine {
     }
   }
 
-  private syncBegin(epoch: number, incremental: boolean): void {
+  private syncBegin(epoch: number, incremental: boolean, now: number): void {
+    this.syncStartedAt = now;
     this.discardStaging("a new sync began");
     if (incremental && this.imageValid) {
       this.syncMode = "incremental";
@@ -370,7 +380,7 @@ export class BackupMachine {
       // A full sync overwrites the image in place: until it completes there is nothing to resume.
       this.syncMode = "full";
       this.imageValid = false;
-      void this.store.invalidate();
+      this.store.invalidate();
     }
     this.stage = newStage(epoch);
     this.emit({ type: "sync.started", epoch, mode: this.syncMode, pages: this.domain.pages });
@@ -466,7 +476,12 @@ export class BackupMachine {
     }
     this.imageValid = true;
     if (sync) {
-      this.emit({ type: "sync.completed", epoch: r.epoch, mode: this.syncMode ?? "full", durationMs: 0 });
+      this.emit({
+        type: "sync.completed",
+        epoch: r.epoch,
+        mode: this.syncMode ?? "full",
+        durationMs: now - this.syncStartedAt,
+      });
       this.syncMode = undefined;
     }
     this.setState("standby", sync ? `synced at epoch ${r.epoch}` : this._lastChange);
@@ -479,41 +494,57 @@ export class BackupMachine {
       applyMs,
       ...(this.config.verify && digest ? { digest } : {}),
     });
-    const epoch = r.epoch;
-    const generation = this.generation;
-    const final = (r.flags & CHECKPOINT_FLAG.final) !== 0;
-    const ack = () => {
-      if (this.links.active !== c || c.phase === "closed") return;
-      c.send({ type: "ack", epoch, generation });
-      if (final && this.switchoverRequested) this.activate("planned", now);
+    const entry: PendingAck = {
+      conn: c,
+      epoch: r.epoch,
+      generation: this.generation,
+      final: (r.flags & CHECKPOINT_FLAG.final) !== 0,
+      outcome: undefined,
     };
-    let result: Promise<void> | void;
+    this.pendingAcks.push(entry);
     try {
-      result = this.store.commit(epoch, generation, blockList, (b) => d.disk.view(b), full);
-    } catch (e) {
-      this.storeFailed(c, epoch, e);
-      return;
-    }
-    if (result instanceof Promise) {
-      // Acks leave in epoch order, each once its epoch is durable.
-      this.ackChain = this.ackChain.then(
-        () => result.then(ack),
-        () => undefined,
+      this.store.commit(
+        entry.epoch,
+        entry.generation,
+        blockList,
+        (b) => d.disk.view(b),
+        full,
+        (err) => {
+          entry.outcome = err ?? "stored";
+          this.sendAcks();
+        },
       );
-      result.catch((e) => this.storeFailed(c, epoch, e));
-    } else {
-      ack();
+    } catch (e) {
+      entry.outcome = e instanceof Error ? e : new Error(String(e));
+      this.sendAcks();
     }
   }
 
-  private storeFailed(c: Conn, epoch: number, e: unknown): void {
-    if (this.links.active !== c) return;
-    c.send({
-      type: "nack",
-      epoch,
-      reason: NACK_REASON.applyFailed,
-      message: `store: ${e instanceof Error ? e.message : String(e)}`.slice(0, 1000),
-    });
+  /**
+   * Acks leave in epoch order, each once its epoch is durable. A failed commit
+   * is refused with a NACK, and nothing after it on that link is acknowledged:
+   * the store would have a hole.
+   */
+  private sendAcks(): void {
+    while (this.pendingAcks.length > 0) {
+      const head = this.pendingAcks[0] as PendingAck;
+      if (head.outcome === undefined) return;
+      this.pendingAcks.shift();
+      const c = head.conn;
+      if (this.links.active !== c || c.phase === "closed") continue;
+      if (head.outcome !== "stored") {
+        c.send({
+          type: "nack",
+          epoch: head.epoch,
+          reason: NACK_REASON.applyFailed,
+          message: `store: ${head.outcome.message}`.slice(0, 1000),
+        });
+        this.pendingAcks = this.pendingAcks.filter((a) => a.conn !== c);
+        continue;
+      }
+      c.send({ type: "ack", epoch: head.epoch, generation: head.generation });
+      if (head.final && this.switchoverRequested) this.activate("planned");
+    }
   }
 
   // ---- timers ----
@@ -534,7 +565,7 @@ export class BackupMachine {
           reason: "heartbeat timeout: the primary stopped answering",
           planned: false,
         });
-        if (this.imageValid) this.activate("heartbeat_timeout", now);
+        if (this.imageValid) this.activate("heartbeat_timeout");
         else {
           this.emit({ type: "failover.impossible", reason: "no complete image to resume from" });
           this.setState("waiting", "primary lost before the first sync completed");
@@ -552,7 +583,7 @@ export class BackupMachine {
     }
     if (this.graceUntil !== undefined && now >= this.graceUntil) {
       this.graceUntil = undefined;
-      if (this.imageValid) this.activate("peer_lost", now);
+      if (this.imageValid) this.activate("peer_lost");
     }
   }
 
@@ -579,7 +610,7 @@ export class BackupMachine {
    * Resumes the domain from the last applied epoch under a new generation.
    * Any partial checkpoint is discarded; the old primary is told it is fenced.
    */
-  activate(reason: FailoverReason, _now: number): Activation {
+  activate(reason: FailoverReason): Activation {
     if (this.activation) return this.activation;
     if (!this.imageValid) {
       throw new RemusError(
@@ -594,7 +625,7 @@ export class BackupMachine {
     if (c) c.goodbye(GOODBYE_REASON.fenced, `the backup activated as primary of generation ${generation}`);
     this.links.abortPending("activated");
     this.generation = generation;
-    void this.store.saveGeneration(generation);
+    this.store.saveGeneration(generation);
     this.domain.resetLogs();
     const digest = this.domain.digest();
     this.activation = { epoch: this.committed, digest, generation, reason };

@@ -8,8 +8,8 @@
  * the connection answers only with its own HELLO and AUTH, and any error closes
  * it with a GOODBYE naming the reason.
  */
-import { randomBytes } from "node:crypto";
 import { RemusError } from "../errors.js";
+import type { Entropy } from "../prng.js";
 import { checkPeerHello, computeAuthMac, geometryOf, sessionTag, verifyAuthMac } from "../protocol/auth.js";
 import {
   GOODBYE_REASON,
@@ -46,6 +46,8 @@ export interface LocalIdentity {
   readonly diskBlocks: number;
   readonly vcpuSize: number;
   readonly deviceSize: number;
+  /** Where HELLO nonces come from (seeded in simulations). */
+  readonly entropy: Entropy;
   generation(): number;
   committedEpoch(): number;
   helloFlags(): number;
@@ -58,6 +60,7 @@ export interface IdentityParts {
   readonly key: Uint8Array;
   readonly nodeId: Uint8Array;
   readonly software: string;
+  readonly entropy: Entropy;
   readonly domain: {
     readonly pages: number;
     readonly disk: { readonly blocks: number };
@@ -77,6 +80,7 @@ export function localIdentity(
     key: p.key,
     nodeId: p.nodeId,
     software: p.software,
+    entropy: p.entropy,
     pages: p.domain.pages,
     diskBlocks: p.domain.disk.blocks,
     vcpuSize: p.domain.vcpu.regs.length,
@@ -132,7 +136,7 @@ export class Conn {
       vcpuSize: me.vcpuSize,
       deviceSize: me.deviceSize,
       committedEpoch: me.committedEpoch(),
-      nonce: randomBytes(NONCE_SIZE),
+      nonce: me.entropy.bytes(NONCE_SIZE),
       nodeId: me.nodeId,
       software: me.software,
     };
@@ -213,8 +217,10 @@ export class Conn {
       if (verdict === "discard") return { kind: "discarded", record };
       return { kind: "record", record, frame };
     } catch (e) {
-      const reason = isProtocolError(e) ? e.reason : "internal";
-      const message = e instanceof Error ? e.message : String(e);
+      // A ProtocolError's message already starts with its reason ("bad-crc: ...").
+      const message = isProtocolError(e)
+        ? e.message
+        : `internal: ${e instanceof Error ? e.message : String(e)}`;
       const goodbyeReason = !isProtocolError(e)
         ? GOODBYE_REASON.protocolError
         : e.reason === "bad-generation"
@@ -224,8 +230,8 @@ export class Conn {
             : e.reason === "bad-geometry"
               ? GOODBYE_REASON.geometryMismatch
               : GOODBYE_REASON.protocolError;
-      this.goodbye(goodbyeReason, `${reason}: ${message}`);
-      return { kind: "closed", reason: `protocol error (${reason}): ${message}` };
+      this.goodbye(goodbyeReason, message);
+      return { kind: "closed", reason: `protocol error: ${message}` };
     }
   }
 

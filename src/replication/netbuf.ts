@@ -36,7 +36,8 @@ export class Netbuf {
 
   constructor(
     readonly limits: NetbufLimits = DEFAULT_NETBUF_LIMITS,
-    private readonly send: (frame: Buffer) => void,
+    /** Where released frames go, with the epoch that produced them. */
+    private readonly send: (frame: Buffer, epoch: number) => void,
     private readonly observeDelay: (seconds: number) => void = () => {},
   ) {}
 
@@ -67,7 +68,7 @@ export class Netbuf {
       this.head++;
       this.bytes -= h.frame.length;
       this.observeDelay((now - h.heldAt) / 1000);
-      this.send(h.frame);
+      this.send(h.frame, h.epoch);
       this.releasedEpoch = Math.max(this.releasedEpoch, h.epoch);
       n++;
     }
@@ -79,6 +80,18 @@ export class Netbuf {
   /** Releases everything (the primary became unprotected: there is nobody to wait for). */
   releaseAll(now: number): number {
     return this.release(Number.MAX_SAFE_INTEGER, now);
+  }
+
+  /**
+   * Drops everything held without sending it (the node stopped being the
+   * active side: its unacknowledged output must never leave). Returns the count.
+   */
+  discardAll(): number {
+    const n = this.packets;
+    this.q = [];
+    this.head = 0;
+    this.bytes = 0;
+    return n;
   }
 
   /** Age in ms of the oldest held frame (0 when empty). */

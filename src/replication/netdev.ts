@@ -1,6 +1,6 @@
 /**
  * The host side of the guest's NIC, with output commit (sans-IO: frames leave
- * through the injected `sendFrame`).
+ * through the injected `sendFrame`, each with the epoch that produced it).
  *
  *  - Input: frames from the LAN go into the guest's rx ring at once (Remus does
  *    not delay input), only on the active side.
@@ -10,6 +10,8 @@
  *    When the netbuf is full, `pump` leaves frames in the ring (backpressure).
  *  - Activation: a backup that takes over announces the guest's IP and MAC with
  *    a gratuitous ARP so the LAN's switches learn its new port.
+ *  - Deactivation (a node that stops being the active side): nothing more goes
+ *    in or out, and the held output is discarded, never sent.
  */
 import type { Domain } from "../domain/domain.js";
 import { Nic } from "../guest/nic.js";
@@ -18,7 +20,8 @@ import { DEFAULT_NETBUF_LIMITS, Netbuf, type NetbufLimits } from "./netbuf.js";
 
 export interface NetDeviceOptions {
   readonly domain: Domain;
-  readonly sendFrame: (frame: Buffer) => void;
+  /** A frame for the LAN, with the epoch whose output it is (the open epoch for the gratuitous ARP). */
+  readonly sendFrame: (frame: Buffer, epoch: number) => void;
   /** false with --no-netbuf --unsafe: output never waits for commits. */
   readonly outputCommit: boolean;
   readonly limits?: NetbufLimits;
@@ -38,9 +41,9 @@ export class NetDevice {
     this.nic = new Nic(opts.domain);
     this.netbuf = new Netbuf(
       opts.limits ?? DEFAULT_NETBUF_LIMITS,
-      (f) => {
+      (f, epoch) => {
         this.sent++;
-        opts.sendFrame(f);
+        opts.sendFrame(f, epoch);
       },
       opts.observeDelay,
     );
@@ -74,7 +77,7 @@ export class NetDevice {
       if (hold) this.netbuf.hold(f, epoch, now);
       else {
         this.sent++;
-        this.opts.sendFrame(f);
+        this.opts.sendFrame(f, epoch);
       }
     }
   }
@@ -89,8 +92,11 @@ export class NetDevice {
     this.netbuf.releaseAll(now);
   }
 
-  /** Starts exchanging frames and announces the guest (gratuitous ARP) so the LAN learns where it is. */
-  activate(): void {
+  /**
+   * Starts exchanging frames and announces the guest (gratuitous ARP, tagged
+   * `epoch`, the open one) so the LAN learns where it is.
+   */
+  activate(epoch: number): void {
     this.active = true;
     if (!this.nic.configured) return;
     const mac = this.nic.mac;
@@ -101,7 +107,16 @@ export class NetDevice {
     encodeArp({ op: 1, sha: mac, spa: ip, tha: Buffer.alloc(6), tpa: ip }, f, 14);
     for (let i = 0; i < 3; i++) {
       this.sent++;
-      this.opts.sendFrame(Buffer.from(f));
+      this.opts.sendFrame(Buffer.from(f), epoch);
     }
+  }
+
+  /**
+   * Stops exchanging frames. Why discard: what is still held belongs to epochs
+   * no backup acknowledged, and this node is no longer the one whose output counts.
+   */
+  deactivate(): number {
+    this.active = false;
+    return this.netbuf.discardAll();
   }
 }

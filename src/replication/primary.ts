@@ -2,7 +2,8 @@
  * The primary's replication state machine (sans-IO: no sockets, no timers;
  * the host calls `poll(now)` and feeds it frames).
  *
- * Epoch protocol. Epoch N runs speculatively. At its end the domain is paused
+ * Epoch protocol. Epoch N runs speculatively (the node around the machine
+ * runs the guest while `isRunning`). At its end the domain is paused
  * (the guest simply does not tick): the guest's pending output is handed to the
  * netbuf tagged N (`hooks.beforeCapture`), the disk blocks written since the
  * last flush are copied, the dirty pages are captured into staging, the vCPU
@@ -20,12 +21,16 @@
  *    unacknowledged checkpoint are marked dirty again, so the next sync (full,
  *    or incremental against the backup's committed image) carries them.
  *  - Epoch numbers only grow, across sessions too.
+ *
+ * The streaming itself (the sync pre-copy and each checkpoint's records) is
+ * `StreamJob`s from streaming.ts, run here between the link's high-water checks.
  */
 import { type Capturer, CopyCapturer, type EpochCapture } from "../domain/capture.js";
 import { BLOCK_SIZE } from "../domain/disk.js";
 import type { Domain } from "../domain/domain.js";
+import { vcpuClockNs } from "../domain/vcpu.js";
 import { RemusError } from "../errors.js";
-import type { Kernel } from "../guest/kernel.js";
+import type { Entropy } from "../prng.js";
 import {
   CHECKPOINT_FLAG,
   GOODBYE_REASON,
@@ -38,6 +43,7 @@ import type { Hello, ReplicationRecord } from "../protocol/records.js";
 import { type Conn, Links, type LocalIdentity, localIdentity, type Port } from "./conn.js";
 import type { EventSink, PrimaryStateName } from "./events.js";
 import { DEFAULT_HEARTBEAT, type HeartbeatConfig } from "./heartbeat.js";
+import { allBlocks, allPages, type Sent, StreamJob, sendBatches } from "./streaming.js";
 
 export interface PrimaryConfig {
   /** Length of an epoch in ms (the checkpoint interval). */
@@ -76,10 +82,10 @@ export interface PrimaryHooks {
 
 export interface PrimaryOptions {
   readonly domain: Domain;
-  readonly kernel: Kernel;
   readonly key: Uint8Array;
   readonly nodeId: Uint8Array;
   readonly software: string;
+  readonly entropy: Entropy;
   readonly generation: number;
   readonly config: PrimaryConfig;
   readonly emit: EventSink;
@@ -91,8 +97,10 @@ export interface PrimaryOptions {
   readonly hrClock?: () => number;
 }
 
+/** A captured checkpoint not yet acknowledged. */
 interface InFlight {
   readonly epoch: number;
+  readonly generation: number;
   readonly pausedAt: number;
   readonly pauseMs: number;
   readonly capture: EpochCapture;
@@ -107,14 +115,12 @@ interface InFlight {
   readonly flags: number;
   wireBytes: number;
   rawBytes: number;
-  endSent: boolean;
 }
 
-/** A unit of streaming work: returns true when finished. */
-interface Job {
-  readonly epoch: number;
-  step(conn: Conn): boolean;
-}
+/** Streaming work: the sync's pre-copy, or one checkpoint. */
+type Job =
+  | { readonly kind: "sync"; readonly stream: StreamJob }
+  | { readonly kind: "checkpoint"; readonly stream: StreamJob; readonly flight: InFlight };
 
 export interface PrimaryStatus {
   readonly state: PrimaryStateName;
@@ -133,7 +139,6 @@ export interface PrimaryStatus {
 
 export class PrimaryMachine {
   readonly domain: Domain;
-  readonly kernel: Kernel;
   config: PrimaryConfig;
   private readonly emit: EventSink;
   private readonly hooks: PrimaryHooks;
@@ -168,7 +173,6 @@ export class PrimaryMachine {
 
   constructor(opts: PrimaryOptions) {
     this.domain = opts.domain;
-    this.kernel = opts.kernel;
     this.config = { ...opts.config };
     this.emit = opts.emit;
     this.hooks = opts.hooks ?? {};
@@ -244,13 +248,6 @@ export class PrimaryMachine {
     }
     this.emit({ type: "state.changed", from, to: s, reason });
     this.hooks.onState?.(s, reason);
-  }
-
-  /** Runs up to `ticks` guest ticks unless the domain is stopped; returns how many ran. */
-  runGuest(ticks: number): number {
-    if (!this.running) return 0;
-    for (let i = 0; i < ticks; i++) this.kernel.tick();
-    return ticks;
   }
 
   /**
@@ -414,7 +411,11 @@ export class PrimaryMachine {
       this.domain.resetLogs();
       this.openEpochBlocks = [];
       this.syncStreamDone = false;
-      this.jobs.push(new SyncStreamJob(this, s));
+      const parts = [
+        { kind: "pages", units: allPages(this.domain) },
+        { kind: "disk", units: allBlocks(this.domain) },
+      ] as const;
+      this.jobs.push({ kind: "sync", stream: new StreamJob(s, parts) });
     }
     this.emit({ type: "sync.started", epoch: s, mode: this.syncMode, pages: this.domain.pages });
     this.setState("syncing", `backup ${peerNode.slice(0, 8)} connected: ${this.syncMode} sync`);
@@ -548,6 +549,7 @@ export class PrimaryMachine {
     const pauseMs = this.hr() - t0;
     const f: InFlight = {
       epoch: n,
+      generation: this.generation,
       pausedAt: now,
       pauseMs,
       capture,
@@ -561,7 +563,6 @@ export class PrimaryMachine {
       flags,
       wireBytes: 0,
       rawBytes: 0,
-      endSent: false,
     };
     this.openEpochBlocks = [];
     this.epoch = n + 1;
@@ -572,7 +573,7 @@ export class PrimaryMachine {
       this.nextConfig = undefined;
     }
     this.inflight.push(f);
-    this.jobs.push(new CheckpointJob(this, f));
+    this.jobs.push({ kind: "checkpoint", stream: checkpointStream(f), flight: f });
   }
 
   /** Disk writes go to the backup as they happen (applied there only when their epoch commits). */
@@ -581,40 +582,40 @@ export class PrimaryMachine {
     // The stream allows the open epoch's writes at most one checkpoint ahead of the one being sent.
     if (this.jobs.length > 1) return;
     const head = this.jobs[0];
-    if (head && head.epoch !== this.epoch - 1) return;
+    if (head && head.stream.epoch !== this.epoch - 1) return;
     if (c.port.buffered >= this.config.highWaterBytes) return;
     const blocks = this.domain.collectDiskWrites();
-    for (let i = 0; i < blocks.length; i += this.config.batchPages) {
-      const n = Math.min(this.config.batchPages, blocks.length - i);
-      const disk = this.domain.disk;
-      const out = c.codec.encodeDiskWrites(
-        this.epoch,
-        n,
-        (k) => blocks[i + k] as number,
-        (k) => disk.view(blocks[i + k] as number),
-        { compress: this.config.compress },
-      );
-      c.sendFrame(out.frame);
-      this.emit({ type: "replication.bytes", raw: out.rawBytes, wire: out.wireBytes });
-    }
+    const disk = this.domain.disk;
+    const units = {
+      count: blocks.length,
+      index: (i: number) => blocks[i] as number,
+      data: (i: number) => disk.view(blocks[i] as number),
+    };
+    const sent: Sent = { raw: 0, wire: 0 };
+    sendBatches(c, "disk", this.epoch, units, 0, this.config, Number.POSITIVE_INFINITY, sent);
+    this.emit({ type: "replication.bytes", raw: sent.raw, wire: sent.wire });
     for (const b of blocks) this.openEpochBlocks.push(b);
   }
 
   private pump(c: Conn): void {
     while (this.jobs.length > 0 && this.links.active === c && c.port.buffered < this.config.highWaterBytes) {
       const job = this.jobs[0] as Job;
-      if (job.step(c)) this.jobs.shift();
+      const sent: Sent = { raw: 0, wire: 0 };
+      const done = job.stream.step(c, this.config, sent);
+      if (job.kind === "checkpoint") {
+        job.flight.rawBytes += sent.raw;
+        job.flight.wireBytes += sent.wire;
+      }
+      this.emit({ type: "replication.bytes", raw: sent.raw, wire: sent.wire });
+      if (!done) continue;
+      this.jobs.shift();
+      if (job.kind === "sync") this.syncStreamDone = true;
+      else this.endSent(job.flight);
     }
   }
 
-  /** @internal called by the sync stream job when it has sent every page and block. */
-  syncStreamFinished(): void {
-    this.syncStreamDone = true;
-  }
-
-  /** @internal called by a checkpoint job when its END went out. */
-  endSent(f: InFlight): void {
-    f.endSent = true;
+  /** A checkpoint's END went out: the backup may now apply it. */
+  private endSent(f: InFlight): void {
     this.lastEndSent = f.epoch;
     this.emit({
       type: "checkpoint.sent",
@@ -627,151 +628,45 @@ export class PrimaryMachine {
       ...(f.digest ? { digest: f.digest.toString("hex") } : {}),
     });
   }
-
-  /** @internal */
-  countBytes(f: InFlight | undefined, raw: number, wire: number): void {
-    if (f) {
-      f.rawBytes += raw;
-      f.wireBytes += wire;
-    }
-    this.emit({ type: "replication.bytes", raw, wire });
-  }
 }
 
-/** Streams every page and disk block from live memory (the pre-copy of a full sync). */
-class SyncStreamJob implements Job {
-  private pfn = 0;
-  private block = 0;
-  constructor(
-    private readonly m: PrimaryMachine,
-    readonly epoch: number,
-  ) {}
-
-  step(c: Conn): boolean {
-    const d = this.m.domain;
-    const per = this.m.config.batchPages;
-    if (this.pfn < d.pages) {
-      const start = this.pfn;
-      const n = Math.min(per, d.pages - start);
-      const out = c.codec.encodePageBatch(
-        this.epoch,
-        n,
-        (i) => start + i,
-        (i) => d.memory.page(start + i),
-        { compress: this.m.config.compress },
-      );
-      c.sendFrame(out.frame);
-      this.m.countBytes(undefined, out.rawBytes, out.wireBytes);
-      this.pfn += n;
-      return false;
-    }
-    if (this.block < d.disk.blocks) {
-      const start = this.block;
-      const n = Math.min(per, d.disk.blocks - start);
-      const out = c.codec.encodeDiskWrites(
-        this.epoch,
-        n,
-        (i) => start + i,
-        (i) => d.disk.view(start + i),
-        { compress: this.m.config.compress },
-      );
-      c.sendFrame(out.frame);
-      this.m.countBytes(undefined, out.rawBytes, out.wireBytes);
-      this.block += n;
-      return false;
-    }
-    this.m.syncStreamFinished();
-    return true;
-  }
-}
-
-/** Streams one captured checkpoint: pages, disk writes, vCPU, device, end. */
-class CheckpointJob implements Job {
-  private page = 0;
-  private block = 0;
-  private phase: "pages" | "blocks" | "vcpu" | "device" | "end" = "pages";
-  readonly epoch: number;
-  constructor(
-    private readonly m: PrimaryMachine,
-    private readonly f: InFlight,
-  ) {
-    this.epoch = f.epoch;
-  }
-
-  step(c: Conn): boolean {
-    const f = this.f;
-    const per = this.m.config.batchPages;
-    const compress = this.m.config.compress;
-    switch (this.phase) {
-      case "pages": {
-        const cap = f.capture;
-        if (this.page < cap.count) {
-          const start = this.page;
-          const n = Math.min(per, cap.count - start);
-          const out = c.codec.encodePageBatch(
-            f.epoch,
-            n,
-            (i) => cap.pfn(start + i),
-            (i) => cap.page(start + i),
-            { compress },
-          );
-          c.sendFrame(out.frame);
-          this.m.countBytes(f, out.rawBytes, out.wireBytes);
-          this.page += n;
-          return false;
-        }
-        this.phase = "blocks";
-        return false;
-      }
-      case "blocks": {
-        if (this.block < f.blocks.length) {
-          const start = this.block;
-          const n = Math.min(per, f.blocks.length - start);
-          const out = c.codec.encodeDiskWrites(
-            f.epoch,
-            n,
-            (i) => f.blocks[start + i] as number,
-            (i) => f.blockData.subarray((start + i) * BLOCK_SIZE, (start + i + 1) * BLOCK_SIZE),
-            { compress },
-          );
-          c.sendFrame(out.frame);
-          this.m.countBytes(f, out.rawBytes, out.wireBytes);
-          this.block += n;
-          return false;
-        }
-        this.phase = "vcpu";
-        return false;
-      }
-      case "vcpu": {
-        const w = c.send({ type: "vcpu", epoch: f.epoch, state: f.vcpu });
-        this.m.countBytes(f, f.vcpu.length, w);
-        this.phase = "device";
-        return false;
-      }
-      case "device": {
-        const w = c.send({ type: "device", epoch: f.epoch, state: f.device });
-        this.m.countBytes(f, f.device.length, w);
-        this.phase = "end";
-        return false;
-      }
-      case "end": {
+/** The records of one captured checkpoint: pages, disk writes, vCPU, device, END. */
+function checkpointStream(f: InFlight): StreamJob {
+  const cap = f.capture;
+  return new StreamJob(f.epoch, [
+    { kind: "pages", units: { count: cap.count, index: (i) => cap.pfn(i), data: (i) => cap.page(i) } },
+    {
+      kind: "disk",
+      units: {
+        count: f.blocks.length,
+        index: (i) => f.blocks[i] as number,
+        data: (i) => f.blockData.subarray(i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE),
+      },
+    },
+    { kind: "record", raw: f.vcpu.length, record: () => ({ type: "vcpu", epoch: f.epoch, state: f.vcpu }) },
+    {
+      kind: "record",
+      raw: f.device.length,
+      record: () => ({ type: "device", epoch: f.epoch, state: f.device }),
+    },
+    {
+      kind: "record",
+      raw: 0,
+      record: (c) => {
         const s = c.order.summary();
-        const w = c.send({
+        return {
           type: "checkpointEnd",
           epoch: f.epoch,
-          generation: this.m.generation,
+          generation: f.generation,
           flags: f.flags,
           pageCount: s.pageCount,
           diskWriteCount: s.diskWriteCount,
           recordCount: s.recordCount,
           streamCrc: s.streamCrc,
-          guestTimeNs: f.vcpu.readBigUInt64LE(16), // the vCPU clock at the pause
+          guestTimeNs: vcpuClockNs(f.vcpu), // the vCPU clock at the pause
           digest: f.digest ?? Buffer.alloc(32),
-        });
-        this.m.countBytes(f, 0, w);
-        this.m.endSent(f);
-        return true;
-      }
-    }
-  }
+        };
+      },
+    },
+  ]);
 }

@@ -48,8 +48,9 @@ export class LevelStore implements BackupStore {
     generation: number,
     blocks: ArrayLike<number>,
     dataOf: (block: number) => Uint8Array,
-    full = false,
-  ): Promise<void> {
+    full: boolean,
+    done: (err?: Error) => void,
+  ): void {
     // Copy now: the blocks may change as soon as we return. A zero block is stored as no key,
     // so a full image of a mostly empty disk costs what its data costs, not its size.
     type Op = { type: "put"; key: string; value: Uint8Array } | { type: "del"; key: string };
@@ -66,13 +67,16 @@ export class LevelStore implements BackupStore {
     ops.push({ type: "put", key: META_EPOCH, value: Buffer.from(String(epoch)) });
     ops.push({ type: "put", key: META_GENERATION, value: Buffer.from(String(generation)) });
     ops.push({ type: "put", key: META_VALID, value: Buffer.from("1") });
-    return this.enqueue(async () => {
+    this.enqueue(async () => {
       // A full image replaces everything: the image was invalidated when the sync began, so a
       // crash between the clear and the batch leaves a store that says it holds nothing.
       if (full) await this.db.clear({ gte: "disk:", lt: "disk;" });
       await this.db.batch(ops);
       this.commits++;
-    });
+    }).then(
+      () => done(),
+      (e: unknown) => done(e instanceof Error ? e : new Error(String(e))),
+    );
   }
 
   invalidate(): Promise<void> {

@@ -3,10 +3,10 @@
  * (stable across restarts, sent in HELLO) and the highest generation it has
  * seen or taken, which fencing relies on. Written atomically (temp + rename).
  */
-import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { RemusError } from "../errors.js";
+import { type Entropy, systemEntropy } from "../prng.js";
 
 export interface NodeState {
   nodeId: string;
@@ -17,7 +17,8 @@ export class NodeStateFile {
   readonly path: string;
   state: NodeState;
 
-  constructor(dir: string) {
+  /** `entropy` draws a new node id when the directory holds none. */
+  constructor(dir: string, entropy: Entropy = systemEntropy) {
     mkdirSync(dir, { recursive: true });
     this.path = join(dir, "node.json");
     let s: NodeState | undefined;
@@ -35,7 +36,7 @@ export class NodeStateFile {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
     }
-    this.state = s ?? { nodeId: randomBytes(16).toString("hex"), generation: 0 };
+    this.state = s ?? { nodeId: Buffer.from(entropy.bytes(16)).toString("hex"), generation: 0 };
     this.save();
   }
 

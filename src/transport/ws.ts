@@ -125,6 +125,8 @@ export class Dialer {
     readonly url: string,
     private readonly h: LinkHandler,
     private readonly wanted: () => boolean,
+    /** Uniform [0, 1) for the backoff's jitter. */
+    private readonly random: () => number = Math.random,
   ) {}
 
   /** Connects now if wanted and idle. */
@@ -156,7 +158,7 @@ export class Dialer {
 
   private schedule(): void {
     if (this.stopped || this.timer) return;
-    const wait = this.delay * (0.75 + Math.random() * 0.5);
+    const wait = this.delay * (0.75 + this.random() * 0.5);
     this.delay = Math.min(5000, this.delay * 2);
     this.timer = setTimeout(() => {
       this.timer = undefined;

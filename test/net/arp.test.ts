@@ -4,11 +4,11 @@ import { describe, it } from "node:test";
 import { ARP_QUEUE_MAX } from "../../src/net/link.js";
 import { ARP_OP, formatMac, parseIpv4 } from "../../src/net/wire.js";
 import { arpFrame, isArp, parseTcp } from "./frames.js";
-import { establish, World } from "./sim.js";
+import { establish, TcpWorld } from "./sim.js";
 
 describe("ARP", () => {
   it("the first frame to an unknown host waits for resolution; the target learns the asker", () => {
-    const w = new World(1);
+    const w = new TcpWorld(1);
     const a = w.addHost("a", "10.0.0.1");
     const b = w.addHost("b", "10.0.0.2");
     a.recordSent = true;
@@ -25,7 +25,7 @@ describe("ARP", () => {
   });
 
   it("a gratuitous ARP moves a peer's entry to the announcer's MAC (and creates none elsewhere)", () => {
-    const w = new World(2);
+    const w = new TcpWorld(2);
     const a = w.addHost("a", "10.0.0.1");
     const b = w.addHost("b", "10.0.0.2");
     const d = w.addHost("d", "10.0.0.4");
@@ -54,7 +54,7 @@ describe("ARP", () => {
   });
 
   it("an unanswered request is retried every second, then given up with the waiting frames", () => {
-    const w = new World(3);
+    const w = new TcpWorld(3);
     const a = w.addHost("a", "10.0.0.1", { synRetries: 2 });
     a.recordSent = true;
     const c = a.stack.connect(parseIpv4("10.0.0.99"), 80);
@@ -74,12 +74,12 @@ describe("ARP", () => {
   });
 
   it(`at most ${ARP_QUEUE_MAX} frames wait per entry; the oldest are dropped`, () => {
-    const w = new World(4);
+    const w = new TcpWorld(4);
     const a = w.addHost("a", "10.0.0.1");
     const b = w.addHost("b", "10.0.0.2");
     const l = b.stack.listen(80, 32);
     // b ignores ARP for the first 2.5 s.
-    w.filter = (from, _to, f) => from === b && isArp(f) !== null && w.now < 2500;
+    w.segment.dropIf(({ from, frame, now }) => from === b && isArp(frame) !== null && now < 2500);
     const total = ARP_QUEUE_MAX + 6;
     const cs = Array.from({ length: total }, () => a.stack.connect(b.ip, 80));
     w.runFor(100);
@@ -93,7 +93,7 @@ describe("ARP", () => {
   });
 
   it("entries age out after arpTimeoutMs and are resolved again", () => {
-    const w = new World(5);
+    const w = new TcpWorld(5);
     const a = w.addHost("a", "10.0.0.1", { arpTimeoutMs: 5000 });
     const b = w.addHost("b", "10.0.0.2", { arpTimeoutMs: 5000 });
     const [c, s] = establish(w, a, b, 80);
@@ -104,7 +104,7 @@ describe("ARP", () => {
   });
 
   it("someone else claiming our address is counted as a conflict and changes nothing", () => {
-    const w = new World(6);
+    const w = new TcpWorld(6);
     const a = w.addHost("a", "10.0.0.1");
     const b = w.addHost("b", "10.0.0.2");
     establish(w, a, b, 80);

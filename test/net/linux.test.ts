@@ -15,7 +15,7 @@ import { PlainMemory } from "../../src/domain/memory.js";
 import { formatStandaloneHeap } from "../../src/guest/mm.js";
 import { type NetEnv, NetStack } from "../../src/net/stack.js";
 import { parseIpv4 } from "../../src/net/wire.js";
-import { Rng } from "./sim.js";
+import { Prng } from "../../src/prng.js";
 
 const DEV = `rtap${process.pid % 10000}`;
 const LINUX_IP = "10.77.0.1";
@@ -72,12 +72,12 @@ class TapHost {
   readonly apps: (() => void)[] = [];
   /** Fraction of frames lost in each direction (seeded). */
   loss = 0;
-  private readonly lossRng = new Rng(99);
+  private readonly lossRng = new Prng(99);
   private timer: NodeJS.Timeout | null = null;
   private pending = Buffer.alloc(0);
 
   constructor(relay: ChildProcessWithoutNullStreams) {
-    const rng = new Rng(42);
+    const rng = new Prng(42);
     const env: NetEnv = {
       mem: this.mem,
       heap: this.heap,
@@ -170,7 +170,7 @@ describe("interop with the Linux kernel's TCP over a TAP device", { skip: reason
         });
       }
     });
-    const data = new Rng(seed).bytes(size);
+    const data = new Prng(seed).bytes(size);
     const got: Buffer[] = [];
     await new Promise<void>((resolve, reject) => {
       const sock = net.connect({ host: OUR_IP, port }, () => {
@@ -205,7 +205,7 @@ describe("interop with the Linux kernel's TCP over a TAP device", { skip: reason
   });
 
   it("our client sends to a Linux server and reads its reply", async () => {
-    const data = new Rng(8).bytes(1 << 20);
+    const data = new Prng(8).bytes(1 << 20);
     const server = net.createServer((sock) => {
       const h = createHash("sha256");
       sock.on("data", (d) => h.update(d));

@@ -10,10 +10,10 @@ import { describe, it } from "node:test";
 import { type GuestMemory, PAGE_SIZE, PlainMemory } from "../../src/domain/memory.js";
 import { Heap } from "../../src/guest/mm.js";
 import { NetStack } from "../../src/net/stack.js";
-import { establish, type Host, Receiver, Sender, World } from "./sim.js";
+import { establish, type Host, Receiver, Sender, TcpWorld } from "./sim.js";
 
-function setup(seed: number): { w: World; a: Host; b: Host; c: number; s: number } {
-  const w = new World(seed);
+function setup(seed: number): { w: TcpWorld; a: Host; b: Host; c: number; s: number } {
+  const w = new TcpWorld(seed);
   const a = w.addHost("a", "10.0.0.1", { timeWaitMs: 2000 });
   const b = w.addHost("b", "10.0.0.2", { timeWaitMs: 2000 });
   const [c, s] = establish(w, a, b, 80);
@@ -24,7 +24,7 @@ describe("restore", () => {
   for (const side of ["receiver", "sender"] as const) {
     it(`copying the ${side}'s memory mid-transfer into a fresh memory and handle continues exactly`, () => {
       const { w, a, b, c, s } = setup(side === "receiver" ? 1 : 2);
-      w.faults = { delayMs: 2, jitterMs: 3, loss: 0.02, dup: 0.01 };
+      w.segment.delay(2, 3).drop(0.02).duplicate(0.01);
       const data = w.rng.bytes(1 << 20);
       const snd = new Sender(a, c, data, true);
       const rcv = new Receiver(b, s);
@@ -59,7 +59,7 @@ describe("restore", () => {
     failovers: number,
   ): void {
     const { w, a, b, c, s } = setup(seed);
-    w.faults = { delayMs: 1, jitterMs: 2, loss: 0.01, dup: 0 };
+    w.segment.delay(1, 2).drop(0.01).duplicate(0);
     const data = w.rng.bytes(400_000);
     const snd = new Sender(a, c, data, true);
     const rcv = new Receiver(b, s);
@@ -136,7 +136,7 @@ describe("restore", () => {
 
   it("a restored copy given the same inputs produces the same frames and the same memory (same bytes, same future)", () => {
     const { w, a, b, c, s } = setup(21);
-    w.faults = { delayMs: 1, jitterMs: 3, loss: 0.03, dup: 0.02 };
+    w.segment.delay(1, 3).drop(0.03).duplicate(0.02);
     const data = w.rng.bytes(300_000);
     const snd = new Sender(a, c, data, true);
     const rcv = new Receiver(b, s);
@@ -187,14 +187,14 @@ describe("restore", () => {
   });
 
   it("every write goes through the dirty log: baseline + dirty pages reproduce the memory at each checkpoint", () => {
-    const w = new World(31);
+    const w = new TcpWorld(31);
     const a = w.addHost("a", "10.0.0.1");
     const b = w.addHost("b", "10.0.0.2", {}, 4 << 20, true);
     const gm = b.mem as GuestMemory;
     const replica = Buffer.from(gm.buf); // the backup's copy, kept up to date with dirty pages only
     gm.log.drain();
     const l = b.stack.listen(80);
-    w.faults = { delayMs: 1, jitterMs: 3, loss: 0.03, dup: 0.01 };
+    w.segment.delay(1, 3).drop(0.03).duplicate(0.01);
     const data = w.rng.bytes(300_000);
     const c = a.stack.connect(b.ip, 80);
     const snd = new Sender(a, c, data, true);

@@ -1,77 +1,30 @@
 /**
- * A deterministic little world for network-stack tests: hosts, each a
- * `NetStack` over its own `PlainMemory` + standalone heap, joined by an
- * in-memory Ethernet segment that can drop, duplicate, reorder (jitter) and
- * delay frames from a seeded PRNG, and a virtual clock advanced by an
- * event-driven loop (next frame delivery or next stack timer). No real
- * sleeps, no wall clock.
+ * The TCP world: hosts, each a `NetStack` over its own `PlainMemory` and
+ * standalone heap, on one Ethernet segment, in the simulated world of
+ * test/sim (its event queue, its seeded PRNG, the segment's faults from
+ * `LinkFaults`: drop, delay with jitter, duplicate, reorder, dropIf). Time
+ * jumps from one frame delivery or stack timer to the next (at least 1 ms).
+ * No real sleeps, no wall clock.
  */
 import { GuestMemory, PlainMemory } from "../../src/domain/memory.js";
 import { formatStandaloneHeap, Heap } from "../../src/guest/mm.js";
 import { type NetConfig, type NetEnv, NetStack } from "../../src/net/stack.js";
 import { formatMac, parseIpv4 } from "../../src/net/wire.js";
+import { Prng } from "../../src/prng.js";
+import { LinkFaults } from "../sim/faults.js";
+import { type Scheduled, World } from "../sim/world.js";
 
-/** mulberry32: small, fast, good enough for fault injection. */
-export class Rng {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0;
-  }
-  u32(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let z = this.s;
-    z = Math.imul(z ^ (z >>> 15), z | 1);
-    z ^= z + Math.imul(z ^ (z >>> 7), z | 61);
-    return (z ^ (z >>> 14)) >>> 0;
-  }
-  float(): number {
-    return this.u32() / 2 ** 32;
-  }
-  int(n: number): number {
-    return Math.floor(this.float() * n);
-  }
-  clone(): Rng {
-    const r = new Rng(0);
-    r.s = this.s;
-    return r;
-  }
-  bytes(n: number): Buffer {
-    const b = Buffer.alloc(Math.ceil(n / 4) * 4);
-    for (let i = 0; i < b.length; i += 4) b.writeUInt32LE(this.u32(), i);
-    return b.subarray(0, n);
-  }
-}
-
-export interface LinkFaults {
-  /** Base one-way delay, ms (at least 1). */
-  delayMs: number;
-  /** Extra uniform delay in [0, jitterMs), which reorders frames. */
-  jitterMs: number;
-  /** Probability a frame is lost. */
-  loss: number;
-  /** Probability a frame is delivered twice. */
-  dup: number;
-}
-
-export const CLEAN: LinkFaults = { delayMs: 1, jitterMs: 0, loss: 0, dup: 0 };
-
-export interface TapEvent {
-  at: number;
-  from: Host;
-  frame: Uint8Array;
-  fate: "deliver" | "drop";
-}
-
-interface InFlight {
-  at: number;
-  seq: number;
-  to: Host;
-  frame: Uint8Array;
+/** What the segment's fault rules see of a frame. */
+export interface SegmentFrame {
+  readonly from: Host;
+  readonly to: Host;
+  readonly frame: Uint8Array;
+  readonly now: number;
 }
 
 export interface Checkpoint {
   image: Buffer;
-  rng: Rng;
+  rng: Prng;
   clock: number;
 }
 
@@ -93,10 +46,10 @@ export class Host {
   holdOutput = false;
   held: Uint8Array[] = [];
   /** The RNG behind `env.random32` (on a guest it lives in the vCPU, so tests checkpoint it too). */
-  rng: Rng;
+  rng: Prng;
 
   constructor(
-    readonly world: World,
+    readonly world: TcpWorld,
     readonly name: string,
     readonly mac: Uint8Array,
     readonly ip: number,
@@ -107,7 +60,7 @@ export class Host {
   ) {
     this.mem = guest ? new GuestMemory(memBytes) : new PlainMemory(memBytes);
     this.heap = formatStandaloneHeap(this.mem);
-    this.rng = new Rng(seed);
+    this.rng = new Prng(seed);
     const self = this;
     this.env = {
       get mem() {
@@ -144,26 +97,37 @@ export class Host {
   }
 }
 
-/** A set of hosts on one Ethernet segment, with a virtual clock. */
-export class World {
-  now = 0;
-  readonly rng: Rng;
+/** A set of hosts on one Ethernet segment, in a simulated world. */
+export class TcpWorld {
+  /** The event queue and clock (integer milliseconds). */
+  readonly world: World;
   readonly hosts: Host[] = [];
-  faults: LinkFaults = { ...CLEAN };
-  /** Per-frame veto for targeted drops: return true to drop. */
-  filter: ((from: Host, to: Host, frame: Uint8Array, now: number) => boolean) | null = null;
-  tap: ((e: TapEvent) => void) | null = null;
-  /** Application callbacks, run once per loop iteration (after input, before poll). */
+  /** The segment's faults (every frame between hosts; clean: 1 ms, no loss). */
+  readonly segment: LinkFaults<SegmentFrame>;
+  /** Application callbacks, run once per instant (after input, before the stacks' polls). */
   readonly apps: (() => void)[] = [];
-  /** Times at which the loop must run even if nothing else happens. */
-  readonly wakeups: number[] = [];
-  private queue: InFlight[] = [];
-  private seq = 0;
+  private readonly wakeups: number[] = [];
+  private readonly inFlight = new Map<Scheduled, Host>();
   delivered = 0;
-  dropped = 0;
 
   constructor(seed: number) {
-    this.rng = new Rng(seed);
+    this.world = new World(seed, { minStepMs: 1 });
+    this.segment = new LinkFaults<SegmentFrame>(this.world.rng, {
+      delayMs: 1,
+      jitterMs: 0,
+      wholeMs: true,
+      reorder: true,
+    });
+    this.world.addPoller({ poll: () => this.poll(), nextWake: (now) => this.nextWake(now) });
+  }
+
+  get now(): number {
+    return this.world.now;
+  }
+
+  /** The world's seeded PRNG (faults, host seeds and the tests' data come from it). */
+  get rng(): Prng {
+    return this.world.rng;
   }
 
   /** Adds a host; with `guest` its memory is a dirty-logging `GuestMemory`. */
@@ -194,50 +158,67 @@ export class World {
     for (const to of this.hosts) {
       if (to === from || !to.up) continue;
       if (!bcast && !to.mac.every((b, i) => b === copy[i])) continue;
-      this.send(from, to, copy);
-    }
-  }
-
-  private send(from: Host, to: Host, frame: Uint8Array): void {
-    const f = this.faults;
-    const drop = this.rng.float() < f.loss || (this.filter?.(from, to, frame, this.now) ?? false);
-    this.tap?.({ at: this.now, from, frame, fate: drop ? "drop" : "deliver" });
-    if (drop) {
-      this.dropped++;
-      return;
-    }
-    const copies = this.rng.float() < f.dup ? 2 : 1;
-    for (let i = 0; i < copies; i++) {
-      const at = this.now + Math.max(1, f.delayMs) + (f.jitterMs > 0 ? this.rng.int(f.jitterMs) : 0);
-      this.enqueue({ at, seq: this.seq++, to, frame });
+      const fate = this.segment.fate(this.now, { from, to, frame: copy, now: this.now });
+      for (const at of fate.times) this.deliverAt(to, copy, at);
     }
   }
 
   /** Delivers `frame` to `to` at `at` (bypassing faults). */
   inject(to: Host, frame: Uint8Array, at = this.now + 1): void {
-    this.enqueue({ at, seq: this.seq++, to, frame: Uint8Array.from(frame) });
+    this.deliverAt(to, Uint8Array.from(frame), at);
   }
 
-  private enqueue(p: InFlight): void {
-    const q = this.queue;
-    let lo = 0;
-    let hi = q.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      const x = q[mid] as InFlight;
-      if (x.at < p.at || (x.at === p.at && x.seq < p.seq)) lo = mid + 1;
-      else hi = mid;
-    }
-    q.splice(lo, 0, p);
+  private deliverAt(to: Host, frame: Uint8Array, at: number): void {
+    const ev = this.world.at(at, () => {
+      this.inFlight.delete(ev);
+      if (!to.up) return;
+      this.delivered++;
+      to.stack.input(frame);
+    });
+    this.inFlight.set(ev, to);
   }
 
   /** Drops every frame in flight (to `to`, or to anybody). */
   clearInFlight(to?: Host): void {
-    this.queue = to ? this.queue.filter((p) => p.to !== to) : [];
+    for (const [ev, dst] of this.inFlight) {
+      if (to && dst !== to) continue;
+      ev.cancel();
+      this.inFlight.delete(ev);
+    }
   }
 
-  get inFlight(): number {
-    return this.queue.length;
+  /** Frames lost by the segment's faults. */
+  get dropped(): number {
+    return this.segment.dropped;
+  }
+
+  /** Makes the world run at `t` even if nothing else happens then. */
+  wakeAt(t: number): void {
+    this.wakeups.push(t);
+  }
+
+  private poll(): void {
+    for (const app of this.apps) app();
+    for (const h of this.hosts) if (h.up) h.stack.poll();
+  }
+
+  private nextWake(now: number): number {
+    let next = Number.POSITIVE_INFINITY;
+    for (const h of this.hosts) {
+      if (!h.up) continue;
+      const t = h.stack.nextTimerAt();
+      if (t !== null && t + h.clockOffset < next) next = t + h.clockOffset;
+      if (h.stack.pendingOutput()) next = Math.min(next, now + 1);
+    }
+    // Wakeups that passed are forgotten; a reader that asks every few ms keeps the list short.
+    let k = 0;
+    for (const w of this.wakeups) {
+      if (w <= now) continue;
+      this.wakeups[k++] = w;
+      if (w < next) next = w;
+    }
+    this.wakeups.length = k;
+    return next;
   }
 
   /**
@@ -245,41 +226,12 @@ export class World {
    * or nothing is left to happen (false).
    */
   run(done: () => boolean, maxMs = 600_000): boolean {
-    const deadline = this.now + maxMs;
-    for (;;) {
-      while (this.queue.length > 0 && (this.queue[0] as InFlight).at <= this.now) {
-        const p = this.queue.shift() as InFlight;
-        if (!p.to.up) continue;
-        this.delivered++;
-        p.to.stack.input(p.frame);
-      }
-      for (const app of this.apps) app();
-      for (const h of this.hosts) if (h.up) h.stack.poll();
-      if (done()) return true;
-      let next = Number.POSITIVE_INFINITY;
-      if (this.queue.length > 0) next = (this.queue[0] as InFlight).at;
-      for (const h of this.hosts) {
-        if (!h.up) continue;
-        const t = h.stack.nextTimerAt();
-        if (t !== null && t + h.clockOffset < next) next = t + h.clockOffset;
-        if (h.stack.pendingOutput()) next = Math.min(next, this.now + 1);
-      }
-      for (const w of this.wakeups) if (w > this.now && w < next) next = w;
-      if (next === Number.POSITIVE_INFINITY) return done();
-      if (next > deadline) {
-        this.now = deadline;
-        return done();
-      }
-      this.now = Math.max(next, this.now + 1);
-    }
+    return this.world.run(done, maxMs);
   }
 
   /** Runs for `ms` of virtual time. */
   runFor(ms: number): void {
-    const end = this.now + ms;
-    this.wakeups.push(end);
-    this.run(() => this.now >= end, ms + 1);
-    this.wakeups.splice(this.wakeups.indexOf(end), 1);
+    this.world.runFor(ms);
   }
 }
 
@@ -345,7 +297,13 @@ export function macStr(h: Host): string {
 }
 
 /** Connects `a` to a listener on `b:port`, runs the handshake, returns [client socket, server socket]. */
-export function establish(w: World, a: Host, b: Host, port: number, backlog = 16): [number, number, number] {
+export function establish(
+  w: TcpWorld,
+  a: Host,
+  b: Host,
+  port: number,
+  backlog = 16,
+): [number, number, number] {
   const l = b.stack.listen(port, backlog);
   const cs = a.stack.connect(b.ip, port);
   let ss = 0;

@@ -8,14 +8,14 @@ import { describe, it } from "node:test";
 import type { NetConfig } from "../../src/net/stack.js";
 import { parseIpv4, TCP_FLAG } from "../../src/net/wire.js";
 import { parseTcp, tcpFrame } from "./frames.js";
-import { establish, type Host, Receiver, Sender, World } from "./sim.js";
+import { establish, type Host, Receiver, Sender, TcpWorld } from "./sim.js";
 
 function pair(
   seed: number,
   cfgA: Partial<NetConfig> = {},
   cfgB: Partial<NetConfig> = cfgA,
-): [World, Host, Host] {
-  const w = new World(seed);
+): [TcpWorld, Host, Host] {
+  const w = new TcpWorld(seed);
   const a = w.addHost("a", "10.0.0.1", cfgA);
   const b = w.addHost("b", "10.0.0.2", cfgB);
   return [w, a, b];
@@ -32,7 +32,7 @@ function dataSegments(h: Host): { at: number; seq: number; len: number }[] {
 }
 
 function transfer(
-  w: World,
+  w: TcpWorld,
   from: Host,
   fs: number,
   to: Host,
@@ -142,7 +142,7 @@ describe("data transfer", () => {
     it(`1 MiB over a lossy, duplicating, reordering link arrives exactly (seed ${seed})`, () => {
       const [w, a, b] = pair(seed);
       const [c, s] = establish(w, a, b, 80);
-      w.faults = { delayMs: 2, jitterMs: 4, loss: 0.03, dup: 0.02 };
+      w.segment.delay(2, 4).drop(0.03).duplicate(0.02);
       transfer(w, a, c, b, s, w.rng.bytes(1 << 20));
       const sa = a.stack.stats();
       const sb = b.stack.stats();
@@ -155,7 +155,7 @@ describe("data transfer", () => {
   it("both directions at once, with loss", () => {
     const [w, a, b] = pair(21);
     const [c, s] = establish(w, a, b, 80);
-    w.faults = { delayMs: 1, jitterMs: 2, loss: 0.02, dup: 0 };
+    w.segment.delay(1, 2).drop(0.02).duplicate(0);
     const d1 = w.rng.bytes(300_000);
     const d2 = w.rng.bytes(200_000);
     const s1 = new Sender(a, c, d1, true);
@@ -171,7 +171,7 @@ describe("data transfer", () => {
   it("40 concurrent connections with loss each deliver their bytes", () => {
     const [w, a, b] = pair(22, { rcvBuf: 16384, sndBuf: 16384 });
     const l = b.stack.listen(80, 64);
-    w.faults = { delayMs: 1, jitterMs: 3, loss: 0.02, dup: 0.01 };
+    w.segment.delay(1, 3).drop(0.02).duplicate(0.01);
     const sent = new Map<number, Buffer>();
     const rcvs: Receiver[] = [];
     for (let i = 0; i < 40; i++) {
@@ -199,7 +199,7 @@ describe("data transfer", () => {
     const [w, a, b] = pair(23);
     const [c, s] = establish(w, a, b, 80);
     // Heavy jitter: segments overtake each other all the time, nothing is lost.
-    w.faults = { delayMs: 1, jitterMs: 25, loss: 0, dup: 0 };
+    w.segment.delay(1, 25).drop(0).duplicate(0);
     transfer(w, a, c, b, s, w.rng.bytes(200_000));
     assert.ok(b.stack.stats().tcpOooSegments > 20);
   });
@@ -208,10 +208,10 @@ describe("data transfer", () => {
     const [w, a, b] = pair(24, { ackDelayMs: 0 });
     const [c, s] = establish(w, a, b, 80);
     let n = 0;
-    w.filter = (from, _to, f) => {
-      const p = parseTcp(f);
+    w.segment.dropIf(({ from, frame }) => {
+      const p = parseTcp(frame);
       return from === a && p !== null && p.payload.length > 0 && ++n === 2; // lose the second data segment once
-    };
+    });
     const rcv = new Receiver(b, s);
     w.apps.push(rcv.pump);
     const data = w.rng.bytes(8 * 1460);
@@ -248,7 +248,7 @@ describe("flow control", () => {
     assert.ok(probeFrames.every((p) => p?.payload.length === 0));
     // Resume reading; lose the receiver's first window updates too, so only a probe can find them.
     let lost = 0;
-    w.filter = (from) => from === b && lost++ < 3;
+    w.segment.dropIf(({ from }) => from === b && lost++ < 3);
     rcv.reading = true;
     assert.ok(w.run(() => rcv.eof, 600_000));
     assert.ok(rcv.data().equals(data));
@@ -267,10 +267,10 @@ describe("flow control", () => {
       const r = b.stack.recv(s, 100);
       if (r) got = Buffer.concat([got, r]);
       if (b.stack.eof(s)) eof = true;
-      w.wakeups.push(w.now + 5);
+      w.wakeAt(w.now + 5);
     };
     w.apps.push(tick);
-    w.wakeups.push(0);
+    w.wakeAt(0);
     b.recordSent = true;
     assert.ok(w.run(() => eof, 2_000_000));
     assert.ok(got.equals(data));
@@ -356,7 +356,7 @@ describe("closing", () => {
     const [w, a, b] = pair(44, { timeWaitMs: 500 });
     const heapBefore = a.heap.allocations;
     const [c, s] = establish(w, a, b, 80);
-    w.faults = { delayMs: 1, jitterMs: 2, loss: 0.05, dup: 0 };
+    w.segment.delay(1, 2).drop(0.05).duplicate(0);
     const data = w.rng.bytes(50_000);
     assert.equal(a.stack.send(c, data), 50_000);
     a.stack.close(c);
@@ -398,7 +398,7 @@ describe("connection churn", () => {
     const heapA = a.heap.allocations;
     const l = b.stack.listen(6379, 16);
     const heapB = b.heap.allocations;
-    w.faults = { delayMs: 1, jitterMs: 2, loss: 0.01, dup: 0 };
+    w.segment.delay(1, 2).drop(0.01).duplicate(0);
     let started = 0;
     let finished = 0;
     const clients = new Set<number>();
@@ -550,7 +550,7 @@ describe("retransmission", () => {
 
   it("RTT estimation: with a 40 ms path the RTO settles near SRTT + 4*RTTVAR, above the minimum", () => {
     const [w, a, b] = pair(64, { minRtoMs: 10 });
-    w.faults = { delayMs: 20, jitterMs: 0, loss: 0, dup: 0 };
+    w.segment.delay(20, 0).drop(0).duplicate(0);
     const [c, s] = establish(w, a, b, 80);
     transfer(w, a, c, b, s, w.rng.bytes(200_000));
     const i = a.stack.info(c);
@@ -562,7 +562,9 @@ describe("retransmission", () => {
     const [w, a, b] = pair(65, { ackDelayMs: 0 });
     const [c, s] = establish(w, a, b, 80);
     let n = 0;
-    w.filter = (from, _to, f) => from === a && (parseTcp(f)?.payload.length ?? 0) > 0 && ++n === 5;
+    w.segment.dropIf(
+      ({ from, frame }) => from === a && (parseTcp(frame)?.payload.length ?? 0) > 0 && ++n === 5,
+    );
     a.recordSent = true;
     const rcv = transfer(w, a, c, b, s, w.rng.bytes(64 * 1024));
     void rcv;
@@ -605,7 +607,7 @@ describe("NIC backpressure", () => {
     // Each NIC refuses everything for 30 ms out of every 70, out of phase.
     a.blocked = (t) => t % 70 < 30;
     b.blocked = (t) => (t + 35) % 70 < 30;
-    w.faults = { delayMs: 1, jitterMs: 2, loss: 0.01, dup: 0 };
+    w.segment.delay(1, 2).drop(0.01).duplicate(0);
     const d1 = w.rng.bytes(300_000);
     const d2 = w.rng.bytes(100_000);
     const r1 = new Receiver(b, s);
@@ -659,7 +661,7 @@ describe("edge cases", () => {
     let s = 0;
     assert.ok(w.run(() => (s ||= b.stack.accept(l)) !== 0));
     assert.ok(a.stack.info(c).sndUna > 0xffff0000);
-    w.faults = { delayMs: 1, jitterMs: 3, loss: 0.03, dup: 0.01 };
+    w.segment.delay(1, 3).drop(0.03).duplicate(0.01);
     const d1 = w.rng.bytes(100_000);
     const d2 = w.rng.bytes(60_000);
     const r1 = new Receiver(b, s);
@@ -686,8 +688,8 @@ describe("edge cases", () => {
       let lostOne = false;
       let finsFromA = 0;
       let finsFromB = 0;
-      w.filter = (from, _to, f) => {
-        const p = parseTcp(f);
+      w.segment.dropIf(({ from, frame }) => {
+        const p = parseTcp(frame);
         if (!p || lostOne) return false;
         const fl = p.tcp.flags;
         const isFin = (fl & TCP_FLAG.FIN) !== 0;
@@ -703,7 +705,7 @@ describe("edge cases", () => {
         if (target === "last ACK") hit = from === a && finsFromB > 0 && fl === TCP_FLAG.ACK;
         if (hit) lostOne = true;
         return hit;
-      };
+      });
       const c = a.stack.connect(b.ip, 80);
       a.stack.send(c, Buffer.from("hello"));
       a.stack.shutdown(c);

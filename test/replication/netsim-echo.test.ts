@@ -1,85 +1,84 @@
+/**
+ * Echo streams across a failover in the simulated world: the guest's echo
+ * service on the LAN, a client with its own TCP/IP stack, production's Node
+ * (with its output commit) on both sides.
+ */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { GUEST, NetSim } from "./netsim.js";
+import { GUEST, type LinkDeath, netPair } from "../sim/cluster.js";
+import { check } from "../sim/history.js";
 
 const SEEDS = Number(process.env.REMUSD_NETSIM_SEEDS ?? 60);
+const DEATHS: LinkDeath[] = ["silent", "reset", "close"];
 
 /**
- * Eight echo streams mid-flight; the primary dies at a seeded moment, with or
- * without a clean cut. Every stream must carry on byte-exact after the
- * failover: no reset, no lost or duplicated byte, and nothing released by the
- * dead primary beyond the epoch the backup resumed.
+ * Eight echo streams mid-flight; the primary dies at a seeded moment, its
+ * connections reset, closed or silent. Every stream must carry on byte-exact
+ * after the failover: no reset, no lost or duplicated byte, and nothing
+ * released by the dead primary beyond the epoch the backup resumed.
  */
 function runEcho(seed: number): number {
-  const sim = new NetSim({ seed, workload: "idle" });
-  sim.pair.connect();
-  sim.pair.run(3000, () => sim.pair.primary.state === "protected");
-  assert.equal(sim.pair.primary.state, "protected");
+  const { world, cluster, a, b, client } = netPair(seed, { workload: "idle" });
+  assert.equal(a.node.state, "protected");
+  const c = client.stack;
   const n = 8;
   const socks: number[] = [];
   const sent: string[] = [];
   const got: string[] = [];
   const counts: number[] = [];
   for (let i = 0; i < n; i++) {
-    socks.push(sim.client.connect(GUEST.ip, 7));
+    socks.push(c.connect(GUEST.ip, 7));
     sent.push("");
     got.push("");
     counts.push(0);
   }
   // Clients connect first (a SYN queued behind ARP may need its retransmission), then the load starts.
-  for (let t = 0; t < 5000 && !socks.every((s) => sim.client.state(s) === "ESTABLISHED"); t++) sim.step();
+  world.run(() => socks.every((s) => c.state(s) === "ESTABLISHED"), 5000);
   assert.ok(
-    socks.every((s) => sim.client.state(s) === "ESTABLISHED"),
+    socks.every((s) => c.state(s) === "ESTABLISHED"),
     `seed ${seed}: connections not established`,
   );
-  const killAt = 150 + Math.floor(sim.pair.random() * 250);
-  const cut = seed % 3 !== 0;
-  let killed = false;
-  let releasedAtKill = 0;
+  const killAt = 150 + world.rng.int(250);
+  const links = DEATHS[seed % DEATHS.length] as LinkDeath;
   let heldAtKill: number[] = [];
   let repliesAfter = 0;
-  const start = sim.now;
-  for (let t = 0; t < 6000; t++) {
-    sim.step((now) => {
-      for (let i = 0; i < n; i++) {
-        const s = socks[i] as number;
-        const st = sim.client.state(s);
-        assert.ok(
-          st !== "CLOSED" && st !== "CLOSE_WAIT",
-          `seed ${seed} conn ${i}: ${st} (${sim.client.error(s)})`,
-        );
-        if (st !== "ESTABLISHED") continue;
-        if (now - start < 1200 && (counts[i] as number) < Math.floor((now - start) / 15)) {
-          const m = `c${i}m${counts[i]};`;
-          if (sim.client.send(s, Buffer.from(m)) === m.length) {
-            sent[i] += m;
-            counts[i] = (counts[i] as number) + 1;
-          }
-        }
-        const d = sim.client.recv(s, 65536);
-        if (d && d.length > 0) {
-          got[i] += d.toString();
-          if (killed && sim.activated) repliesAfter += d.length;
+  const start = world.now;
+  world.at(start + killAt, () => {
+    heldAtKill = a.node.dev.netbuf.heldEpochs();
+    a.kill(links);
+  });
+  world.every(1, () => {
+    const now = world.now;
+    for (let i = 0; i < n; i++) {
+      const s = socks[i] as number;
+      const st = c.state(s);
+      assert.ok(st !== "CLOSED" && st !== "CLOSE_WAIT", `seed ${seed} conn ${i}: ${st} (${c.error(s)})`);
+      if (st !== "ESTABLISHED") continue;
+      if (now - start < 1200 && (counts[i] as number) < Math.floor((now - start) / 15)) {
+        const m = `c${i}m${counts[i]};`;
+        if (c.send(s, Buffer.from(m)) === m.length) {
+          sent[i] += m;
+          counts[i] = (counts[i] as number) + 1;
         }
       }
-    });
-    if (!killed && sim.now - start >= killAt) {
-      killed = true;
-      releasedAtKill = sim.pdev.netbuf.releasedEpoch;
-      heldAtKill = sim.pdev.netbuf.heldEpochs();
-      sim.pair.killPrimary(cut);
+      const d = c.recv(s, 65536);
+      if (d && d.length > 0) {
+        got[i] += d.toString();
+        if (b.node.roleName === "primary") repliesAfter += d.length;
+      }
     }
-    if (sim.now - start > 1300 && got.every((g, i) => g.length === (sent[i] as string).length)) break;
-  }
-  const act = sim.pair.backup.activated;
-  assert.ok(act, `seed ${seed}: no activation`);
-  assert.ok(
-    releasedAtKill <= act.epoch,
-    `seed ${seed}: released epoch ${releasedAtKill} > resumed ${act.epoch}`,
+  });
+  world.run(
+    () => world.now - start > 1300 && got.every((g, i) => g.length === (sent[i] as string).length),
+    6000,
   );
+  const [act] = cluster.history.activations();
+  assert.ok(act, `seed ${seed}: no activation`);
+  // Nothing released beyond the resumed epoch, one releaser at a time, the exact state resumed.
+  assert.deepEqual(check(cluster.history), [], `seed ${seed}`);
   for (let i = 0; i < n; i++) {
     assert.equal(got[i], sent[i], `seed ${seed} conn ${i}: echoed stream differs`);
-    assert.equal(sim.client.state(socks[i] as number), "ESTABLISHED");
+    assert.equal(c.state(socks[i] as number), "ESTABLISHED");
   }
   assert.ok(repliesAfter > 0, `seed ${seed}: no bytes echoed after the failover`);
   // The dead primary's unreleased frames died with it; the byte-exact streams above show the
@@ -95,31 +94,24 @@ test(`echo streams carry on across a failover (${SEEDS} seeds)`, () => {
 });
 
 test("output commit: nothing of an epoch reaches the client before the epoch is acknowledged", () => {
-  const sim = new NetSim({ seed: 42, workload: "idle" });
-  sim.pair.connect();
-  sim.pair.run(3000, () => sim.pair.primary.state === "protected");
-  const s = sim.client.connect(GUEST.ip, 7);
-  // Watch every frame the primary releases: its epoch must be committed already.
-  const committedWhenReleased: boolean[] = [];
-  const p = sim.pair.primary;
-  const origCommitted = sim.pair.extraHooks.onCommitted;
-  let committed = p.committed;
-  sim.pair.extraHooks.onCommitted = (epoch) => {
-    committed = epoch;
-    origCommitted?.(epoch);
-  };
-  const before = sim.pdev.sent;
-  for (let t = 0; t < 400; t++) {
-    sim.step((now) => {
-      if (sim.client.state(s) === "ESTABLISHED" && now % 10 === 0) sim.client.send(s, Buffer.from("x"));
-      sim.client.recv(s);
-    });
-    for (const e of sim.pdev.netbuf.heldEpochs()) committedWhenReleased.push(e > committed);
-  }
-  assert.ok(sim.pdev.sent > before, "frames were released");
-  assert.ok(sim.pdev.netbuf.releasedEpoch <= committed, "released epochs never exceed the committed one");
+  const { world, cluster, a, client } = netPair(42, { workload: "idle" });
+  const c = client.stack;
+  const s = c.connect(GUEST.ip, 7);
+  let heldOpen = false;
+  const before = a.node.dev.sent;
+  world.every(1, () => {
+    if (c.state(s) === "ESTABLISHED" && world.now % 10 === 0) c.send(s, Buffer.from("x"));
+    c.recv(s);
+    // Frames of the open epoch wait in the netbuf.
+    if (a.node.dev.netbuf.heldEpochs().some((e) => e > a.node.committed)) heldOpen = true;
+  });
+  world.runFor(400);
+  assert.ok(a.node.dev.sent > before, "frames were released");
+  assert.ok(heldOpen, "frames of open epochs were held");
   assert.ok(
-    committedWhenReleased.some((held) => held),
-    "frames of open epochs were held",
+    cluster.history.releases("a").some((r) => r.mustWait),
+    "frames were released under output commit",
   );
+  // Every frame released while protected belongs to an acknowledged epoch.
+  assert.deepEqual(check(cluster.history), []);
 });

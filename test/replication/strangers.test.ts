@@ -1,34 +1,30 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Conn, type LocalIdentity } from "../../src/replication/conn.js";
-import { SimPair, type SimPort } from "./sim.js";
+import { pairOf, type SimNode } from "../sim/cluster.js";
+import { check } from "../sim/history.js";
+import type { SimPort } from "../sim/repl.js";
+import type { World } from "../sim/world.js";
 
-function protectedPair(seed: number): SimPair {
-  const sim = new SimPair({ seed });
-  sim.connect();
-  sim.run(2000, () => sim.primary.state === "protected");
-  sim.run(30);
-  assert.equal(sim.backup.state, "standby");
-  return sim;
+type Pair = ReturnType<typeof pairOf>;
+
+function protectedPair(seed: number): Pair {
+  const p = pairOf(seed);
+  p.world.run(() => p.a.node.state === "protected", 2000);
+  p.world.runFor(30);
+  assert.equal(p.b.node.state, "standby");
+  return p;
 }
 
-/** Opens a connection from a stranger to the backup; returns the stranger's port. */
-function strangerPort(sim: SimPair): SimPort {
-  const [sp, bp] = sim.net.pair("stranger", "backup");
-  bp.onFrame = (d) => sim.backup.frame(bp, d, sim.net.now);
-  bp.onClose = (r) => sim.backup.detach(bp, sim.net.now, r);
-  sim.backup.attach(bp, sim.net.now);
-  return sp;
-}
-
-function identity(sim: SimPair, key: Buffer): LocalIdentity {
+function identity(world: World, b: SimNode, key: Buffer): LocalIdentity {
   return {
     role: "primary",
     key,
     nodeId: Buffer.alloc(16, 9),
     software: "stranger",
-    pages: sim.backupDomain.pages,
-    diskBlocks: sim.backupDomain.disk.blocks,
+    entropy: world.stream("stranger"),
+    pages: b.domain.pages,
+    diskBlocks: b.domain.disk.blocks,
     vcpuSize: 128,
     deviceSize: 256,
     generation: () => 1,
@@ -38,92 +34,82 @@ function identity(sim: SimPair, key: Buffer): LocalIdentity {
 }
 
 /**
- * Runs `attack` against a protected pair and checks that the backup refused it
- * and changed nothing: same state, and the pair keeps checkpointing as before,
- * every applied epoch still carrying the primary's digest.
+ * Runs `attack` from a stranger's connection against a protected pair's
+ * backup and checks that the backup refused it and changed nothing: same
+ * state, and the pair keeps checkpointing as before, every applied epoch
+ * still carrying the primary's digest.
  */
-function expectRefusedAndUnchanged(seed: number, attack: (sim: SimPair, port: SimPort) => void): void {
-  const sim = protectedPair(seed);
-  const refusedBefore = sim.backupEvents.filter((e) => e.type === "peer.refused").length;
-  const port = strangerPort(sim);
+function expectRefusedAndUnchanged(seed: number, attack: (p: Pair, port: SimPort) => void): void {
+  const p = protectedPair(seed);
+  const { world, cluster, a, b } = p;
+  const h = cluster.history;
+  const refusedBefore = h.events("peer.refused", "b").length;
+  const port = cluster.stranger("stranger", b);
   let closed = false;
   port.onClose = () => {
     closed = true;
   };
-  attack(sim, port);
-  sim.run(300, () => closed || !port.open);
+  attack(p, port);
+  world.run(() => h.events("peer.refused", "b").length > refusedBefore, 300);
+  assert.ok(h.events("peer.refused", "b").length > refusedBefore, "a peer.refused event names the reason");
+  world.run(() => closed || !port.open, 300);
   assert.ok(closed || !port.open, "the stranger's connection was closed");
-  const refused = sim.backupEvents.filter((e) => e.type === "peer.refused");
-  assert.ok(refused.length > refusedBefore, "a peer.refused event names the reason");
-  assert.equal(sim.backup.state, "standby");
-  assert.equal(sim.primary.state, "protected");
-  const committed = sim.backup.committed;
-  sim.run(100);
-  assert.ok(sim.backup.committed > committed, "the real pair goes on");
-  assert.ok(!sim.backupEvents.some((e) => e.type === "peer.lost"), "the real primary was never dropped");
-  for (const e of sim.backupEvents) {
-    if (e.type === "checkpoint.applied") assert.equal(e.digest, sim.primaryDigests.get(e.epoch));
-  }
+  assert.equal(b.node.state, "standby");
+  assert.equal(a.node.state, "protected");
+  const committed = b.node.committed;
+  world.runFor(100);
+  assert.ok(b.node.committed > committed, "the real pair goes on");
+  assert.equal(h.events("peer.lost", "b").length, 0, "the real primary was never dropped");
+  assert.deepEqual(check(h), []);
+}
+
+function speak(p: Pair, port: SimPort, key: Buffer): void {
+  const c = new Conn(port, identity(p.world, p.b, key), { intervalMs: 20, misses: 5 }, p.world.now);
+  port.onFrame = (d) => c.receive(d, p.world.now);
+  c.start();
 }
 
 test("a stranger with the wrong key is refused and changes nothing", () => {
-  expectRefusedAndUnchanged(1, (sim, port) => {
-    const c = new Conn(
-      port,
-      identity(sim, Buffer.from("not-the-right-key")),
-      { intervalMs: 20, misses: 5 },
-      sim.now,
-    );
-    port.onFrame = (d) => c.receive(d, sim.net.now);
-    c.start();
-  });
+  expectRefusedAndUnchanged(1, (p, port) => speak(p, port, Buffer.from("not-the-right-key")));
 });
 
 test("a stranger with no key (empty key) is refused and changes nothing", () => {
-  expectRefusedAndUnchanged(2, (sim, port) => {
-    const c = new Conn(port, identity(sim, Buffer.alloc(0)), { intervalMs: 20, misses: 5 }, sim.now);
-    port.onFrame = (d) => c.receive(d, sim.net.now);
-    c.start();
-  });
+  expectRefusedAndUnchanged(2, (p, port) => speak(p, port, Buffer.alloc(0)));
 });
 
 test("garbage bytes are refused and change nothing", () => {
-  expectRefusedAndUnchanged(3, (_sim, port) => {
+  expectRefusedAndUnchanged(3, (_p, port) => {
     port.send(Buffer.from("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
   });
-  expectRefusedAndUnchanged(4, (sim, port) => {
-    const junk = Buffer.alloc(4096);
-    for (let i = 0; i < junk.length; i++) junk[i] = Math.floor(sim.random() * 256);
-    port.send(junk);
+  expectRefusedAndUnchanged(4, (p, port) => {
+    port.send(p.world.rng.bytes(4096));
   });
 });
 
 test("valid frames replayed from another session are refused and change nothing", () => {
   // Record what the real primary sent in its session...
   const recorded: Buffer[] = [];
-  const sim0 = new SimPair({ seed: 5 });
-  sim0.net.tap = (from, data) => {
-    if (from === sim0.primaryPort) recorded.push(Buffer.from(data));
-    return data;
-  };
-  sim0.connect();
-  sim0.run(2000, () => sim0.primary.state === "protected");
-  sim0.run(20);
+  const p0 = pairOf(5);
+  p0.cluster.repl.observe((f, phase) => {
+    if (phase === "sent" && f.from === "a") recorded.push(Buffer.from(f.data));
+  });
+  p0.world.run(() => p0.a.node.state === "protected", 2000);
+  p0.world.runFor(20);
   const hello = recorded[0] as Buffer;
   const auth = recorded[1] as Buffer;
   const batch = recorded.find((f) => f[3] === 0x11) as Buffer;
   assert.ok(hello && auth && batch);
   // ...and replay it, whole or in part, on new connections to another pair's backup.
-  expectRefusedAndUnchanged(6, (_sim, port) => {
+  expectRefusedAndUnchanged(6, (_p, port) => {
     port.send(hello);
     port.send(auth);
     port.send(batch);
   });
-  expectRefusedAndUnchanged(7, (_sim, port) => {
+  expectRefusedAndUnchanged(7, (_p, port) => {
     port.send(batch);
   });
   // Even a replay against the same backup (same key, new nonces) never authenticates.
-  expectRefusedAndUnchanged(5, (_sim, port) => {
+  expectRefusedAndUnchanged(5, (_p, port) => {
     port.send(hello);
     port.send(auth);
   });

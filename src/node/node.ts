@@ -1,0 +1,461 @@
+/**
+ * A node: the sans-IO composition of one replica. It owns the domain, the
+ * guest kernel while the domain runs here, the replication machine of its
+ * current role, and the guest NIC's host side with output commit. It has no
+ * sockets, timers or files: the daemon (real I/O) and every simulation drive
+ * the same object.
+ *
+ * Data flow:
+ *
+ *   replication ports ──attach / frame / detach──► the machine of the current role
+ *   LAN frames ──lanInput──► NetDevice ──► the guest's rx ring (active side only)
+ *   step(now): primary: run the guest paced by `now`, move its tx ring into
+ *                       the netbuf, poll the machine (epochs, heartbeats, sending)
+ *              backup:  poll the machine (heartbeats, activation on loss)
+ *   out: frames to replication ports (Port.send), LAN frames (io.sendLan),
+ *        events (io.emit), the generation to persist (io.saveGeneration)
+ *
+ * Roles, and the steps between them (each checks its precondition where it
+ * happens, as in Patroni's ha.py; add a role by adding its machine to
+ * `Role`, its branch to `step` and a transition with its precondition):
+ *
+ *   backup  ──promote (its machine activated: primary lost, manual or planned)──► primary
+ *   primary ──demote (its domain no longer runs: fenced or stopped)──► backup
+ *
+ * Invariants:
+ *  - Output commit: while the primary is protected, the guest's frames of
+ *    epoch N leave only once N is acknowledged (`onCommitted`).
+ *  - Only the node whose domain runs exchanges frames with the LAN: a
+ *    promotion activates the NIC (gratuitous ARP), a demotion deactivates it
+ *    and discards what it still held.
+ *  - An activated domain continues its own history: a new kernel over the
+ *    same bytes, epochs from the resumed epoch + 1, a new generation.
+ */
+import type { Capturer } from "../domain/capture.js";
+import type { Domain } from "../domain/domain.js";
+import { RemusError } from "../errors.js";
+import { bootGuest, type GuestOptions } from "../guest/guest.js";
+import { Kernel, type ProcessInfo } from "../guest/kernel.js";
+import { type CounterCheck, verifyCounter } from "../guest/programs/basic.js";
+import type { Entropy } from "../prng.js";
+import { type Activation, BackupMachine, type BackupStore } from "../replication/backup.js";
+import type { Port } from "../replication/conn.js";
+import type { BackupStateName, PrimaryStateName, ReplicationEvent } from "../replication/events.js";
+import type { HeartbeatConfig } from "../replication/heartbeat.js";
+import { DEFAULT_NETBUF_LIMITS, type NetbufLimits } from "../replication/netbuf.js";
+import { NetDevice } from "../replication/netdev.js";
+import { DEFAULT_PRIMARY_CONFIG, PrimaryMachine } from "../replication/primary.js";
+import { GuestPacer } from "./pacing.js";
+
+export type NodeRole = "primary" | "backup";
+
+/** The machine of each role (the COLO secondary adds its own here). */
+type Role =
+  | { readonly name: "primary"; readonly m: PrimaryMachine }
+  | { readonly name: "backup"; readonly m: BackupMachine };
+
+/** What a node reports: its machine's events, and its own role changes. */
+export type NodeEvent =
+  | ReplicationEvent
+  | {
+      type: "role.changed";
+      from: NodeRole;
+      to: NodeRole;
+      /** Why (`peer_lost`, `heartbeat_timeout`, `manual`, `planned`; `fenced`, `stopped`). */
+      reason: string;
+      /** The epoch the domain resumed from (promotion) or had committed (demotion). */
+      epoch: number;
+      generation: number;
+    };
+
+/** Settings of the replication a node runs; a new machine (after a role change) starts with them. */
+export interface NodeConfig {
+  /** Checkpoint interval in ms. */
+  intervalMs: number;
+  /** LZ4 on the wire. */
+  compress: boolean;
+  heartbeat: HeartbeatConfig;
+  /** Checkpoints captured and not yet acknowledged, at most. */
+  readonly maxInFlight: number;
+  /** Digest at every checkpoint (both sides). */
+  readonly verify: boolean;
+  /** Hold guest output until its epoch commits (false only with --no-netbuf --unsafe). */
+  readonly outputCommit: boolean;
+  readonly netbufLimits?: NetbufLimits;
+  /** Pages per batch record (default 512). */
+  readonly batchPages?: number;
+  /** Stop streaming while the link has this many bytes queued (default 8 MiB). */
+  readonly highWaterBytes?: number;
+}
+
+/** The node's outputs other than replication frames (those go to the `Port`s it was handed). */
+export interface NodeIo {
+  /** A frame for the LAN, with the epoch whose output it is. */
+  sendLan(frame: Buffer, epoch: number): void;
+  emit(e: NodeEvent): void;
+  /** The highest generation this node took or was fenced at: persist it (fencing relies on it across restarts). */
+  saveGeneration(generation: number): void;
+}
+
+export interface NodeOptions {
+  readonly domain: Domain;
+  readonly key: Uint8Array;
+  readonly nodeId: Uint8Array;
+  /** Announced in HELLO. */
+  readonly software: string;
+  /** Nonces and anything else random (seeded in simulations). */
+  readonly entropy: Entropy;
+  readonly config: NodeConfig;
+  /** Durable storage for the backup role (a node without one cannot be a backup). */
+  readonly store?: BackupStore;
+  readonly io: NodeIo;
+  /** How the node starts: a primary boots a fresh guest; a backup waits for a primary. */
+  readonly start: { readonly role: "primary"; readonly boot: GuestOptions } | { readonly role: "backup" };
+  /** The highest generation persisted by this node (0 if none). */
+  readonly generation: number;
+  /** Monotonic ms for pause and apply measurements (default performance.now; a simulation passes its clock). */
+  readonly hrClock?: () => number;
+  /** The primary's page capturer (default: a copying one). */
+  readonly capturer?: (domain: Domain) => Capturer;
+  /** Observes each released frame's wait in the netbuf, in seconds. */
+  readonly observeReleaseDelay?: (seconds: number) => void;
+}
+
+export class Node {
+  readonly domain: Domain;
+  /** The guest NIC's host side, with the netbuf. */
+  readonly dev: NetDevice;
+  /** The settings the next machine starts with (PATCH /v1/config changes them through `reconfigure`). */
+  readonly config: NodeConfig;
+  private role: Role;
+  /** The guest's kernel while the domain runs on this node. */
+  private kernelRef: Kernel | undefined;
+  private readonly pacer = new GuestPacer();
+  /** Which machine each open port belongs to (a port outlives a role change on the old machine). */
+  private readonly owner = new Map<Port, PrimaryMachine | BackupMachine>();
+  /** The node's clock as of its last input or step. */
+  private now = 0;
+
+  constructor(private readonly opts: NodeOptions) {
+    this.domain = opts.domain;
+    this.config = { ...opts.config };
+    this.dev = new NetDevice({
+      domain: opts.domain,
+      outputCommit: opts.config.outputCommit,
+      limits: opts.config.netbufLimits ?? DEFAULT_NETBUF_LIMITS,
+      sendFrame: (f, epoch) => opts.io.sendLan(f, epoch),
+      ...(opts.observeReleaseDelay ? { observeDelay: opts.observeReleaseDelay } : {}),
+    });
+    if (opts.start.role === "primary") {
+      this.kernelRef = bootGuest(this.domain, opts.start.boot);
+      const generation = opts.generation || 1;
+      this.role = { name: "primary", m: this.newPrimary(generation, 1) };
+      this.dev.activate(1);
+      opts.io.saveGeneration(generation);
+    } else {
+      this.role = { name: "backup", m: this.newBackup(opts.generation) };
+    }
+  }
+
+  // ---- what the node is ----
+
+  get roleName(): NodeRole {
+    return this.role.name;
+  }
+
+  /** The primary machine, when this node is the primary. */
+  get primary(): PrimaryMachine | undefined {
+    return this.role.name === "primary" ? this.role.m : undefined;
+  }
+
+  /** The backup machine, when this node is a backup. */
+  get backup(): BackupMachine | undefined {
+    return this.role.name === "backup" ? this.role.m : undefined;
+  }
+
+  get state(): PrimaryStateName | BackupStateName {
+    return this.role.m.state;
+  }
+
+  get generation(): number {
+    return this.role.m.generation;
+  }
+
+  /** The last committed (primary) or applied (backup) epoch. */
+  get committed(): number {
+    return this.role.m.committed;
+  }
+
+  /** The guest's kernel while the domain runs here. */
+  get kernel(): Kernel | undefined {
+    return this.kernelRef;
+  }
+
+  /** Whether the shell should (re)connect to the backup it knows (a primary without one). */
+  get wantsPeer(): boolean {
+    return this.primary?.wantsPeer ?? false;
+  }
+
+  /** Ready for its role: a primary whose domain runs, a backup in standby. */
+  get ready(): boolean {
+    const p = this.primary;
+    return p ? p.isRunning : this.backup?.state === "standby";
+  }
+
+  // ---- inputs ----
+
+  /** Runs what is due at `now`: the guest (primary), then the machine's timers and streaming. */
+  step(now: number): void {
+    this.now = now;
+    const r = this.role;
+    if (r.name === "primary") {
+      const p = r.m;
+      const k = this.kernelRef;
+      if (p.isRunning && k) {
+        const n = this.pacer.due(now, this.domain.vcpu.ticks);
+        for (let i = 0; i < n; i++) k.tick();
+        this.dev.pump(p.epoch, p.outputMustWait, now);
+      }
+      p.poll(now);
+    } else {
+      r.m.poll(now);
+    }
+    this.afterInput();
+  }
+
+  /** A replication connection opened (dialled or accepted): the current role's machine takes it. */
+  attach(port: Port, now: number): void {
+    this.now = now;
+    const m = this.role.m;
+    this.owner.set(port, m);
+    m.attach(port, now);
+  }
+
+  /** A frame arrived on `port`. */
+  frame(port: Port, data: Uint8Array, now: number): void {
+    this.now = now;
+    const m = this.owner.get(port);
+    if (!m) return;
+    m.frame(port, data, now);
+    this.afterInput();
+  }
+
+  /** The connection on `port` closed. */
+  detach(port: Port, now: number, reason: string): void {
+    this.now = now;
+    const m = this.owner.get(port);
+    this.owner.delete(port);
+    m?.detach(port, now, reason);
+    this.afterInput();
+  }
+
+  /** A frame from the LAN for the guest's NIC (ignored unless the domain runs here). */
+  lanInput(frame: Buffer): void {
+    this.dev.input(frame);
+  }
+
+  // ---- commands ----
+
+  /** POST /v1/failover on a backup: activate now, or ask the primary for a planned switchover. */
+  failover(
+    planned: boolean,
+    now: number,
+  ): { activated: boolean; epoch?: number; digest?: string; pending?: boolean } {
+    this.now = now;
+    const b = this.backup;
+    if (!b) throw new RemusError("REMUSD_ERR_WRONG_ROLE", "this daemon is already the primary");
+    if (planned) {
+      b.requestSwitchover();
+      return { activated: false, pending: true };
+    }
+    const a = b.activate("manual");
+    this.promote(a);
+    return { activated: true, epoch: a.epoch, digest: a.digest };
+  }
+
+  /** POST /v1/checkpoint on a primary: end the open epoch now. */
+  checkpoint(): { epoch: number } {
+    const p = this.primary;
+    if (!p) throw new RemusError("REMUSD_ERR_WRONG_ROLE", "checkpoints are taken by the primary");
+    p.requestCheckpoint();
+    return { epoch: p.epoch };
+  }
+
+  /**
+   * Interval and compression for this and every later primary machine (a
+   * primary applies them when its open epoch ends); heartbeat settings at once,
+   * to the live link too.
+   */
+  reconfigure(change: { intervalMs?: number; compress?: boolean; heartbeat?: HeartbeatConfig }): void {
+    const c = this.config;
+    const epochChange: { intervalMs?: number; compress?: boolean } = {};
+    if (change.intervalMs !== undefined) epochChange.intervalMs = c.intervalMs = change.intervalMs;
+    if (change.compress !== undefined) epochChange.compress = c.compress = change.compress;
+    if (change.heartbeat) {
+      c.heartbeat = change.heartbeat;
+      this.role.m.setHeartbeat(change.heartbeat);
+    }
+    if (Object.keys(epochChange).length > 0) this.primary?.reconfigure(epochChange);
+  }
+
+  /** A planned stop: a primary takes a final checkpoint and says GOODBYE; a backup says GOODBYE. */
+  stop(now: number): void {
+    this.now = now;
+    const r = this.role;
+    if (r.name === "primary") r.m.requestStop("shutdown", now);
+    else r.m.stop();
+  }
+
+  /** Whether the node's machine has stopped (after `stop`; a fenced primary too). */
+  get stopped(): boolean {
+    const s = this.role.m.state;
+    return s === "stopped" || s === "fenced";
+  }
+
+  /**
+   * Primary to backup. Precondition: the domain no longer runs here (the
+   * primary was fenced by a newer generation, or stopped after a switchover).
+   * The node keeps its memory; the new backup holds no valid image and takes
+   * a full sync from whichever primary connects.
+   */
+  demote(now: number, reason: "fenced" | "stopped"): void {
+    this.now = now;
+    const p = this.primary;
+    if (!p) throw new RemusError("REMUSD_ERR_WRONG_ROLE", "only a primary can be demoted");
+    if (p.isRunning) {
+      throw new RemusError("REMUSD_ERR_WRONG_ROLE", `cannot demote a primary whose domain runs (${p.state})`);
+    }
+    this.kernelRef = undefined;
+    this.dev.deactivate();
+    const b = this.newBackup(p.generation);
+    this.role = { name: "backup", m: b };
+    this.opts.io.emit({
+      type: "role.changed",
+      from: "primary",
+      to: "backup",
+      reason,
+      epoch: p.committed,
+      generation: b.generation,
+    });
+  }
+
+  // ---- queries for the control API ----
+
+  /** The domain's digest now (a backup: at its last applied epoch). */
+  digest(): { epoch: number; digest: string; live: boolean } {
+    const p = this.primary;
+    if (p) return { epoch: p.epoch, digest: this.domain.digest(), live: true };
+    const b = this.backup as BackupMachine;
+    if (!b.imageValid) throw new RemusError("REMUSD_ERR_WRONG_ROLE", "the backup has no complete image yet");
+    return { epoch: b.committed, digest: this.domain.digest(), live: false };
+  }
+
+  /** The guest's process table. */
+  processes(): ProcessInfo[] {
+    this.requireImage();
+    if (!Kernel.isBooted(this.domain)) return [];
+    return new Kernel(this.domain).listProcesses();
+  }
+
+  /** The counter continuity check (counter.log holds exactly 1..counter) on the current image. */
+  counterCheck(): CounterCheck {
+    this.requireImage();
+    if (!Kernel.isBooted(this.domain)) throw new RemusError("REMUSD_ERR_WRONG_ROLE", "no guest is booted");
+    return verifyCounter(new Kernel(this.domain));
+  }
+
+  private requireImage(): void {
+    const b = this.backup;
+    if (b && !b.imageValid)
+      throw new RemusError("REMUSD_ERR_WRONG_ROLE", "the backup has no complete image yet");
+  }
+
+  // ---- transitions ----
+
+  private afterInput(): void {
+    const a = this.backup?.activated;
+    if (a) this.promote(a);
+  }
+
+  /**
+   * Backup to primary. Precondition: the backup machine activated (it resumed
+   * its last applied epoch under a new generation and told the old primary so).
+   */
+  private promote(a: Activation): void {
+    if (this.role.name !== "backup" || this.role.m.activated !== a) {
+      throw new RemusError("REMUSD_ERR_INTERNAL", "promote: the backup has not activated");
+    }
+    this.opts.io.saveGeneration(a.generation);
+    this.kernelRef = new Kernel(this.domain);
+    this.role = { name: "primary", m: this.newPrimary(a.generation, a.epoch + 1) };
+    // Only the active side talks on the LAN; announce the guest's new port with a gratuitous ARP.
+    this.dev.activate(a.epoch + 1);
+    // The guest resumes now, from its own clock.
+    this.pacer.reset(this.now, this.domain.vcpu.ticks);
+    this.opts.io.emit({
+      type: "role.changed",
+      from: "backup",
+      to: "primary",
+      reason: a.reason,
+      epoch: a.epoch,
+      generation: a.generation,
+    });
+  }
+
+  private newPrimary(generation: number, startEpoch: number): PrimaryMachine {
+    const o = this.opts;
+    const c = this.config;
+    const p: PrimaryMachine = new PrimaryMachine({
+      ...this.machineParts(),
+      generation,
+      startEpoch,
+      config: {
+        ...DEFAULT_PRIMARY_CONFIG,
+        intervalMs: c.intervalMs,
+        compress: c.compress,
+        heartbeat: c.heartbeat,
+        maxInFlight: c.maxInFlight,
+        verify: c.verify,
+        ...(c.batchPages !== undefined ? { batchPages: c.batchPages } : {}),
+        ...(c.highWaterBytes !== undefined ? { highWaterBytes: c.highWaterBytes } : {}),
+      },
+      hooks: {
+        // Output commit: the frames of epoch N go into the netbuf at its pause and leave when N is acked.
+        beforeCapture: (epoch) => this.dev.pump(epoch, p.outputMustWait, this.now),
+        onCommitted: (epoch) => this.dev.committed(epoch, this.now),
+        onState: (state) => {
+          if (state !== "protected") this.dev.releaseAll(this.now);
+          if (state === "fenced") o.io.saveGeneration(p.generation);
+        },
+      },
+      ...(o.capturer ? { capturer: o.capturer(this.domain) } : {}),
+    });
+    return p;
+  }
+
+  private newBackup(generation: number): BackupMachine {
+    const o = this.opts;
+    if (!o.store)
+      throw new RemusError("REMUSD_ERR_WRONG_ROLE", "this node has no store: it cannot be a backup");
+    return new BackupMachine({
+      ...this.machineParts(),
+      generation,
+      config: { heartbeat: this.config.heartbeat, verify: this.config.verify },
+      store: o.store,
+    });
+  }
+
+  /** What every machine of this node is built with. */
+  private machineParts() {
+    const o = this.opts;
+    return {
+      domain: this.domain,
+      key: o.key,
+      nodeId: o.nodeId,
+      software: o.software,
+      entropy: o.entropy,
+      emit: (e: ReplicationEvent) => o.io.emit(e),
+      ...(o.hrClock ? { hrClock: o.hrClock } : {}),
+    };
+  }
+}
