@@ -139,10 +139,14 @@ export class ReplNet {
     this.world.at(at, () => this.arrive(from, { kind: "close", reason }));
   }
 
-  /** Resets every open connection of `name` (both ends see it closed now; frames in transit are lost). */
-  cut(name: string, reason: string): void {
+  /**
+   * Resets every open connection of `name` (with `other`: only those between
+   * the two). Both ends see it closed now; frames in transit are lost.
+   */
+  cut(name: string, reason: string, other?: string): void {
     for (const p of [...this.ports]) {
-      if (p.owner.name === name) this.reset(p, reason);
+      if (p.owner.name === name && (other === undefined || p.peer.owner.name === other))
+        this.reset(p, reason);
     }
   }
 
