@@ -424,6 +424,8 @@ export class Node {
         beforeCapture: (epoch) => this.dev.pump(epoch, p.outputMustWait, this.now),
         onCommitted: (epoch) => this.dev.committed(epoch, this.now),
         onState: (state) => {
+          // The one place that decides what becomes of held output when protection ends: today
+          // every exit from `protected` releases it (unprotected: nobody to wait for).
           if (state !== "protected") this.dev.releaseAll(this.now);
           if (state === "fenced") o.io.saveGeneration(p.generation);
         },
