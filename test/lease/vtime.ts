@@ -1,58 +1,36 @@
 /**
- * Virtual time for the lease tests: one event queue ordered by (time, seq),
- * and nodes whose clocks can be paused (a SIGSTOP: nothing of theirs runs,
- * their monotonic clock keeps going) or jump forward. The simulated world of
- * test/sim offers the same `now`/`after` shape.
+ * Virtual time for the lease tests, on the simulated world of test/sim (its
+ * event queue ordered by (time, seq)), and nodes whose clocks can be paused
+ * (a SIGSTOP: nothing of theirs runs, their monotonic clock keeps going) or
+ * jump forward.
  */
 import type { LeaseClock } from "../../src/lease/lease.js";
 import type { Scheduler } from "../../src/lease/memory.js";
 import type { Cancel, LeaseService } from "../../src/lease/service.js";
-
-interface Ev {
-  at: number;
-  seq: number;
-  fn: () => void;
-  cancelled: boolean;
-}
+import { World } from "../sim/world.js";
 
 export class VirtualTime implements Scheduler {
-  private t = 0;
-  private seq = 0;
-  private q: Ev[] = [];
+  readonly world = new World(0);
   /** Called after every event (the invariant checkers). */
   afterEach: (() => void) | undefined;
 
   now(): number {
-    return this.t;
+    return this.world.now;
   }
 
   after(ms: number, fn: () => void): Cancel {
-    const ev: Ev = { at: this.t + Math.max(0, ms), seq: this.seq++, fn, cancelled: false };
-    // Insert keeping the queue sorted by (at, seq).
-    let i = this.q.length;
-    while (i > 0 && (this.q[i - 1] as Ev).at > ev.at) i--;
-    this.q.splice(i, 0, ev);
-    return {
-      cancel: () => {
-        ev.cancelled = true;
-      },
-    };
+    return this.world.after(Math.max(0, ms), fn);
   }
 
   /** Runs events until `until` holds or `ms` of virtual time passed. */
   run(ms: number, until: () => boolean = () => false): boolean {
-    const end = this.t + ms;
+    const end = this.world.now + ms;
     for (;;) {
       if (until()) return true;
-      const ev = this.q[0];
-      if (!ev || ev.at > end) {
-        this.t = end;
+      if (!this.world.next(end)) {
+        this.world.now = Math.max(this.world.now, end);
         return until();
       }
-      this.q.shift();
-      this.t = Math.max(this.t, ev.at);
-      if (ev.cancelled) continue;
-      ev.fn();
       this.afterEach?.();
     }
   }

@@ -135,6 +135,22 @@ export class World {
     }
   }
 
+  /**
+   * Runs the next event if it is due by `limit` (time moves to it); false when
+   * none is. For drivers that look at the world after every single event.
+   */
+  next(limit: number): boolean {
+    for (;;) {
+      const ev = this.peek();
+      if (!ev || ev.at > limit) return false;
+      this.pop();
+      this.now = Math.max(this.now, ev.at);
+      if (ev.cancelled) continue;
+      ev.fn();
+      return true;
+    }
+  }
+
   /** Runs for `ms` of virtual time. */
   runFor(ms: number): void {
     const end = this.now + ms;
