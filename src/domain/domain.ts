@@ -82,11 +82,20 @@ export class Domain {
    * last hashed (pages first), without computing the digest itself. Called a
    * slice at a time while the domain is idle (a backup between checkpoints), it
    * keeps `digest()` cheap when it is finally needed (at activation): the work
-   * is the same, it is just done earlier. Returns the units still pending.
+   * is the same, it is just done earlier. With `clock` (ms), it also stops
+   * once `budgetMs` have passed (checked every 64 units), so a slice never holds
+   * the event loop long whatever the pages cost. Returns the units still pending.
    */
-  digestStep(maxUnits: number): number {
-    const done = this.memHash.update(maxUnits);
-    if (done < maxUnits) this.diskHash.update(maxUnits - done);
+  digestStep(maxUnits: number, clock?: () => number, budgetMs = 2): number {
+    const stopAt = clock === undefined ? Number.POSITIVE_INFINITY : clock() + budgetMs;
+    let left = maxUnits;
+    while (left > 0 && this.digestPending > 0) {
+      const slice = Math.min(left, 64);
+      let done = this.memHash.update(slice);
+      if (done < slice) done += this.diskHash.update(slice - done);
+      left -= done;
+      if (clock !== undefined && clock() >= stopAt) break;
+    }
     return this.digestPending;
   }
 

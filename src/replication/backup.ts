@@ -551,8 +551,8 @@ export class BackupMachine {
 
   poll(now: number): void {
     if (this._state === "activated" || this._state === "stopped") return;
-    // Hash a slice of what the sync and the applies wrote, so activation's digest stays O(recent writes).
-    this.domain.digestStep(256);
+    // Hash a slice (up to 2 ms) of what the sync and the applies wrote, so activation's digest stays O(recent writes).
+    this.domain.digestStep(65_536, this.hr, 2);
     this.links.expireHandshakes(now);
     const c = this.links.active;
     if (c) {

@@ -33,6 +33,12 @@ test("the digest's backlog is what was written since the last hash, and resetLog
   assert.equal(d.digestPending, 300);
   // digestStep works the backlog off a slice at a time, and the digest stays exact.
   assert.equal(d.digestStep(100), 200);
+  // A time budget stops a slice early: a clock that has already run out allows one slice of 64.
+  let now = 0;
+  assert.equal(
+    d.digestStep(1000, () => (now += 5), 2),
+    136,
+  );
   assert.equal(d.digestStep(1000), 0);
   assert.equal(d.digest(), d.digestFull());
   // After that, a digest costs only what changed since.
