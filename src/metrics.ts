@@ -21,6 +21,9 @@ export const RTT_BUCKETS = [
   0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1,
 ];
 
+/** Seconds, from 10 ms to 10 s: event-loop stalls (a tenth of the default heartbeat interval and up). */
+export const STALL_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
 /** The output buffer's depth, read at every scrape and by /v1/status. */
 export interface NetbufStats {
   /** Frames held until their epoch commits. */
@@ -45,6 +48,7 @@ export class Metrics {
   readonly failovers: Counter<"reason">;
   readonly peerUp: Gauge;
   readonly rtt: Histogram;
+  readonly loopStall: Histogram;
   readonly role: Gauge<"role">;
   readonly lastCheckpoint: Gauge;
   readonly buildInfo: Gauge<"version" | "node">;
@@ -128,6 +132,12 @@ export class Metrics {
       name: "remusd_heartbeat_rtt_seconds",
       help: "Round-trip time of replication heartbeats",
       buckets: RTT_BUCKETS,
+      ...reg,
+    });
+    this.loopStall = new Histogram({
+      name: "remusd_loop_stall_seconds",
+      help: "Stalls of the daemon's loop longer than a tenth of the heartbeat interval, by length (they do not count as the peer's silence)",
+      buckets: STALL_BUCKETS,
       ...reg,
     });
     this.role = new Gauge({

@@ -176,6 +176,11 @@ export class Daemon {
       this.roleChanged(e);
       return;
     }
+    if (e.type === "loop.stall") {
+      this.metrics.loopStall.observe(e.ms / 1000);
+      if (e.ms >= this.node.config.heartbeat.intervalMs) this.log.warn({ ms: e.ms }, "loop stall");
+      return;
+    }
     this.metrics.onEvent(e);
     this.remember(e);
     // A backup adopts its primary's generation at sync; a fenced primary learns a newer one.

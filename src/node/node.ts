@@ -23,11 +23,25 @@
  *   primary ──demote (its domain no longer runs: fenced or stopped)──► backup
  *
  * Invariants:
- *  - Output commit: while the primary is protected, the guest's frames of
- *    epoch N leave only once N is acknowledged (`onCommitted`).
+ *  - Output commit: while the primary holds output (`PrimaryMachine.output`:
+ *    protected, or a backup that may still activate), the guest's frames of
+ *    epoch N leave only once N is acknowledged (`onCommitted`). A fenced or
+ *    stopped primary discards what it held and detaches its NIC: a node that
+ *    may have been superseded sends nothing on the LAN.
  *  - Only the node whose domain runs exchanges frames with the LAN: a
- *    promotion activates the NIC (gratuitous ARP), a demotion deactivates it
- *    and discards what it still held.
+ *    promotion activates the NIC and announces the guest (gratuitous ARP at
+ *    0, 50, 250 and 1000 ms, and again whenever it refuses a stale primary,
+ *    whose frames may have moved the guest's MAC back to its port); a
+ *    demotion deactivates it and discards what it still held.
+ *  - An honest failure detector: the node measures its own stalls (the gap
+ *    between loop turns, `step`; any input's time too). A gap longer than a
+ *    tenth of the heartbeat interval is a stall: its time beyond that tenth
+ *    does not count as the peer's silence, and until the node has read what
+ *    arrived while it was stalled (the next turn: the daemon's loop reads its
+ *    sockets between two turns) it acts on no timeout and releases nothing to
+ *    the LAN. Why: after SIGCONT, Node.js runs the timers before it reads
+ *    the sockets, so a stalled primary would see its backup's heartbeat
+ *    expired before it read the FENCED goodbye waiting for it.
  *  - An activated domain continues its own history: a new kernel over the
  *    same bytes, epochs from the resumed epoch + 1, a new generation.
  */
@@ -54,9 +68,11 @@ type Role =
   | { readonly name: "primary"; readonly m: PrimaryMachine }
   | { readonly name: "backup"; readonly m: BackupMachine };
 
-/** What a node reports: its machine's events, and its own role changes. */
+/** What a node reports: its machine's events, its own stalls and its role changes. */
 export type NodeEvent =
   | ReplicationEvent
+  /** The node's loop was stalled for `ms` (a gap between turns longer than a tenth of the heartbeat interval). */
+  | { type: "loop.stall"; ms: number }
   | {
       type: "role.changed";
       from: NodeRole;
@@ -135,6 +151,12 @@ export class Node {
   private readonly owner = new Map<Port, PrimaryMachine | BackupMachine>();
   /** The node's clock as of its last input or step. */
   private now = 0;
+  /** When the last loop turn (a step, or the input that revealed a stall) began. */
+  private lastTurnAt: number | undefined;
+  /** A stall was seen and the node has not read its links since: no timeouts, no LAN output. */
+  private settling = false;
+  /** When the guest is to be announced on the LAN again (ms, ascending). */
+  private announceAt: number[] = [];
 
   constructor(private readonly opts: NodeOptions) {
     this.domain = opts.domain;
@@ -151,6 +173,7 @@ export class Node {
       const generation = opts.generation || 1;
       this.role = { name: "primary", m: this.newPrimary(generation, 1) };
       this.dev.activate(1);
+      this.announceSoon(0);
       opts.io.saveGeneration(generation);
     } else {
       this.role = { name: "backup", m: this.newBackup(opts.generation) };
@@ -204,9 +227,15 @@ export class Node {
 
   // ---- inputs ----
 
-  /** Runs what is due at `now`: the guest (primary), then the machine's timers and streaming. */
+  /** Runs what is due at `now` (one loop turn): the guest (primary), then the machine's timers and streaming. */
   step(now: number): void {
     this.now = now;
+    if (!this.noteTurn(now, true) && this.settling) {
+      // This turn began after the stall was seen, so the links were read meanwhile.
+      this.settling = false;
+      this.dev.resume(now);
+    }
+    const judge = !this.settling;
     const r = this.role;
     if (r.name === "primary") {
       const p = r.m;
@@ -216,16 +245,55 @@ export class Node {
         for (let i = 0; i < n; i++) k.tick();
         this.dev.pump(p.epoch, p.outputMustWait, now);
       }
-      p.poll(now);
+      p.poll(now, judge);
+      this.announceDue(now);
     } else {
-      r.m.poll(now);
+      r.m.poll(now, judge);
     }
     this.afterInput();
+  }
+
+  /**
+   * Notes that the node runs at `now` (a loop turn when `turn`); true when
+   * the gap since the last turn shows that the node itself was stalled.
+   */
+  private noteTurn(now: number, turn: boolean): boolean {
+    const last = this.lastTurnAt;
+    if (turn || last === undefined) this.lastTurnAt = now;
+    if (last === undefined) return false;
+    const gap = now - last;
+    const threshold = this.config.heartbeat.intervalMs / 10;
+    if (gap <= threshold) return false;
+    this.lastTurnAt = now;
+    this.settling = true;
+    this.dev.suspend();
+    // Why: a frozen node hears nothing, whoever is alive; only the part of a gap beyond a normal
+    // turn's allowance is credited, so a loop that is merely slow still detects a dead peer.
+    this.role.m.stalled(gap - threshold, now);
+    this.opts.io.emit({ type: "loop.stall", ms: gap });
+    return true;
+  }
+
+  /** Announces the guest at `now`, and again 50, 250 and 1000 ms later. */
+  private announceSoon(now: number): void {
+    this.announceAt = [now, now + 50, now + 250, now + 1000];
+    this.announceDue(now);
+  }
+
+  private announceDue(now: number): void {
+    const p = this.primary;
+    while (this.announceAt.length > 0 && (this.announceAt[0] as number) <= now) {
+      if (this.dev.isSuspended) return; // after the stall is settled
+      this.announceAt.shift();
+      // An announcement reveals no guest state: it is tagged with the last committed epoch.
+      if (p?.isRunning) this.dev.announce(p.committed);
+    }
   }
 
   /** A replication connection opened (dialled or accepted): the current role's machine takes it. */
   attach(port: Port, now: number): void {
     this.now = now;
+    this.noteTurn(now, false);
     const m = this.role.m;
     this.owner.set(port, m);
     m.attach(port, now);
@@ -234,6 +302,7 @@ export class Node {
   /** A frame arrived on `port`. */
   frame(port: Port, data: Uint8Array, now: number): void {
     this.now = now;
+    this.noteTurn(now, false);
     const m = this.owner.get(port);
     if (!m) return;
     m.frame(port, data, now);
@@ -243,6 +312,7 @@ export class Node {
   /** The connection on `port` closed. */
   detach(port: Port, now: number, reason: string): void {
     this.now = now;
+    this.noteTurn(now, false);
     const m = this.owner.get(port);
     this.owner.delete(port);
     m?.detach(port, now, reason);
@@ -256,7 +326,14 @@ export class Node {
 
   // ---- commands ----
 
-  /** POST /v1/failover on a backup: activate now, or ask the primary for a planned switchover. */
+  /**
+   * POST /v1/failover on a backup: ask the primary for a planned switchover,
+   * or activate now. With a live primary connected (heard from within two
+   * heartbeat intervals), an unplanned failover is a
+   * planned switchover too (final checkpoint, the primary releases its output
+   * and stops, then this backup activates): activating beside a live primary
+   * would roll back what it released since this backup's last epoch.
+   */
   failover(
     planned: boolean,
     now: number,
@@ -264,7 +341,7 @@ export class Node {
     this.now = now;
     const b = this.backup;
     if (!b) throw new RemusError("REMUSD_ERR_WRONG_ROLE", "this daemon is already the primary");
-    if (planned) {
+    if (planned || b.primaryLive(now)) {
       b.requestSwitchover();
       return { activated: false, pending: true };
     }
@@ -390,6 +467,7 @@ export class Node {
     this.role = { name: "primary", m: this.newPrimary(a.generation, a.epoch + 1) };
     // Only the active side talks on the LAN; announce the guest's new port with a gratuitous ARP.
     this.dev.activate(a.epoch + 1);
+    this.announceSoon(this.now);
     // The guest resumes now, from its own clock.
     this.pacer.reset(this.now, this.domain.vcpu.ticks);
     this.opts.io.emit({
@@ -424,11 +502,15 @@ export class Node {
         beforeCapture: (epoch) => this.dev.pump(epoch, p.outputMustWait, this.now),
         onCommitted: (epoch) => this.dev.committed(epoch, this.now),
         onState: (state) => {
-          // The one place that decides what becomes of held output when protection ends: today
-          // every exit from `protected` releases it (unprotected: nobody to wait for).
-          if (state !== "protected") this.dev.releaseAll(this.now);
-          if (state === "fenced") o.io.saveGeneration(p.generation);
+          // The one place that applies what becomes of held output (PrimaryMachine.output decides):
+          // discarded, and the NIC detached, once fenced or stopped (another node may run the
+          // domain now); released once no backup can activate; otherwise held for an ACK.
+          const out = p.output;
+          if (out === "discard") this.dev.deactivate();
+          else if (out === "release") this.dev.releaseAll(this.now);
+          if (state === "fenced") o.io.saveGeneration(Math.max(p.generation, p.supersededBy ?? 0));
         },
+        onStaleRefused: () => this.announceSoon(this.now),
       },
       ...(o.capturer ? { capturer: o.capturer(this.domain) } : {}),
     });

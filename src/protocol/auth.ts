@@ -84,15 +84,16 @@ export interface HelloRejection {
 }
 
 /**
- * Applies SPEC §5.3 to a peer's HELLO: complementary roles, identical
- * geometry, and the generation rule (a backup that has seen a newer
- * generation than the primary's fences that primary). Returns the GOODBYE to
- * send, or null when the handshake may go on.
+ * Applies SPEC §5.3 to a peer's HELLO before AUTH: roles that can pair
+ * (a primary and a backup, or two primaries, whose generations are compared
+ * only once both are authenticated, §5.5) and identical geometry. Nothing
+ * else is judged here: a HELLO is not authenticated yet, so what it says
+ * about generations must wait for AUTH. Returns the GOODBYE to send, or null
+ * when the handshake may go on.
  */
 export function checkPeerHello(own: Hello, peer: Hello): HelloRejection | null {
-  if (own.role === peer.role) {
-    const name = own.role === ROLE.primary ? "primary" : "backup";
-    return { reason: GOODBYE_REASON.protocolError, message: `both sides are ${name}` };
+  if (own.role === ROLE.backup && peer.role === ROLE.backup) {
+    return { reason: GOODBYE_REASON.protocolError, message: "both sides are backup" };
   }
   for (const h of [own, peer]) {
     if (h.pageSize !== PAGE_SIZE || h.diskBlockSize !== PAGE_SIZE) {
@@ -108,14 +109,16 @@ export function checkPeerHello(own: Hello, peer: Hello): HelloRejection | null {
       return { reason: GOODBYE_REASON.geometryMismatch, message: `${k}: ours ${own[k]}, peer's ${peer[k]}` };
     }
   }
-  const primary = own.role === ROLE.primary ? own : peer;
-  const backup = own.role === ROLE.primary ? peer : own;
-  // Why: a backup that knows a newer generation has (or had) a newer primary; this one is stale.
-  if (backup.generation > primary.generation) {
-    return {
-      reason: GOODBYE_REASON.fenced,
-      message: `primary generation ${primary.generation} < backup's ${backup.generation}`,
-    };
-  }
   return null;
+}
+
+/**
+ * The nonces in the order the session tag takes them (§5.4): the primary's
+ * first; between two primaries (who meet only to settle which one is stale),
+ * the smaller first, so that both compute the same tag.
+ */
+export function sessionNonces(own: Hello, peer: Hello): [Uint8Array, Uint8Array] {
+  if (own.role !== peer.role)
+    return own.role === ROLE.primary ? [own.nonce, peer.nonce] : [peer.nonce, own.nonce];
+  return Buffer.compare(own.nonce, peer.nonce) <= 0 ? [own.nonce, peer.nonce] : [peer.nonce, own.nonce];
 }

@@ -347,16 +347,20 @@ const heartbeatReply: BodyCodec<HeartbeatReply> = {
 
 const goodbye: BodyCodec<Goodbye> = {
   preencode(s, r) {
-    s.end += 4 + preencodeString(r.message, LIMITS.maxMessage, "message");
+    s.end += 20 + preencodeString(r.message, LIMITS.maxMessage, "message");
   },
   encode(s, r) {
     writeU16(s, r.reason, "reason");
+    writeU64(s, r.generation, "generation");
+    writeU64(s, r.epoch, "epoch");
     writeString(s, r.message, 2, "message");
   },
   decode(s) {
     const reason = readU16(s, "reason");
+    const generation = readU64(s, "generation");
+    const epoch = readU64(s, "epoch");
     const message = readString(s, 2, LIMITS.maxMessage, "message");
-    return { type: "goodbye", reason, message };
+    return { type: "goodbye", reason, generation, epoch, message };
   },
 };
 

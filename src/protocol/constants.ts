@@ -155,6 +155,12 @@ export const GOODBYE_REASON = {
   busy: 7,
   resync: 8,
   switchover: 9,
+  /**
+   * Sent by a primary that dropped its backup (heartbeat timeout) and goes on
+   * without it: the backup's image is stale, it must not activate from it and
+   * rejoins by resync (SPEC §6.10).
+   */
+  continuing: 10,
 } as const;
 
 /** NACK reason codes. Receivers accept unknown codes. */

@@ -10,6 +10,7 @@ export {
   geometryOf,
   type HelloRejection,
   INSECURE_KEY,
+  sessionNonces,
   sessionTag,
   verifyAuthMac,
 } from "./auth.js";

@@ -134,6 +134,17 @@ export interface HeartbeatReply {
 export interface Goodbye {
   type: "goodbye";
   reason: number;
+  /**
+   * The sender's generation. With FENCED: the generation that supersedes the
+   * receiver (a fencing claim, SPEC §5.5).
+   */
+  generation: number;
+  /**
+   * With FENCED: the epoch that generation's lineage reached (an activated
+   * primary: the epoch it resumed from; a backup: its committed epoch).
+   * Otherwise the sender's committed epoch, for logs.
+   */
+  epoch: number;
   message: string;
 }
 

@@ -305,7 +305,8 @@ export class StreamOrder {
     }
     if (this.#inPhase === "hello") {
       if (r.type !== "hello") throw new ProtocolError("bad-order", `${r.type} before HELLO`);
-      if (r.role === (this.#local === "primary" ? ROLE.primary : ROLE.backup)) {
+      // Two backups never pair; two primaries meet only to settle which one is stale (§5.5).
+      if (this.#local === "backup" && r.role === ROLE.backup) {
         throw new ProtocolError("bad-order", "the peer claims our role");
       }
       this.#noteHello(r);

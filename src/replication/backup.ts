@@ -15,7 +15,24 @@
  *
  * A backup that closed the link itself (a corrupt frame) keeps its image and
  * waits one heartbeat timeout for the primary to come back (it resyncs
- * incrementally); if it does not, the backup activates.
+ * incrementally); if it does not, the backup activates. The primary holds its
+ * output meanwhile (primary.ts), so whichever happens, nothing is lost.
+ *
+ * When it must not activate:
+ *  - its image is *stale*: the primary said CONTINUING (it dropped this
+ *    backup on a heartbeat timeout and released output beyond the image) or
+ *    FENCED (it was itself superseded). The backup waits for a resync;
+ *    neither a timeout nor a manual failover activates it meanwhile.
+ *  - on its own stall: the time the node itself was stalled does not count as
+ *    the primary's silence (`stalled`), and no timeout is acted on until the
+ *    node has read what arrived meanwhile (`poll(now, false)`; the node
+ *    decides, src/node/node.ts). A backup frozen for longer than the timeout
+ *    wakes up, reads the primary's CONTINUING, and does not activate.
+ *  - in a planned switchover, before the primary's GOODBYE SWITCHOVER (sent
+ *    once it released the final epoch's output and stopped the domain), so
+ *    the two never release output at the same time.
+ * On activation with the link still up, the FENCED claim (fencing.ts) goes to
+ * the old primary before the link is closed.
  */
 
 import type { Domain } from "../domain/domain.js";
@@ -32,7 +49,7 @@ import {
   SYNC_FLAG,
 } from "../protocol/constants.js";
 import type { CheckpointEnd, DiskWrites, PageBatch, ReplicationRecord } from "../protocol/records.js";
-import { type Conn, Links, type LocalIdentity, localIdentity, type Port } from "./conn.js";
+import { type Conn, Links, type LocalIdentity, localIdentity, type PeerGoodbye, type Port } from "./conn.js";
 import type { BackupStateName, EventSink, FailoverReason } from "./events.js";
 import type { HeartbeatConfig } from "./heartbeat.js";
 
@@ -177,6 +194,8 @@ export class BackupMachine {
   private syncStartedAt = 0;
   private switchoverRequested = false;
   private activation: Activation | undefined;
+  /** Why the image is stale (the primary continued without it), until a sync completes. */
+  stale: string | undefined;
 
   constructor(opts: BackupOptions) {
     this.domain = opts.domain;
@@ -189,6 +208,7 @@ export class BackupMachine {
       generation: () => this.generation,
       committedEpoch: () => this.committed,
       helloFlags: () => (this.imageValid ? HELLO_FLAG.imageValid : 0),
+      claimEpoch: () => this.committed,
     });
     this.links = new Links(this.identity, () => this.config.heartbeat, this.emit);
   }
@@ -241,9 +261,15 @@ export class BackupMachine {
     const r = c.receive(data, now);
     switch (r.kind) {
       case "nothing":
-      case "fenced-by-peer":
-        return;
       case "discarded":
+        return;
+      case "refused-stale":
+        this.links.pending.delete(c);
+        this.emit({
+          type: "peer.refused",
+          remote: port.remote,
+          reason: `refused a stale primary of generation ${r.peer.generation} (this backup knows ${this.generation})`,
+        });
         return;
       case "established":
         this.links.pending.delete(c);
@@ -254,7 +280,7 @@ export class BackupMachine {
           this.emit({ type: "peer.refused", remote: port.remote, reason: r.reason });
           return;
         }
-        if (c === this.links.active) this.lost(r.reason, now, r.goodbye?.reason);
+        if (c === this.links.active) this.lost(r.reason, now, r.goodbye);
         return;
       case "record":
         if (c !== this.links.active) return;
@@ -305,16 +331,28 @@ export class BackupMachine {
    * The primary went away. `abrupt`: the link broke with no GOODBYE at all;
    * `goodbye`: the primary's reason, when it said one; neither: we closed it.
    */
-  private lost(reason: string, now: number, goodbye: number | undefined, abrupt = false): void {
+  private lost(reason: string, now: number, said: PeerGoodbye | undefined, abrupt = false): void {
     const c = this.links.active;
     this.links.active = undefined;
     c?.abort(reason);
     this.discardStaging(reason);
+    const goodbye = said?.reason;
     const planned = goodbye === GOODBYE_REASON.shutdown || goodbye === GOODBYE_REASON.switchover;
     this.emit({ type: "peer.lost", reason, planned });
     if (this.syncMode === "full") this.syncMode = undefined;
     if (goodbye === GOODBYE_REASON.switchover && this.switchoverRequested && this.imageValid) {
       this.activate("planned");
+      return;
+    }
+    if (said && (goodbye === GOODBYE_REASON.continuing || goodbye === GOODBYE_REASON.fenced)) {
+      // Why: the primary went on (or was superseded) past this image; activating would roll back.
+      this.stale = `the primary continued without this backup: ${said.message}`;
+      this.graceUntil = undefined;
+      if (goodbye === GOODBYE_REASON.fenced && said.generation > this.generation) {
+        this.generation = said.generation;
+        this.store.saveGeneration(said.generation);
+      }
+      this.setState("waiting", `image stale (${reason}); waiting for a resync`);
       return;
     }
     if (!this.imageValid) {
@@ -325,6 +363,10 @@ export class BackupMachine {
     if (planned) {
       // A planned stop is not a failover: keep the image and wait for the primary.
       this.setState("waiting", `primary stopped (planned): ${reason}`);
+      return;
+    }
+    if (this.stale) {
+      this.setState("waiting", `primary lost (${reason}); the image is stale: ${this.stale}`);
       return;
     }
     if (abrupt) {
@@ -476,6 +518,7 @@ export class BackupMachine {
     }
     this.imageValid = true;
     if (sync) {
+      this.stale = undefined;
       this.emit({
         type: "sync.completed",
         epoch: r.epoch,
@@ -542,34 +585,43 @@ export class BackupMachine {
         this.pendingAcks = this.pendingAcks.filter((a) => a.conn !== c);
         continue;
       }
+      // After the final epoch's ACK the primary releases its output, stops its domain and says
+      // GOODBYE SWITCHOVER; this backup activates only then (`lost`), never while both release.
       c.send({ type: "ack", epoch: head.epoch, generation: head.generation });
-      if (head.final && this.switchoverRequested) this.activate("planned");
     }
   }
 
   // ---- timers ----
 
-  poll(now: number): void {
+  /**
+   * Heartbeats and the activation timers. `judge`: false right after the
+   * node's own stall, until it has read what arrived meanwhile: no timeout is
+   * acted on then (src/node/node.ts).
+   */
+  poll(now: number, judge = true): void {
     if (this._state === "activated" || this._state === "stopped") return;
     // Hash a slice (up to 2 ms) of what the sync and the applies wrote, so activation's digest stays O(recent writes).
     this.domain.digestStep(65_536, this.hr, 2);
-    this.links.expireHandshakes(now);
+    if (judge) this.links.expireHandshakes(now);
     const c = this.links.active;
     if (c) {
-      if (c.heartbeat.expired(now)) {
-        this.links.active = undefined;
-        c.abort("heartbeat timeout");
+      if (judge && c.heartbeat.expired(now)) {
         this.discardStaging("heartbeat timeout");
         this.emit({
           type: "peer.lost",
           reason: "heartbeat timeout: the primary stopped answering",
           planned: false,
         });
-        if (this.imageValid) this.activate("heartbeat_timeout");
-        else {
-          this.emit({ type: "failover.impossible", reason: "no complete image to resume from" });
-          this.setState("waiting", "primary lost before the first sync completed");
+        if (this.imageValid && !this.stale) {
+          // The link is still ours: activate() sends the FENCED claim on it before closing it.
+          this.activate("heartbeat_timeout");
+          return;
         }
+        this.links.active = undefined;
+        c.abort("heartbeat timeout");
+        const why = this.stale ?? "no complete image to resume from";
+        this.emit({ type: "failover.impossible", reason: why });
+        this.setState("waiting", `primary lost: ${why}`);
         return;
       }
       const state =
@@ -581,10 +633,22 @@ export class BackupMachine {
       this.links.pingIfDue(now, state, this.committed, this.generation);
       return;
     }
-    if (this.graceUntil !== undefined && now >= this.graceUntil) {
+    if (judge && this.graceUntil !== undefined && now >= this.graceUntil) {
       this.graceUntil = undefined;
-      if (this.imageValid) this.activate("peer_lost");
+      if (this.imageValid && !this.stale) this.activate("peer_lost");
     }
+  }
+
+  /** The node was stalled: `ms` of it, up to `now`, do not count as the primary's silence. */
+  stalled(ms: number, now: number): void {
+    this.links.stalled(ms, now);
+    if (this.graceUntil !== undefined) this.graceUntil += ms;
+  }
+
+  /** Whether an authenticated primary is connected and was heard from within two heartbeat intervals. */
+  primaryLive(now: number): boolean {
+    const c = this.links.active;
+    return !!c?.established && now - c.heartbeat.lastHeardAt <= 2 * this.config.heartbeat.intervalMs;
   }
 
   /** New heartbeat settings, for new connections and the live one at once (PATCH /v1/config). */
@@ -618,11 +682,18 @@ export class BackupMachine {
         "cannot activate: the backup has no complete image yet (first sync not finished)",
       );
     }
+    if (this.stale && reason !== "planned") {
+      throw new RemusError("REMUSD_ERR_WRONG_ROLE", `cannot activate: the image is stale (${this.stale})`);
+    }
     this.discardStaging(`activation (${reason})`);
     const generation = this.generation + 1;
     const c = this.links.active;
     this.links.active = undefined;
-    if (c) c.goodbye(GOODBYE_REASON.fenced, `the backup activated as primary of generation ${generation}`);
+    // Why first: the old primary must learn, on the link it trusts, that it is superseded.
+    c?.goodbye(GOODBYE_REASON.fenced, `the backup activated as primary of generation ${generation}`, {
+      generation,
+      epoch: this.committed,
+    });
     this.links.abortPending("activated");
     this.generation = generation;
     this.store.saveGeneration(generation);

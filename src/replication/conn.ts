@@ -4,13 +4,25 @@
  * numbers, CRC), the order rules, and the heartbeat. The machines feed it the
  * frames that arrive and hand it the records to send; a `Port` does the I/O.
  *
- * Nothing that arrives before AUTH verified can change anything: until then
- * the connection answers only with its own HELLO and AUTH, and any error closes
- * it with a GOODBYE naming the reason.
+ * Nothing that arrives before AUTH verified can change anything (SPEC §5.1):
+ * until then the connection answers only with its own HELLO and AUTH, any
+ * error closes it with a GOODBYE naming the reason, and a GOODBYE from the
+ * peer only closes it (the machine sees a refused stranger, whatever reason
+ * the GOODBYE names). What HELLO says about generations is judged only once
+ * both sides are authenticated (§5.5): then a side that knows a newer
+ * generation than a primary's says FENCED with its claim (fencing.ts), and
+ * two primaries meet only to settle which one is stale.
  */
 import { RemusError } from "../errors.js";
 import type { Entropy } from "../prng.js";
-import { checkPeerHello, computeAuthMac, geometryOf, sessionTag, verifyAuthMac } from "../protocol/auth.js";
+import {
+  checkPeerHello,
+  computeAuthMac,
+  geometryOf,
+  sessionNonces,
+  sessionTag,
+  verifyAuthMac,
+} from "../protocol/auth.js";
 import {
   GOODBYE_REASON,
   NONCE_SIZE,
@@ -23,6 +35,7 @@ import { FrameCodec, frameBody } from "../protocol/frame.js";
 import type { Hello, ReplicationRecord } from "../protocol/records.js";
 import { StreamOrder } from "../protocol/stream.js";
 import type { EventSink } from "./events.js";
+import type { FencingClaim } from "./fencing.js";
 import { Heartbeat, type HeartbeatConfig } from "./heartbeat.js";
 
 /** The I/O side of a connection: one frame per WebSocket binary message. */
@@ -51,6 +64,8 @@ export interface LocalIdentity {
   generation(): number;
   committedEpoch(): number;
   helloFlags(): number;
+  /** The epoch this side's fencing claims carry (fencing.ts): a primary's base, a backup's committed epoch. */
+  claimEpoch(): number;
 }
 
 export type ConnPhase = "handshake" | "open" | "closed";
@@ -73,7 +88,7 @@ export interface IdentityParts {
 export function localIdentity(
   role: "primary" | "backup",
   p: IdentityParts,
-  live: Pick<LocalIdentity, "generation" | "committedEpoch" | "helloFlags">,
+  live: Pick<LocalIdentity, "generation" | "committedEpoch" | "helloFlags" | "claimEpoch">,
 ): LocalIdentity {
   return {
     role,
@@ -89,15 +104,25 @@ export function localIdentity(
   };
 }
 
+/** A GOODBYE from an authenticated peer. */
+export interface PeerGoodbye extends FencingClaim {
+  readonly reason: number;
+  readonly message: string;
+}
+
 /** What a received frame meant. */
 export type Received =
   | { kind: "nothing" }
   | { kind: "established"; peer: Hello }
   | { kind: "record"; record: ReplicationRecord; frame: Uint8Array }
   | { kind: "discarded"; record: ReplicationRecord }
-  /** The peer is a primary of a newer generation than ours: we must stop acting as primary. */
-  | { kind: "fenced-by-peer"; peer: Hello }
-  | { kind: "closed"; reason: string; goodbye?: { reason: number; message: string } };
+  /** An authenticated primary of an older generation than ours: we said FENCED with our claim and closed. */
+  | { kind: "refused-stale"; peer: Hello }
+  /**
+   * The connection ended. `goodbye` is set only when an authenticated peer
+   * said GOODBYE: nothing a peer says before AUTH is acted on.
+   */
+  | { kind: "closed"; reason: string; goodbye?: PeerGoodbye };
 
 export class Conn {
   // Pages are not lz4-decoded twice: every entry goes through decodePageInto (which checks
@@ -110,7 +135,6 @@ export class Conn {
   private readonly own: Hello;
   private ownBody: Buffer | undefined;
   private peerBody: Buffer | undefined;
-  private authSent = false;
   private authOk = false;
   /** Bytes sent and received on this connection. */
   bytesOut = 0;
@@ -169,11 +193,21 @@ export class Conn {
     this.port.send(frame);
   }
 
-  /** Sends GOODBYE and closes. Safe to call twice. */
-  goodbye(reason: number, message: string): void {
+  /**
+   * Sends GOODBYE and closes. Safe to call twice. The GOODBYE carries this
+   * side's generation and claim epoch, or `claim` (a FENCED claim made as a
+   * generation this side has just taken).
+   */
+  goodbye(reason: number, message: string, claim?: FencingClaim): void {
     if (this.phase === "closed") return;
     try {
-      this.send({ type: "goodbye", reason, message: message.slice(0, 1000) });
+      this.send({
+        type: "goodbye",
+        reason,
+        generation: claim?.generation ?? this.me.generation(),
+        epoch: claim?.epoch ?? this.me.claimEpoch(),
+        message: message.slice(0, 1000),
+      });
     } catch {
       // The codec refused (e.g. before our HELLO); close anyway.
     }
@@ -188,6 +222,11 @@ export class Conn {
     this.port.close(reason);
   }
 
+  /** Whether the peer's AUTH verified: only then may what it says change anything. */
+  get authenticated(): boolean {
+    return this.authOk;
+  }
+
   /**
    * Decodes one frame. Protocol violations close the connection with a GOODBYE
    * and come back as `closed`; they never throw.
@@ -197,20 +236,24 @@ export class Conn {
     let record: ReplicationRecord;
     try {
       record = this.codec.decode(frame);
-      if (record.type === "hello") {
-        const fenced = this.checkFencing(record);
-        if (fenced) return fenced;
-      }
       const verdict = this.order.received(record, frame);
       this.bytesIn += frame.length;
       this.heartbeat.heard(now);
       if (record.type === "goodbye") {
         this.phase = "closed";
         this.port.close(`peer said goodbye: ${record.message}`);
+        const said = `(${goodbyeName(record.reason)}): ${record.message}`;
+        // Why: a GOODBYE before AUTH verified is a stranger's word; it only ends this connection.
+        if (!this.authOk) return { kind: "closed", reason: `goodbye before authenticating ${said}` };
         return {
           kind: "closed",
-          reason: `peer said goodbye (${goodbyeName(record.reason)}): ${record.message}`,
-          goodbye: { reason: record.reason, message: record.message },
+          reason: `peer said goodbye ${said}`,
+          goodbye: {
+            reason: record.reason,
+            message: record.message,
+            generation: record.generation,
+            epoch: record.epoch,
+          },
         };
       }
       if (this.phase === "handshake") return this.handshake(record, frame);
@@ -221,33 +264,17 @@ export class Conn {
       const message = isProtocolError(e)
         ? e.message
         : `internal: ${e instanceof Error ? e.message : String(e)}`;
+      // A bad generation in a record is a protocol error, not a fencing claim: claims are GOODBYEs (§5.5).
       const goodbyeReason = !isProtocolError(e)
         ? GOODBYE_REASON.protocolError
-        : e.reason === "bad-generation"
-          ? GOODBYE_REASON.fenced
-          : e.reason === "bad-version"
-            ? GOODBYE_REASON.version
-            : e.reason === "bad-geometry"
-              ? GOODBYE_REASON.geometryMismatch
-              : GOODBYE_REASON.protocolError;
+        : e.reason === "bad-version"
+          ? GOODBYE_REASON.version
+          : e.reason === "bad-geometry"
+            ? GOODBYE_REASON.geometryMismatch
+            : GOODBYE_REASON.protocolError;
       this.goodbye(goodbyeReason, message);
       return { kind: "closed", reason: `protocol error: ${message}` };
     }
-  }
-
-  private checkFencing(peer: Hello): Received | undefined {
-    if (peer.role !== ROLE.primary || this.own.role !== ROLE.primary) return undefined;
-    // Two primaries met. The older generation must stand down; the newer one tells it so.
-    if (peer.generation > this.own.generation) {
-      this.phase = "closed";
-      this.port.close("fenced by a newer primary");
-      return { kind: "fenced-by-peer", peer };
-    }
-    this.goodbye(
-      GOODBYE_REASON.fenced,
-      `a primary of generation ${this.own.generation} is active; generation ${peer.generation} is stale`,
-    );
-    return { kind: "closed", reason: `refused a stale primary of generation ${peer.generation}` };
   }
 
   private handshake(record: ReplicationRecord, frame: Uint8Array): Received {
@@ -259,14 +286,12 @@ export class Conn {
       }
       this.peer = record;
       this.peerBody = Buffer.from(frameBody(frame));
-      const primaryNonce = this.own.role === ROLE.primary ? this.own.nonce : record.nonce;
-      const backupNonce = this.own.role === ROLE.primary ? record.nonce : this.own.nonce;
-      this.codec.setSessionTag(sessionTag(this.me.key, primaryNonce, backupNonce));
+      const [first, second] = sessionNonces(this.own, record);
+      this.codec.setSessionTag(sessionTag(this.me.key, first, second));
       this.codec.setGeometry(geometryOf(record));
       const ownBody = this.ownBody;
       if (!ownBody) throw new RemusError("REMUSD_ERR_INTERNAL", "HELLO received before ours was sent");
       this.send({ type: "auth", mac: computeAuthMac(this.me.key, this.own.role, ownBody, this.peerBody) });
-      this.authSent = true;
       return { kind: "nothing" };
     }
     if (record.type === "auth") {
@@ -274,19 +299,42 @@ export class Conn {
       const ownBody = this.ownBody;
       const peerBody = this.peerBody;
       if (!peer || !ownBody || !peerBody) throw new ProtocolError("bad-order", "AUTH before HELLO");
+      if (this.authOk) throw new ProtocolError("bad-order", "a second AUTH");
       // Why: the MAC covers both HELLOs and so both fresh nonces; a replayed AUTH never verifies.
       if (!verifyAuthMac(this.me.key, peer.role, peerBody, ownBody, record.mac)) {
         this.goodbye(GOODBYE_REASON.authFailed, "authentication failed: wrong key");
         return { kind: "closed", reason: "authentication failed: the peer does not hold our key" };
       }
       this.authOk = true;
-      if (this.authSent) {
-        this.phase = "open";
-        return { kind: "established", peer };
-      }
-      return { kind: "nothing" };
+      return this.authenticatedHello(peer);
     }
     throw new ProtocolError("bad-order", `${record.type} during the handshake`);
+  }
+
+  /**
+   * Both sides are authenticated: now the generations of the two HELLOs count
+   * (§5.5). The side that knows a newer generation than a primary's says
+   * FENCED with its claim and closes; the stale side waits for that GOODBYE
+   * (it stays in the handshake, where any other record is out of order).
+   */
+  private authenticatedHello(peer: Hello): Received {
+    const own = this.own;
+    const peerIsPrimary = peer.role === ROLE.primary;
+    const ownIsPrimary = own.role === ROLE.primary;
+    if (peerIsPrimary && peer.generation < own.generation) {
+      this.goodbye(
+        GOODBYE_REASON.fenced,
+        `a newer generation (${own.generation}) exists; a primary of generation ${peer.generation} is stale`,
+      );
+      return { kind: "refused-stale", peer };
+    }
+    if (ownIsPrimary && peer.generation > own.generation) return { kind: "nothing" };
+    if (peerIsPrimary && ownIsPrimary) {
+      this.goodbye(GOODBYE_REASON.protocolError, `both sides are primaries of generation ${own.generation}`);
+      return { kind: "closed", reason: `a second primary of our generation ${own.generation} connected` };
+    }
+    this.phase = "open";
+    return { kind: "established", peer };
   }
 
   get established(): boolean {
@@ -326,6 +374,12 @@ export class Links {
   setHeartbeat(hb: HeartbeatConfig): void {
     if (this.active) this.active.heartbeat.config = hb;
     for (const c of this.pending) c.heartbeat.config = hb;
+  }
+
+  /** The node was stalled for `ms` up to `now`: no link counts that as the peer's silence. */
+  stalled(ms: number, now: number): void {
+    this.active?.heartbeat.credit(ms, now);
+    for (const c of this.pending) c.heartbeat.credit(ms, now);
   }
 
   /** Drops handshakes that did not finish within a heartbeat timeout. */

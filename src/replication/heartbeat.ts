@@ -32,6 +32,14 @@ export class Heartbeat {
     this.lastHeard = Math.max(this.lastHeard, now);
   }
 
+  /**
+   * The node itself was stalled for `ms` up to `now`: that time is not the
+   * peer's silence (a frozen node hears nothing, whoever is alive).
+   */
+  credit(ms: number, now: number): void {
+    this.lastHeard = Math.min(now, this.lastHeard + ms);
+  }
+
   get lastHeardAt(): number {
     return this.lastHeard;
   }

@@ -9,9 +9,14 @@
  *    epoch, until that epoch is acknowledged; otherwise they leave at once.
  *    When the netbuf is full, `pump` leaves frames in the ring (backpressure).
  *  - Activation: a backup that takes over announces the guest's IP and MAC with
- *    a gratuitous ARP so the LAN's switches learn its new port.
+ *    a gratuitous ARP so the LAN's switches learn its new port; the node
+ *    announces it again a few times, and whenever it refuses a stale primary
+ *    (`announce`), in case a stale node's frames moved the guest's MAC back.
  *  - Deactivation (a node that stops being the active side): nothing more goes
  *    in or out, and the held output is discarded, never sent.
+ *  - Suspension (a node that was itself stalled, until it has read what
+ *    arrived meanwhile): nothing leaves, not even acknowledged output; what
+ *    is due leaves on `resume`, unless the node was fenced meanwhile.
  */
 import type { Domain } from "../domain/domain.js";
 import { Nic } from "../guest/nic.js";
@@ -36,6 +41,10 @@ export class NetDevice {
   ignored = 0;
   sent = 0;
   private readonly nic: Nic;
+  /** Nothing leaves while suspended. */
+  private suspended = false;
+  /** The highest epoch acknowledged (its output may leave once not suspended). */
+  private acked = 0;
 
   constructor(private readonly opts: NetDeviceOptions) {
     this.nic = new Nic(opts.domain);
@@ -68,7 +77,7 @@ export class NetDevice {
    */
   pump(epoch: number, mustWait: boolean, now: number): void {
     if (!this.active || !this.nic.configured) return;
-    const hold = mustWait && this.opts.outputCommit;
+    const hold = this.suspended || (mustWait && this.opts.outputCommit);
     if (!hold && this.netbuf.packets > 0) this.netbuf.releaseAll(now);
     for (;;) {
       if (hold && !this.netbuf.hasRoom(1514)) return; // backpressure: the ring keeps the rest
@@ -84,12 +93,29 @@ export class NetDevice {
 
   /** Epoch `epoch` is acknowledged: its output may leave. */
   committed(epoch: number, now: number): void {
-    this.netbuf.release(epoch, now);
+    this.acked = Math.max(this.acked, epoch);
+    if (!this.suspended) this.netbuf.release(epoch, now);
+  }
+
+  /** Nothing leaves until `resume` (the node was stalled and has not read its links yet). */
+  suspend(): void {
+    this.suspended = true;
+  }
+
+  /** Output that became due while suspended leaves now (if the device is still active). */
+  resume(now: number): void {
+    if (!this.suspended) return;
+    this.suspended = false;
+    if (this.active) this.netbuf.release(this.acked, now);
+  }
+
+  get isSuspended(): boolean {
+    return this.suspended;
   }
 
   /** Nothing to wait for any more (the backup is gone): release everything held. */
   releaseAll(now: number): void {
-    this.netbuf.releaseAll(now);
+    if (!this.suspended && this.active) this.netbuf.releaseAll(now);
   }
 
   /**
@@ -98,17 +124,24 @@ export class NetDevice {
    */
   activate(epoch: number): void {
     this.active = true;
-    if (!this.nic.configured) return;
+    this.acked = epoch - 1;
+    this.announce(epoch);
+  }
+
+  /**
+   * Announces the guest's IP and MAC (a gratuitous ARP, tagged `epoch`) so the
+   * LAN's switches learn its port. Only while active and not suspended.
+   */
+  announce(epoch: number): void {
+    if (!this.active || this.suspended || !this.nic.configured) return;
     const mac = this.nic.mac;
     const ip = this.nic.ip;
     const f = Buffer.alloc(42);
     encodeEth({ dst: Buffer.alloc(6, 0xff), src: mac, type: 0x0806 }, f, 0);
     // A gratuitous ARP request: sender and target protocol address are both ours.
     encodeArp({ op: 1, sha: mac, spa: ip, tha: Buffer.alloc(6), tpa: ip }, f, 14);
-    for (let i = 0; i < 3; i++) {
-      this.sent++;
-      this.opts.sendFrame(Buffer.from(f), epoch);
-    }
+    this.sent++;
+    this.opts.sendFrame(f, epoch);
   }
 
   /**

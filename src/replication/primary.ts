@@ -22,6 +22,25 @@
  *    or incremental against the backup's committed image) carries them.
  *  - Epoch numbers only grow, across sessions too.
  *
+ * What becomes of the guest's output (`output`), decided here and applied by
+ * the node (src/node/node.ts), is the safety rule without a lease: output of
+ * an epoch no backup acknowledged may leave only while no other node can
+ * activate from an image that lacks it.
+ *  - `hold`: protected, or a backup that may activate exists (it announced a
+ *    valid image, or it closed the link itself or was closed with a reason
+ *    while alive: it activates after its grace unless this primary returns).
+ *    Output waits for an ACK; the primary redials and resyncs.
+ *  - `release`: no backup can activate: none ever synced, the backup said a
+ *    planned goodbye, its connection ended without a GOODBYE (its process
+ *    died), it reconnected without a valid image, or it went silent for the
+ *    heartbeat timeout (by this node's honest clock: the node's own stalls do
+ *    not count, src/node/node.ts) and was told CONTINUING, so that if it was
+ *    only stalled it wakes up knowing its image is stale and does not
+ *    activate. A network partition with both sides up is not covered: that
+ *    is the lease's job.
+ *  - `discard`: fenced (a proven claim, fencing.ts) or stopped: the held
+ *    output is dropped unsent and the NIC leaves the LAN.
+ *
  * The streaming itself (the sync pre-copy and each checkpoint's records) is
  * `StreamJob`s from streaming.ts, run here between the link's high-water checks.
  */
@@ -42,6 +61,7 @@ import {
 import type { Hello, ReplicationRecord } from "../protocol/records.js";
 import { type Conn, Links, type LocalIdentity, localIdentity, type Port } from "./conn.js";
 import type { EventSink, PrimaryStateName } from "./events.js";
+import { refuteClaim } from "./fencing.js";
 import { DEFAULT_HEARTBEAT, type HeartbeatConfig } from "./heartbeat.js";
 import { allBlocks, allPages, type Sent, StreamJob, sendBatches } from "./streaming.js";
 
@@ -76,9 +96,14 @@ export interface PrimaryHooks {
   beforeCapture?(epoch: number): void;
   /** Epoch `epoch` is acknowledged by the backup: its output may leave. */
   onCommitted?(epoch: number): void;
-  /** The protection state changed (`protected` means output must wait for commits). */
+  /** The protection state changed; `output` (see the header) may have changed with it. */
   onState?(state: PrimaryStateName, reason: string): void;
+  /** This primary refused or fenced a stale primary: announce the guest on the LAN again. */
+  onStaleRefused?(): void;
 }
+
+/** What becomes of the guest's output now (see the header). */
+export type OutputMode = "hold" | "release" | "discard";
 
 export interface PrimaryOptions {
   readonly domain: Domain;
@@ -166,6 +191,12 @@ export class PrimaryMachine {
   private syncStartedAt = 0;
   private syncStreamDone = false;
   private lastBackupNode: string | undefined;
+  /** The epoch this primary's generation began from (0: the domain was booted here). */
+  readonly base: number;
+  /** Some backup may activate from an image that lacks output not yet acknowledged (see the header). */
+  private backupMayActivate = false;
+  /** The generation of the proven claim that fenced this primary. */
+  supersededBy: number | undefined;
   private stopKind: "switchover" | "shutdown" | undefined;
   private finalEpoch: number | undefined;
   /** Interval/compression changes waiting for the open epoch to end (see `reconfigure`). */
@@ -181,12 +212,14 @@ export class PrimaryMachine {
     this.generation = opts.generation;
     this.epoch = opts.startEpoch ?? 1;
     this.committed = this.epoch - 1;
+    this.base = this.epoch - 1;
     this.lastEndSent = this.committed;
     this.epochStartedAt = 0;
     this.identity = localIdentity("primary", opts, {
       generation: () => this.generation,
       committedEpoch: () => this.committed,
       helloFlags: () => 0,
+      claimEpoch: () => this.base,
     });
     this.links = new Links(this.identity, () => this.config.heartbeat, this.emit);
   }
@@ -214,9 +247,16 @@ export class PrimaryMachine {
     return this.links.active !== undefined;
   }
 
-  /** Whether guest output must be held until commit (protected) or may leave at once. */
+  /** What becomes of the guest's output now (see the header). */
+  get output(): OutputMode {
+    if (!this.running) return "discard";
+    if (this._state === "protected" || this.backupMayActivate) return "hold";
+    return "release";
+  }
+
+  /** Whether guest output must be held until commit. */
   get outputMustWait(): boolean {
-    return this._state === "protected";
+    return this.output === "hold";
   }
 
   status(): PrimaryStatus {
@@ -265,6 +305,11 @@ export class PrimaryMachine {
     return this.nextConfig;
   }
 
+  /** The node was stalled: `ms` of it, up to `now`, do not count as the backup's silence. */
+  stalled(ms: number, now: number): void {
+    this.links.stalled(ms, now);
+  }
+
   /** New heartbeat settings, for new connections and the live one at once. */
   setHeartbeat(hb: HeartbeatConfig): void {
     this.config.heartbeat = hb;
@@ -306,7 +351,10 @@ export class PrimaryMachine {
           ? "planned switchover: the backup takes over"
           : "the primary is shutting down (planned stop)",
       );
-      this.dropConn(conn, kind === "switchover" ? "switchover complete" : "planned shutdown", true);
+      this.dropConn(conn, kind === "switchover" ? "switchover complete" : "planned shutdown", {
+        planned: true,
+        backupGone: false,
+      });
     }
     this.setState("stopped", kind === "switchover" ? "planned switchover" : "shutdown");
   }
@@ -331,19 +379,32 @@ export class PrimaryMachine {
         this.links.pending.delete(c);
         this.established(c, r.peer, now);
         return;
-      case "fenced-by-peer":
+      case "refused-stale":
         this.links.pending.delete(c);
-        this.fence(`a primary of generation ${r.peer.generation} is active`, r.peer.generation);
+        this.emit({
+          type: "peer.refused",
+          remote: port.remote,
+          reason: `refused a stale primary of generation ${r.peer.generation}`,
+        });
+        this.hooks.onStaleRefused?.();
         return;
       case "closed": {
         this.links.pending.delete(c);
-        if (r.goodbye?.reason === GOODBYE_REASON.fenced) {
-          this.fence(r.goodbye.message, this.generation + 1);
-          if (c === this.links.active) this.dropConn(c, r.reason, false);
-          return;
+        const g = r.goodbye;
+        if (g?.reason === GOODBYE_REASON.fenced) {
+          // Why: only a proven claim stops the domain (fencing.ts); r.goodbye is set only after AUTH.
+          const why = refuteClaim(g, { generation: this.generation, base: this.base });
+          if (why === undefined) {
+            this.fence(g.message, g.generation);
+            return;
+          }
+          this.emit({ type: "peer.refused", remote: port.remote, reason: `unproven fencing claim: ${why}` });
         }
         if (c === this.links.active) {
-          this.dropConn(c, r.reason, r.goodbye?.reason === GOODBYE_REASON.shutdown);
+          // A planned stop of the backup: it will not activate. Any other GOODBYE (or our own,
+          // after a protocol error): it is alive, may still activate, and expects us back.
+          const planned = g?.reason === GOODBYE_REASON.shutdown;
+          this.dropConn(c, r.reason, { planned, backupGone: planned });
         } else {
           this.emit({ type: "peer.refused", remote: port.remote, reason: r.reason });
         }
@@ -361,12 +422,23 @@ export class PrimaryMachine {
     if (!c) return;
     c.phase = "closed";
     if (this.links.pending.delete(c)) return;
-    if (c === this.links.active) this.dropConn(c, reason, false);
+    // No GOODBYE: the backup's process died (its kernel closed the socket), so it cannot activate.
+    if (c === this.links.active) this.dropConn(c, reason, { planned: false, backupGone: true });
   }
 
   private fence(reason: string, peerGeneration: number): void {
     this.running = false;
-    if (this.links.active) this.dropConn(this.links.active, "fenced", false);
+    this.supersededBy = Math.max(this.supersededBy ?? 0, peerGeneration);
+    const c = this.links.active;
+    // Our own backup (if any) must not activate from the image of a superseded lineage.
+    if (c) {
+      this.dropConn(c, "fenced", {
+        planned: false,
+        backupGone: false,
+        say: [GOODBYE_REASON.fenced, `this primary was fenced by generation ${peerGeneration}`],
+        claim: { generation: peerGeneration, epoch: this.committed },
+      });
+    }
     this.links.abortPending("fenced");
     this.emit({ type: "fenced", reason, peerGeneration });
     this.setState("fenced", `fenced: ${reason}`);
@@ -379,11 +451,16 @@ export class PrimaryMachine {
     }
     this.links.active = c;
     const peerNode = Buffer.from(peer.nodeId).toString("hex");
+    const imageValid = (peer.flags & HELLO_FLAG.imageValid) !== 0;
+    // Why: the backup we may have left able to activate is this node; without an image it no
+    // longer can. Any other node adds to what may activate until its sync is acknowledged.
+    this.backupMayActivate =
+      peerNode === this.lastBackupNode ? imageValid : this.backupMayActivate || imageValid;
     this.emit({ type: "peer.connected", remote: c.port.remote, peerNode, peerGeneration: peer.generation });
     // Why: an incremental resync is safe only onto the same backup's intact image of an epoch
     // this primary produced; every page changed since then is still marked dirty here.
     const incremental =
-      (peer.flags & HELLO_FLAG.imageValid) !== 0 &&
+      imageValid &&
       peerNode === this.lastBackupNode &&
       peer.generation === this.generation &&
       peer.committedEpoch >= this.committed &&
@@ -421,10 +498,28 @@ export class PrimaryMachine {
     this.setState("syncing", `backup ${peerNode.slice(0, 8)} connected: ${this.syncMode} sync`);
   }
 
-  private dropConn(c: Conn, reason: string, planned: boolean): void {
+  /**
+   * The backup is no longer connected. `backupGone`: it cannot activate any
+   * more (see the header), so held output may leave; otherwise it stays held.
+   * `say`: the GOODBYE to send when the connection is still open (a live
+   * backup must never see a connection end without one: it would take that
+   * for this primary's death and activate).
+   */
+  private dropConn(
+    c: Conn,
+    reason: string,
+    how: {
+      planned: boolean;
+      backupGone: boolean;
+      say?: [number, string];
+      claim?: { generation: number; epoch: number };
+    },
+  ): void {
     if (c !== this.links.active) return;
     this.links.active = undefined;
-    c.abort(reason);
+    if (how.say) c.goodbye(how.say[0], how.say[1], how.claim);
+    else c.goodbye(GOODBYE_REASON.resync, `the primary dropped this connection: ${reason}`);
+    if (how.backupGone) this.backupMayActivate = false;
     // Why: nothing the backup did not acknowledge may be forgotten; mark it dirty again.
     for (const f of this.inflight) {
       this.domain.memory.log.markAll(f.pfns, f.pfns.length);
@@ -439,9 +534,15 @@ export class PrimaryMachine {
     this.jobs = [];
     this.syncEpoch = undefined;
     this.forceCheckpoint = false;
-    this.emit({ type: "peer.lost", reason, planned });
-    if (this._state === "syncing" || this._state === "protected") {
-      this.setState("unprotected", `backup lost: ${reason}`);
+    this.emit({ type: "peer.lost", reason, planned: how.planned });
+    // (A primary whose domain stopped, fenced or finishing, goes straight to its final state.)
+    if (this.running && (this._state === "syncing" || this._state === "protected")) {
+      this.setState(
+        "unprotected",
+        this.backupMayActivate
+          ? `backup lost: ${reason}; output held until it resyncs`
+          : `backup lost: ${reason}`,
+      );
     }
     if (this.stopKind && this.running) this.finish(this.stopKind, 0);
   }
@@ -453,7 +554,12 @@ export class PrimaryMachine {
         this.acked(r.epoch, now);
         return;
       case "nack":
-        this.dropConn(c, `backup refused epoch ${r.epoch}: ${r.message}`, false);
+        // The backup is alive and keeps its image (if it still has one): hold, redial, resync.
+        this.dropConn(c, `backup refused epoch ${r.epoch}: ${r.message}`, {
+          planned: false,
+          backupGone: false,
+          say: [GOODBYE_REASON.resync, `epoch ${r.epoch} refused: reconnecting for a resync`],
+        });
         return;
       case "switchoverRequest":
         this.requestStop("switchover", now);
@@ -485,6 +591,7 @@ export class PrimaryMachine {
           mode: this.syncMode,
           durationMs: now - this.syncStartedAt,
         });
+        this.backupMayActivate = true;
         this.setState("protected", `backup synced at epoch ${f.epoch}`);
       }
       if (this.finalEpoch === f.epoch && this.stopKind) this.finish(this.stopKind, now);
@@ -493,13 +600,23 @@ export class PrimaryMachine {
 
   // ---- the epoch protocol ----
 
-  /** Timers and streaming: heartbeats, epoch boundaries, sending. Call often. */
-  poll(now: number): void {
-    this.links.expireHandshakes(now);
+  /**
+   * Timers and streaming: heartbeats, epoch boundaries, sending. Call often.
+   * `judge`: false right after the node's own stall, until it has read what
+   * arrived meanwhile: no timeout is acted on then (src/node/node.ts).
+   */
+  poll(now: number, judge = true): void {
+    if (judge) this.links.expireHandshakes(now);
     const c = this.links.active;
     if (!c) return;
-    if (c.heartbeat.expired(now)) {
-      this.dropConn(c, "heartbeat timeout: the backup stopped answering", false);
+    if (judge && c.heartbeat.expired(now)) {
+      // Why release: by our honest clock the backup was silent for the whole timeout; if it was
+      // only stalled, CONTINUING tells it its image is stale, so it will not activate from it.
+      this.dropConn(c, "heartbeat timeout: the backup stopped answering", {
+        planned: false,
+        backupGone: true,
+        say: [GOODBYE_REASON.continuing, "heartbeat timeout: the primary continues without this backup"],
+      });
       return;
     }
     this.links.pingIfDue(
@@ -573,7 +690,7 @@ export class PrimaryMachine {
       this.nextConfig = undefined;
     }
     this.inflight.push(f);
-    this.jobs.push({ kind: "checkpoint", stream: checkpointStream(f), flight: f });
+    this.jobs.push({ kind: "checkpoint", stream: checkpointStream(f, () => this.endLeaving(f)), flight: f });
   }
 
   /** Disk writes go to the backup as they happen (applied there only when their epoch commits). */
@@ -617,6 +734,15 @@ export class PrimaryMachine {
   /** A checkpoint's END went out: the backup may now apply it. */
   private endSent(f: InFlight): void {
     this.lastEndSent = f.epoch;
+  }
+
+  /**
+   * A checkpoint's END is about to leave. Why now: the audit trail (its
+   * digest in the event log) is written before the effect it records, so a
+   * kill between the two never leaves an epoch the backup may resume without
+   * its `checkpoint.sent` line.
+   */
+  private endLeaving(f: InFlight): void {
     this.emit({
       type: "checkpoint.sent",
       epoch: f.epoch,
@@ -630,8 +756,8 @@ export class PrimaryMachine {
   }
 }
 
-/** The records of one captured checkpoint: pages, disk writes, vCPU, device, END. */
-function checkpointStream(f: InFlight): StreamJob {
+/** The records of one captured checkpoint: pages, disk writes, vCPU, device, END (`beforeEnd` runs just before END is built). */
+function checkpointStream(f: InFlight, beforeEnd: () => void): StreamJob {
   const cap = f.capture;
   return new StreamJob(f.epoch, [
     { kind: "pages", units: { count: cap.count, index: (i) => cap.pfn(i), data: (i) => cap.page(i) } },
@@ -653,6 +779,7 @@ function checkpointStream(f: InFlight): StreamJob {
       kind: "record",
       raw: 0,
       record: (c) => {
+        beforeEnd();
         const s = c.order.summary();
         return {
           type: "checkpointEnd",

@@ -21,25 +21,32 @@ test("each role refuses the other role's commands, and a running primary refuses
   assert.equal(a.node.state, "protected");
 });
 
-test("a manual failover with the primary alive: the old primary is fenced, demotes, and is resynced as backup", () => {
+test("a manual failover with the primary alive is a clean handover: final checkpoint, the primary stops, the backup resumes it; the old primary demotes and is resynced as backup", () => {
   const { world, cluster, a, b } = protectedPair(2);
   world.runFor(30);
   const h = cluster.history;
+  // Activating beside a live primary would roll back what it released since the backup's last
+  // epoch: an unplanned failover with a primary connected is a planned switchover.
   const r = b.node.failover(false, world.now);
-  assert.ok(r.activated);
+  assert.deepEqual(r, { activated: false, pending: true });
+  world.run(() => b.node.roleName === "primary", 500);
   assert.equal(b.node.roleName, "primary");
   assert.equal(b.node.generation, 2);
-  // The backup's FENCED goodbye reaches the old primary: its domain stops.
-  world.run(() => a.node.state === "fenced", 200);
-  assert.equal(a.node.state, "fenced");
+  assert.equal(a.node.state, "stopped");
   assert.equal(a.node.primary?.isRunning, false);
-  a.node.demote(world.now, "fenced");
+  assert.equal(a.node.dev.active, false, "the stopped primary left the LAN");
+  const [act] = h.activations();
+  assert.equal(act?.reason, "planned");
+  // The backup resumed the primary's final checkpoint: nothing it had released is lost.
+  const final = h.events("checkpoint.sent", "a").find(({ e }) => e.final);
+  assert.equal(act?.epoch, final?.e.epoch);
+  a.node.demote(world.now, "stopped");
   assert.equal(a.node.roleName, "backup");
   assert.equal(a.node.kernel, undefined);
   assert.equal(a.node.dev.active, false);
   assert.deepEqual(
     h.events("role.changed", "a").map(({ e }) => [e.from, e.to, e.reason]),
-    [["primary", "backup", "fenced"]],
+    [["primary", "backup", "stopped"]],
   );
   // The new primary syncs its former primary, in full (no rewind yet), and is protected again.
   a.peer = undefined;
@@ -56,4 +63,17 @@ test("a manual failover with the primary alive: the old primary is fenced, demot
   assert.equal(a.node.roleName, "primary");
   assert.equal(a.node.generation, 3);
   assert.deepEqual(check(h), []);
+});
+
+test("a manual failover once the primary went silent activates at once", () => {
+  const { world, cluster, a, b } = protectedPair(3);
+  world.runFor(30);
+  a.kill("silent");
+  world.runFor(60); // three heartbeat intervals: silent, not yet timed out (100 ms)
+  assert.equal(b.node.roleName, "backup");
+  const r = b.node.failover(false, world.now);
+  assert.equal(r.activated, true);
+  assert.equal(b.node.roleName, "primary");
+  assert.equal(cluster.history.activations()[0]?.reason, "manual");
+  assert.deepEqual(check(cluster.history), []);
 });

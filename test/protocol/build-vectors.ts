@@ -433,16 +433,16 @@ function valid(): VectorCase[] {
     "GOODBYE SHUTDOWN with a UTF-8 message",
     "goodbye",
     ctx(9),
-    frame(0x40, SESSION, 9, new W().u16(1).str16("arrêt planifié").done()),
-    { type: "goodbye", reason: 1, message: "arrêt planifié" },
+    frame(0x40, SESSION, 9, new W().u16(1).u64(3).u64(41).str16("arrêt planifié").done()),
+    { type: "goodbye", reason: 1, generation: 3, epoch: 41, message: "arrêt planifié" },
   );
   add(
     "goodbye-handshake",
     "GOODBYE AUTH_FAILED sent during the handshake (session 0)",
     "goodbye",
     { session: 0, seq: 1 },
-    frame(0x40, 0, 1, new W().u16(3).str16("").done()),
-    { type: "goodbye", reason: 3, message: "" },
+    frame(0x40, 0, 1, new W().u16(3).u64(1).u64(0).str16("").done()),
+    { type: "goodbye", reason: 3, generation: 1, epoch: 0, message: "" },
   );
   add(
     "switchover-request",
@@ -707,7 +707,7 @@ function invalid(): VectorCase[] {
     "GOODBYE message with an invalid UTF-8 byte",
     "goodbye",
     "bad-encoding",
-    frame(0x40, SESSION, 3, new W().u16(1).u16(2).bytes(Buffer.of(0xc3, 0x28)).done()),
+    frame(0x40, SESSION, 3, new W().u16(1).u64(1).u64(0).u16(2).bytes(Buffer.of(0xc3, 0x28)).done()),
   );
   add(
     "end-undefined-flag",

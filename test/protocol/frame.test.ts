@@ -4,6 +4,7 @@ import { crc32 } from "node:zlib";
 import { RemusError } from "../../src/errors.js";
 import {
   checkPeerHello,
+  sessionNonces,
   computeAuthMac,
   decodeFrame,
   decodePageInto,
@@ -137,7 +138,9 @@ describe("frames", () => {
       "bad-value",
     );
     assert.equal(
-      reasonOf(() => encodeFrame({ type: "goodbye", reason: 1, message: "é".repeat(513) }, ep)),
+      reasonOf(() =>
+        encodeFrame({ type: "goodbye", reason: 1, generation: 1, epoch: 0, message: "é".repeat(513) }, ep),
+      ),
       "too-large",
     );
     assert.equal(
@@ -410,8 +413,10 @@ describe("handshake checks", () => {
     }
   });
 
-  it("checkPeerHello: roles, geometry and the generation fence", () => {
-    assert.equal(checkPeerHello(hello(1), hello(1))?.reason, GOODBYE_REASON.protocolError);
+  it("checkPeerHello: roles and geometry; generations wait for AUTH", () => {
+    assert.equal(checkPeerHello(hello(2), hello(2))?.reason, GOODBYE_REASON.protocolError);
+    // Two primaries authenticate first: only then is it settled which one is stale (§5.5).
+    assert.equal(checkPeerHello(hello(1), hello(1, { generation: 9 })), null);
     assert.equal(
       checkPeerHello(hello(1), hello(2, { pages: 2048 }))?.reason,
       GOODBYE_REASON.geometryMismatch,
@@ -424,10 +429,19 @@ describe("handshake checks", () => {
       checkPeerHello(hello(1), hello(2, { vcpuSize: 32 }))?.reason,
       GOODBYE_REASON.geometryMismatch,
     );
-    // A backup that has seen generation 6 fences a primary of generation 5, from either side.
-    assert.equal(checkPeerHello(hello(1), hello(2, { generation: 6 }))?.reason, GOODBYE_REASON.fenced);
-    assert.equal(checkPeerHello(hello(2, { generation: 6 }), hello(1))?.reason, GOODBYE_REASON.fenced);
-    assert.equal(checkPeerHello(hello(2, { generation: 2 }), hello(1)), null);
+    // An unauthenticated HELLO's generation changes nothing, however high.
+    assert.equal(checkPeerHello(hello(1), hello(2, { generation: 6 })), null);
+    assert.equal(checkPeerHello(hello(2, { generation: 6 }), hello(1)), null);
+  });
+
+  it("sessionNonces: the primary's first; between two primaries the smaller first, the same on both sides", () => {
+    const p = hello(1, { nonce: Buffer.alloc(32, 7) });
+    const b = hello(2, { nonce: Buffer.alloc(32, 3) });
+    assert.deepEqual(sessionNonces(p, b), [p.nonce, b.nonce]);
+    assert.deepEqual(sessionNonces(b, p), [p.nonce, b.nonce]);
+    const q = hello(1, { nonce: Buffer.alloc(32, 2) });
+    assert.deepEqual(sessionNonces(p, q), [q.nonce, p.nonce]);
+    assert.deepEqual(sessionNonces(q, p), [q.nonce, p.nonce]);
   });
 
   it("computeAuthMac binds both HELLO bodies", () => {

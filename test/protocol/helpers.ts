@@ -200,6 +200,8 @@ export const arbRecords: {
   goodbye: fc.record({
     type: fc.constant("goodbye" as const),
     reason: fc.oneof(fc.constantFrom(...Object.values(GOODBYE_REASON)), u16),
+    generation: counter,
+    epoch: counter,
     message: text(1024),
   }),
   switchoverRequest: fc.record({ type: fc.constant("switchoverRequest" as const), generation: counter }),

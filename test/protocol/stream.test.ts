@@ -154,7 +154,10 @@ describe("record order (StreamOrder, CheckpointStream)", () => {
     c.state(12);
     assert.equal(c.end(12, CHECKPOINT_FLAG.final), "accept");
     assert.equal(c.send(c.b, { type: "ack", epoch: 12, generation: GEN }), "accept"); // cumulative: acks 11 too
-    assert.equal(c.send(c.p, { type: "goodbye", reason: 9, message: "switchover" }), "accept");
+    assert.equal(
+      c.send(c.p, { type: "goodbye", reason: 9, generation: 1, epoch: 0, message: "switchover" }),
+      "accept",
+    );
     assert.equal(
       reasonOf(() => c.send(c.p, { type: "heartbeatReply", pingId: 1, sentAtUs: 1 })),
       "bad-order",
@@ -408,7 +411,10 @@ describe("record order (StreamOrder, CheckpointStream)", () => {
     );
     // A goodbye is always allowed, even first.
     assert.equal(
-      new StreamOrder("backup").received({ type: "goodbye", reason: 6, message: "" }, ack),
+      new StreamOrder("backup").received(
+        { type: "goodbye", reason: 6, generation: 1, epoch: 0, message: "" },
+        ack,
+      ),
       "accept",
     );
   });

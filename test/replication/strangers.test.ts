@@ -30,6 +30,7 @@ function identity(world: World, b: SimNode, key: Buffer): LocalIdentity {
     generation: () => 1,
     committedEpoch: () => 0,
     helloFlags: () => 0,
+    claimEpoch: () => 0,
   };
 }
 

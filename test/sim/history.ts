@@ -9,8 +9,11 @@
  * Invariants checked (DESIGN.md, "Fencing and roles"):
  *  - single releaser: at no instant do two nodes release output for the
  *    domain (the release intervals of each node and generation are disjoint);
- *  - output commit: a protected primary releases nothing of an epoch the
- *    backup has not acknowledged;
+ *  - output commit: a primary that holds output (protected, or a backup
+ *    may still activate) releases nothing of an epoch not acknowledged;
+ *  - superseded: no node releases anything once a newer generation has
+ *    activated (a node that may have been superseded sends nothing: it reads
+ *    the claim before it acts, and discards what it held);
  *  - nothing lost on failover: every epoch acknowledged to, and every frame
  *    released by, an older generation before an activation belongs to an
  *    epoch the activation resumed;
@@ -101,13 +104,13 @@ export class History {
 
 /** A broken invariant: what and where, for the test's failure message. */
 export interface Violation {
-  readonly invariant: "single-releaser" | "output-commit" | "lost-on-failover" | "digest";
+  readonly invariant: "single-releaser" | "output-commit" | "superseded" | "lost-on-failover" | "digest";
   readonly detail: string;
 }
 
 /** Runs every checker; returns what broke (empty: the run was correct). */
 export function check(h: History): Violation[] {
-  return [...singleReleaser(h), ...outputCommit(h), ...lostOnFailover(h), ...digests(h)];
+  return [...singleReleaser(h), ...outputCommit(h), ...superseded(h), ...lostOnFailover(h), ...digests(h)];
 }
 
 /** The release intervals of each (node, generation) are disjoint. */
@@ -146,6 +149,22 @@ export function outputCommit(h: History): Violation[] {
       out.push({
         invariant: "output-commit",
         detail: `${r.node} released a frame of epoch ${r.epoch} at ${r.t.toFixed(3)} ms with only ${r.committed} committed`,
+      });
+    }
+  }
+  return out;
+}
+
+/** Nothing leaves a node after a newer generation than its own activated (anywhere, at or before that instant). */
+export function superseded(h: History): Violation[] {
+  const acts = h.activations();
+  const out: Violation[] = [];
+  for (const r of h.releases()) {
+    const a = acts.find((x) => x.generation > r.generation && x.t <= r.t);
+    if (a) {
+      out.push({
+        invariant: "superseded",
+        detail: `${r.node} (generation ${r.generation}) released a frame of epoch ${r.epoch} at ${r.t.toFixed(3)} ms, after ${a.node} activated generation ${a.generation} at ${a.t.toFixed(3)} ms`,
       });
     }
   }

@@ -193,9 +193,14 @@ export class ReplNet {
         this.ports.delete(to);
         return;
       }
-      to.open = false;
-      this.ports.delete(to);
-      to.owner.input(() => to.onClose(item.reason));
+      // Through the receiver's gate, like the frames before it: a paused node reads what was
+      // sent before the close (it waits in its socket) before it sees the close.
+      to.owner.input(() => {
+        if (!to.open) return;
+        to.open = false;
+        this.ports.delete(to);
+        to.onClose(item.reason);
+      });
       return;
     }
     from.queued = Math.max(0, from.queued - item.data.length);
