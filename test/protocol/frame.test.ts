@@ -4,7 +4,6 @@ import { crc32 } from "node:zlib";
 import { RemusError } from "../../src/errors.js";
 import {
   checkPeerHello,
-  sessionNonces,
   computeAuthMac,
   decodeFrame,
   decodePageInto,
@@ -25,6 +24,7 @@ import {
   ProtocolError,
   ROLE,
   readFrameHeader,
+  sessionNonces,
   sessionTag,
   verifyAuthMac,
 } from "../../src/protocol/index.js";
