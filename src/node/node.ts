@@ -269,7 +269,7 @@ export class Node {
     this.dev.suspend();
     // Why: a frozen node hears nothing, whoever is alive; only the part of a gap beyond a normal
     // turn's allowance is credited, so a loop that is merely slow still detects a dead peer.
-    this.role.m.stalled(gap - threshold, now);
+    this.role.m.stalled(gap - threshold, now, gap);
     this.opts.io.emit({ type: "loop.stall", ms: gap });
     return true;
   }

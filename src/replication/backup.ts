@@ -26,8 +26,13 @@
  *  - on its own stall: the time the node itself was stalled does not count as
  *    the primary's silence (`stalled`), and no timeout is acted on until the
  *    node has read what arrived meanwhile (`poll(now, false)`; the node
- *    decides, src/node/node.ts). A backup frozen for longer than the timeout
- *    wakes up, reads the primary's CONTINUING, and does not activate.
+ *    decides, src/node/node.ts). A backup frozen for about the heartbeat
+ *    timeout or longer wakes up suspecting its image is stale (the primary
+ *    has most likely dropped it and released output beyond it, and the
+ *    CONTINUING that says so may be behind a broken frame): it activates on
+ *    nothing until the primary answers a heartbeat sent after the stall (it
+ *    still has this backup on its link: it did not go on without it), or a
+ *    resync completes. What was queued during the stall proves nothing.
  *  - in a planned switchover, before the primary's GOODBYE SWITCHOVER (sent
  *    once it released the final epoch's output and stopped the domain), so
  *    the two never release output at the same time.
@@ -196,6 +201,11 @@ export class BackupMachine {
   private activation: Activation | undefined;
   /** Why the image is stale (the primary continued without it), until a sync completes. */
   stale: string | undefined;
+  /**
+   * The staleness is only suspected (this node's own long stall, which ended
+   * at this time): the primary's reply to a heartbeat sent after it disproves it.
+   */
+  private staleByStallUntil: number | undefined;
 
   constructor(opts: BackupOptions) {
     this.domain = opts.domain;
@@ -388,6 +398,15 @@ export class BackupMachine {
   }
 
   private record(c: Conn, r: ReplicationRecord, now: number): void {
+    if (
+      r.type === "heartbeatReply" &&
+      this.staleByStallUntil !== undefined &&
+      r.sentAtUs >= this.staleByStallUntil * 1000
+    ) {
+      // Why: the primary answered a ping sent after our stall on this link, so it had not dropped us.
+      this.stale = undefined;
+      this.staleByStallUntil = undefined;
+    }
     if (this.links.heartbeatRecord(c, r, now)) return;
     switch (r.type) {
       case "syncBegin":
@@ -519,6 +538,7 @@ export class BackupMachine {
     this.imageValid = true;
     if (sync) {
       this.stale = undefined;
+      this.staleByStallUntil = undefined;
       this.emit({
         type: "sync.completed",
         epoch: r.epoch,
@@ -639,10 +659,19 @@ export class BackupMachine {
     }
   }
 
-  /** The node was stalled: `ms` of it, up to `now`, do not count as the primary's silence. */
-  stalled(ms: number, now: number): void {
+  /**
+   * The node was stalled for `gap` ms up to `now`; `ms` of it do not count as
+   * the primary's silence. A stall about as long as the heartbeat timeout
+   * makes the image suspect (see the header).
+   */
+  stalled(ms: number, now: number, gap: number): void {
     this.links.stalled(ms, now);
     if (this.graceUntil !== undefined) this.graceUntil += ms;
+    const hb = this.config.heartbeat;
+    if (gap >= hb.intervalMs * (hb.misses - 1) && this.imageValid && !this.stale) {
+      this.stale = `this backup was stalled for ${Math.round(gap)} ms: the primary may have gone on without it`;
+      this.staleByStallUntil = now;
+    }
   }
 
   /** Whether an authenticated primary is connected and was heard from within two heartbeat intervals. */

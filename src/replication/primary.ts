@@ -38,6 +38,10 @@
  *    only stalled it wakes up knowing its image is stale and does not
  *    activate. A network partition with both sides up is not covered: that
  *    is the lease's job.
+ *    After its own stall of about the heartbeat timeout the primary doubts:
+ *    its backup may have activated meanwhile, so until the backup
+ *    acknowledges an epoch after the stall nothing counts as proof that it is
+ *    gone (output stays held, and a timeout says RESYNC, not CONTINUING).
  *  - `discard`: fenced (a proven claim, fencing.ts) or stopped: the held
  *    output is dropped unsent and the NIC leaves the LAN.
  *
@@ -197,6 +201,12 @@ export class PrimaryMachine {
   private backupMayActivate = false;
   /** The generation of the proven claim that fenced this primary. */
   supersededBy: number | undefined;
+  /**
+   * After this node's own stall of about the heartbeat timeout: the backup may
+   * have activated meanwhile, so nothing counts as proof that it is gone
+   * until it acknowledges this epoch (or a later one).
+   */
+  private doubtUntilAck: number | undefined;
   private stopKind: "switchover" | "shutdown" | undefined;
   private finalEpoch: number | undefined;
   /** Interval/compression changes waiting for the open epoch to end (see `reconfigure`). */
@@ -305,9 +315,15 @@ export class PrimaryMachine {
     return this.nextConfig;
   }
 
-  /** The node was stalled: `ms` of it, up to `now`, do not count as the backup's silence. */
-  stalled(ms: number, now: number): void {
+  /**
+   * The node was stalled for `gap` ms up to `now`; `ms` of it do not count as
+   * the backup's silence. A stall about as long as the heartbeat timeout
+   * raises doubt (see the header).
+   */
+  stalled(ms: number, now: number, gap: number): void {
     this.links.stalled(ms, now);
+    const hb = this.config.heartbeat;
+    if (gap >= hb.intervalMs * (hb.misses - 1) && this.backupMayActivate) this.doubtUntilAck = this.epoch;
   }
 
   /** New heartbeat settings, for new connections and the live one at once. */
@@ -519,7 +535,7 @@ export class PrimaryMachine {
     this.links.active = undefined;
     if (how.say) c.goodbye(how.say[0], how.say[1], how.claim);
     else c.goodbye(GOODBYE_REASON.resync, `the primary dropped this connection: ${reason}`);
-    if (how.backupGone) this.backupMayActivate = false;
+    if (how.backupGone && this.doubtUntilAck === undefined) this.backupMayActivate = false;
     // Why: nothing the backup did not acknowledge may be forgotten; mark it dirty again.
     for (const f of this.inflight) {
       this.domain.memory.log.markAll(f.pfns, f.pfns.length);
@@ -574,6 +590,7 @@ export class PrimaryMachine {
       const f = this.inflight.shift() as InFlight;
       f.capture.release();
       this.committed = f.epoch;
+      if (this.doubtUntilAck !== undefined && f.epoch >= this.doubtUntilAck) this.doubtUntilAck = undefined;
       this.emit({
         type: "checkpoint.committed",
         epoch: f.epoch,
@@ -612,10 +629,13 @@ export class PrimaryMachine {
     if (judge && c.heartbeat.expired(now)) {
       // Why release: by our honest clock the backup was silent for the whole timeout; if it was
       // only stalled, CONTINUING tells it its image is stale, so it will not activate from it.
+      const doubt = this.doubtUntilAck !== undefined;
       this.dropConn(c, "heartbeat timeout: the backup stopped answering", {
         planned: false,
-        backupGone: true,
-        say: [GOODBYE_REASON.continuing, "heartbeat timeout: the primary continues without this backup"],
+        backupGone: !doubt,
+        say: doubt
+          ? [GOODBYE_REASON.resync, "heartbeat timeout after this primary's own stall: resync"]
+          : [GOODBYE_REASON.continuing, "heartbeat timeout: the primary continues without this backup"],
       });
       return;
     }

@@ -13,21 +13,29 @@ import { Nemesis, type NemesisOptions } from "../sim/nemesis.js";
 const SEEDS = Number(process.env.REMUSD_NEMESIS_SEEDS ?? 10);
 
 /**
- * The faults today's pair survives. Not yet (the safety and fencing issues add
- * them): pauses past the heartbeat timeout, partitions, drops, duplicates or
- * reordering on the replication stream (each breaks the link; a backup that
- * does not see its primary back within the timeout takes over while it still
- * runs), and restarting a primary as a primary (it boots a fresh domain).
+ * The faults the pair survives, all at once. Since issue 14: pauses of either
+ * node well past the heartbeat timeout (either wake order), and drops,
+ * duplicates and reordering on the replication stream (each breaks the link;
+ * the primary holds its output until the backup resyncs or activates).
+ *
+ * Left out, and why:
+ *  - partitions with both sides up: the backup activates while the primary,
+ *    by its honest clock, sees a dead backup and serves on. Without a third
+ *    party nothing can tell the two apart; that is the lease (issue 13).
+ *  - restarting a killed primary as a primary: it boots a fresh domain (a new
+ *    guest, not the protected one) under its persisted generation; the
+ *    runbook restarts it as a backup instead ("reprotect", below).
  */
-const SURVIVED_TODAY: NemesisOptions = {
+const SURVIVED: NemesisOptions = {
   kinds: { kill: 1, pause: 2, link: 2, lan: 2, "slow-store": 2 },
   count: 7,
   startMs: 20,
   endMs: 500,
-  maxPauseMs: 50, // half the heartbeat timeout
+  maxPauseMs: 400, // four heartbeat timeouts
   maxLinkDelayMs: 15,
-  maxLinkDrop: 0,
-  maxLinkDuplicate: 0,
+  maxLinkDrop: 0.02,
+  maxLinkDuplicate: 0.02,
+  linkReorder: 0.3,
   maxPrimaryKills: 2,
   restartBackups: true,
   killedPrimary: "reprotect",
@@ -36,13 +44,13 @@ const SURVIVED_TODAY: NemesisOptions = {
 function runNemesis(seed: number): void {
   const { world, cluster, client } = netPair(seed, { workload: "idle", domainMiB: 4 });
   const kv = new KvLoad(client.stack, { ...DEFAULT_KVLOAD, seed, targetIp: GUEST.ip }, world.now);
-  const nemesis = new Nemesis(cluster, world.stream("nemesis"), SURVIVED_TODAY);
+  const nemesis = new Nemesis(cluster, world.stream("nemesis"), SURVIVED);
   const start = world.now;
   nemesis.arm();
   let finishing = false;
   world.every(1, () => {
     kv.poll(world.now);
-    if (!finishing && world.now - start > SURVIVED_TODAY.endMs + 300) {
+    if (!finishing && world.now - start > SURVIVED.endMs + 300) {
       finishing = true;
       kv.finish();
     }
@@ -58,6 +66,6 @@ function runNemesis(seed: number): void {
   assert.ok(sum.verifiedKeys > 0 && sum.ok, where);
 }
 
-test(`a seeded nemesis of the faults survived today, over ${SEEDS} seeds: every invariant holds`, () => {
+test(`a seeded nemesis of pauses, stream faults, kills, LAN faults and slow stores, over ${SEEDS} seeds: every invariant holds`, () => {
   for (let seed = 1; seed <= SEEDS; seed++) runNemesis(seed);
 });

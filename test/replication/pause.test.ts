@@ -30,6 +30,22 @@ const AFTER_A_LONG_PRIMARY_PAUSE = {
   clientStreamsComplete: true,
 };
 
+/**
+ * What happens when the backup stalls for longer than the heartbeat timeout
+ * (a SIGSTOP, a long apply): the primary drops it, releases what it held and
+ * serves on unprotected, telling it CONTINUING. The backup wakes up, reads
+ * that before it acts on its own expired timer, knows its image is stale,
+ * does not activate, and is resynced: the pair ends protected again.
+ */
+const AFTER_A_LONG_BACKUP_PAUSE = {
+  activation: "none",
+  primaryEnds: "protected",
+  backupEnds: "standby",
+  violations: [] as string[],
+  clientReadWrongBytes: false,
+  clientStreamsComplete: true,
+};
+
 const SEEDS = 4;
 const HEARTBEAT_TIMEOUT_MS = 20 * 5; // the simulation's default heartbeat: 20 ms x 5 misses
 
@@ -38,8 +54,9 @@ const HEARTBEAT_TIMEOUT_MS = 20 * 5; // the simulation's default heartbeat: 20 m
  * output, wakes up as `wake` says; returns what happened, in the shape of the
  * expectation above.
  */
-function pausePrimary(seed: number, pauseMs: number, wake: Wake) {
-  const { world, cluster, a, client } = netPair(seed, { workload: "idle" });
+function pausePrimary(seed: number, pauseMs: number, wake: Wake, who: "a" | "b" = "a") {
+  const { world, cluster, a, b, client } = netPair(seed, { workload: "idle" });
+  const victim = who === "a" ? a : b;
   const c = client.stack;
   const socks = [0, 1, 2, 3].map(() => c.connect(GUEST.ip, 7));
   world.run(() => socks.every((s) => c.state(s) === "ESTABLISHED"), 5000);
@@ -64,14 +81,21 @@ function pausePrimary(seed: number, pauseMs: number, wake: Wake) {
     });
     if (!paused && world.now - start > 100 && a.node.dev.netbuf.packets > 0) {
       paused = true;
-      a.pause(pauseMs, wake);
+      victim.pause(pauseMs, wake);
     }
   });
-  world.run(() => world.now - start > 600 + pauseMs && got.every((g, i) => g === sent[i]), 1500);
+  world.run(
+    () =>
+      world.now - start > 600 + pauseMs &&
+      got.every((g, i) => g === sent[i]) &&
+      (who === "a" || a.node.state === "protected"),
+    1500,
+  );
   assert.ok(paused, `seed ${seed}: the primary never held output to pause on`);
   return {
     activation: cluster.history.activations()[0]?.reason ?? "none",
     stalledPrimaryEnds: a.node.state,
+    backupEnds: b.node.state,
     violations: [...new Set(check(cluster.history).map((v) => v.invariant))],
     clientReadWrongBytes: got.some((g, i) => !(sent[i] as string).startsWith(g)),
     clientStreamsComplete: got.every((g, i) => g === sent[i]),
@@ -81,15 +105,26 @@ function pausePrimary(seed: number, pauseMs: number, wake: Wake) {
 for (const wake of ["input-first", "timers-first"] as const) {
   test(`a primary paused past the heartbeat timeout, then resumed (${wake}): fenced, nothing of it released`, () => {
     for (let seed = 1; seed <= SEEDS; seed++) {
-      const outcome = pausePrimary(seed, 3 * HEARTBEAT_TIMEOUT_MS, wake);
+      const { backupEnds: _, ...outcome } = pausePrimary(seed, 3 * HEARTBEAT_TIMEOUT_MS, wake);
       assert.deepEqual(outcome, AFTER_A_LONG_PRIMARY_PAUSE, `seed ${seed}`);
+    }
+  });
+
+  test(`a backup paused past the heartbeat timeout, then resumed (${wake}): it does not activate from its stale image and is resynced`, () => {
+    for (let seed = 1; seed <= SEEDS; seed++) {
+      const { stalledPrimaryEnds, ...rest } = pausePrimary(seed, 5 * HEARTBEAT_TIMEOUT_MS, wake, "b");
+      assert.deepEqual(
+        { primaryEnds: stalledPrimaryEnds, ...rest },
+        AFTER_A_LONG_BACKUP_PAUSE,
+        `seed ${seed}`,
+      );
     }
   });
 }
 
 test("a pause shorter than the heartbeat timeout changes nothing", () => {
   for (let seed = 1; seed <= SEEDS; seed++) {
-    const outcome = pausePrimary(seed, HEARTBEAT_TIMEOUT_MS / 2, "input-first");
+    const { backupEnds: _, ...outcome } = pausePrimary(seed, HEARTBEAT_TIMEOUT_MS / 2, "input-first");
     assert.deepEqual(
       outcome,
       {

@@ -37,6 +37,8 @@ export type Fault =
       readonly jitterMs: number;
       readonly drop: number;
       readonly duplicate: number;
+      /** Frames may overtake each other. */
+      readonly reorder: boolean;
       readonly forMs: number;
     }
   /** The LAN port toward the node (or a client) for `forMs`. */
@@ -67,6 +69,8 @@ export interface NemesisOptions {
   readonly maxLinkDelayMs: number;
   readonly maxLinkDrop: number;
   readonly maxLinkDuplicate: number;
+  /** The chance that a faulty replication link also reorders its frames. */
+  readonly linkReorder?: number;
   /** The primary is killed at most this many times. */
   readonly maxPrimaryKills: number;
   /** Restart killed backups (after 20-200 ms). */
@@ -140,6 +144,7 @@ export class Nemesis {
           jitterMs: r.float() * o.maxLinkDelayMs,
           drop: r.float() * o.maxLinkDrop,
           duplicate: r.float() * o.maxLinkDuplicate,
+          reorder: r.float() < (o.linkReorder ?? 0),
           forMs,
         };
       case "lan":
@@ -239,13 +244,14 @@ export class Nemesis {
           for (const l of [c.repl.link(n.name, o), c.repl.link(o, n.name)]) {
             l.delay(0.15 + f.delayMs, 0.3 + f.jitterMs)
               .drop(f.drop)
-              .duplicate(f.duplicate);
+              .duplicate(f.duplicate)
+              .reorder(f.reorder);
             w.after(f.forMs, () => l.clear());
           }
         }
         this.note(
           f,
-          `${n.name}'s links +${f.delayMs.toFixed(1)}~${f.jitterMs.toFixed(1)} ms, drop ${f.drop.toFixed(3)}, dup ${f.duplicate.toFixed(3)} for ${f.forMs} ms`,
+          `${n.name}'s links +${f.delayMs.toFixed(1)}~${f.jitterMs.toFixed(1)} ms, drop ${f.drop.toFixed(3)}, dup ${f.duplicate.toFixed(3)}${f.reorder ? ", reordered" : ""} for ${f.forMs} ms`,
         );
         return;
       }
