@@ -4,6 +4,7 @@
  * and UI at /docs generated from them, bearer-token authorisation, and one
  * error body shape `{code, message}` with stable `REMUSD_ERR_*` codes.
  */
+import { AjvCompiler } from "@fastify/ajv-compiler";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import { type TSchema, Type } from "@sinclair/typebox";
@@ -71,6 +72,25 @@ function codeOfHttpError(status: number): ErrorCode {
   return "REMUSD_ERR_INTERNAL";
 }
 
+const ajvCompilers = AjvCompiler();
+
+/**
+ * Validators that take request bodies exactly as typed: `{"intervalMs": "30"}`
+ * is a bad request, not 30 (a JSON body has types, so a mutating route never
+ * guesses). Query strings and parameters are text on the wire and keep Ajv's
+ * coercion (`?wait=true`).
+ */
+const strictBodies: typeof ajvCompilers = (externalSchemas, options) => {
+  const coercing = ajvCompilers(externalSchemas, options);
+  const custom = (options?.mode === "JTD" ? {} : options?.customOptions) ?? {};
+  const strict = ajvCompilers(externalSchemas, {
+    ...(options?.plugins ? { plugins: options.plugins } : {}),
+    ...(options?.onCreate ? { onCreate: options.onCreate } : {}),
+    customOptions: { ...custom, coerceTypes: false },
+  });
+  return (route) => (route.httpPart === "body" ? strict : coercing)(route);
+};
+
 /** Builds the API of daemon `d` (not listening yet; tests use `inject`). */
 export async function buildApi(
   d: Daemon,
@@ -83,6 +103,7 @@ export async function buildApi(
     // Unknown keys in a body are an error, not silently dropped: a typo in a config
     // change must not look like success.
     ajv: { customOptions: { removeAdditional: false } },
+    schemaController: { compilersFactory: { buildValidator: strictBodies } },
   });
 
   await app.register(swagger, {

@@ -464,7 +464,8 @@ const COMMANDS: Record<string, Command> = {
     run: (c, v) => watch(c, v),
   },
   failover: {
-    summary: "on a backup: activate now (or, --planned, ask the primary for a switchover)",
+    summary:
+      "on a backup: take over (a switchover while the primary is alive and connected; else activate now)",
     usage: "remusctl failover [--planned] [--wait] [--json]",
     options: [
       {
@@ -475,10 +476,15 @@ const COMMANDS: Record<string, Command> = {
       {
         name: "wait",
         type: "bool",
-        help: "with --planned: wait until this daemon is the primary (at most 10 s)",
+        help: "when a switchover was requested: wait until this daemon is the primary (at most 10 s)",
       },
       json("the raw JSON reply"),
     ],
+    details:
+      "With the primary alive and connected, a failover is always a switchover (final checkpoint, the\n" +
+      "primary releases its output and stops, then this backup activates): activating beside a live\n" +
+      "primary would roll back what it released. A backup whose image is stale (the primary went on\n" +
+      "without it) refuses to activate.",
     async run(c, v) {
       const r = (await request(c, "POST", "/v1/failover", { planned: v.planned === true })) as FailoverReply;
       if (r.pending && v.wait) {
@@ -501,7 +507,7 @@ const COMMANDS: Record<string, Command> = {
         );
       } else {
         process.stdout.write(
-          "switchover requested: the primary takes a final checkpoint, then this backup activates\n",
+          "switchover requested: the primary takes a final checkpoint, then this backup activates (--wait to wait)\n",
         );
       }
     },
@@ -534,7 +540,9 @@ const COMMANDS: Record<string, Command> = {
     details:
       "Keys: interval-ms (checkpoint interval), compress (true|false), heartbeat-ms, heartbeat-misses;\n" +
       "bounds as for remusd's flags. Interval and compression take effect at the next epoch (a backup\n" +
-      "keeps them for when it becomes primary); heartbeat settings apply at once, to the live link too.",
+      "keeps them for when it becomes primary); heartbeat settings apply at once, to the live link too.\n" +
+      "peer: the backup a primary dials (ws://HOST:PORT, or none); set it on an activated primary to\n" +
+      "re-protect it with a new backup.",
     async run(c, v, args) {
       const [sub, ...rest] = args;
       if (sub === "get" || sub === undefined) {

@@ -280,13 +280,21 @@ export class Node {
     this.announceDue(now);
   }
 
+  /**
+   * Sends the announcements that are due, when this node may speak for the
+   * domain: after any stall is settled, and only while protected or while no
+   * backup can activate. A primary holding output for a backup that may
+   * activate (the link broke) waits: it may have been superseded, and its
+   * announcement would move the guest's MAC back to a stale port.
+   */
   private announceDue(now: number): void {
     const p = this.primary;
+    if (!p?.isRunning || this.dev.isSuspended) return;
+    if (p.state !== "protected" && p.output !== "release") return;
     while (this.announceAt.length > 0 && (this.announceAt[0] as number) <= now) {
-      if (this.dev.isSuspended) return; // after the stall is settled
       this.announceAt.shift();
       // An announcement reveals no guest state: it is tagged with the last committed epoch.
-      if (p?.isRunning) this.dev.announce(p.committed);
+      this.dev.announce(p.committed);
     }
   }
 

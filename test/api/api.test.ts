@@ -166,6 +166,22 @@ describe("errors", () => {
     assertError(await patch({ intervalMS: 30 }), 400, "REMUSD_ERR_BAD_REQUEST");
     assertError(await patch({}), 400, "REMUSD_ERR_BAD_REQUEST");
     assertError(await patch({ compress: "maybe" }), 400, "REMUSD_ERR_BAD_REQUEST");
+    // Bodies are taken as typed: a number in a string, or a boolean in a string, is no number or boolean.
+    assertError(await patch({ intervalMs: "30" }), 400, "REMUSD_ERR_BAD_REQUEST");
+    assertError(await patch({ heartbeat: { intervalMs: "50" } }), 400, "REMUSD_ERR_BAD_REQUEST");
+    assertError(await patch({ compress: "false" }), 400, "REMUSD_ERR_BAD_REQUEST");
+    assertError(await patch({ compress: 0 }), 400, "REMUSD_ERR_BAD_REQUEST");
+    assertError(await patch({ peer: 7 }), 400, "REMUSD_ERR_BAD_REQUEST");
+    assertError(
+      await b.inject({ method: "POST", url: "/v1/failover", headers: auth, payload: { planned: "true" } }),
+      400,
+      "REMUSD_ERR_BAD_REQUEST",
+    );
+    assertError(
+      await b.inject({ method: "POST", url: "/v1/failover", headers: auth, payload: { planned: 1 } }),
+      400,
+      "REMUSD_ERR_BAD_REQUEST",
+    );
     const bad = await p.inject({
       method: "PATCH",
       url: "/v1/config",
@@ -180,6 +196,8 @@ describe("errors", () => {
     );
     // Nothing changed.
     assert.equal(pair.primary.runtime.intervalMs, 25);
+    assert.equal(pair.primary.runtime.compress, true);
+    assert.equal(pair.backup.role, "backup");
   });
 
   test("wrong role: 409 REMUSD_ERR_WRONG_ROLE", async () => {
@@ -247,15 +265,17 @@ describe("checkpoint and runtime configuration", () => {
     });
     assert.equal(f.statusCode, 200, f.body);
     const body = json(f);
-    assert.equal(body.activated, true);
-    assert.equal(typeof body.epoch, "number");
-    assert.equal(pair.backup.role, "primary");
+    // The primary is alive: an unplanned failover is a clean handover (final checkpoint, then activation).
+    assert.equal(body.activated, false);
+    assert.equal(body.pending, true);
+    await waitFor("the handover", () => pair.backup.role === "primary");
     assert.equal(pair.backup.primary?.config.intervalMs, 33);
     const st = json(await b.inject({ method: "GET", url: "/v1/status" })) as Status;
     assert.equal(st.role, "primary");
     assert.equal(st.state, "unprotected");
     assert.equal(st.lastRoleChange.from, "backup");
-    assert.match(st.lastRoleChange.reason, /manual/);
+    assert.match(st.lastRoleChange.reason, /planned/);
     assert.equal(st.generation, 2);
+    assert.equal(pair.primary.primary?.state, "stopped");
   });
 });

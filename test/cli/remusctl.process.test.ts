@@ -121,6 +121,12 @@ test("--help on every command; an unreachable daemon is one line and exit 1", as
     const r = await remusctl(args, ENV);
     assert.equal(r.code, 0, args.join(" "));
     assert.match(r.stdout, /Usage: remusctl/);
+    // Every key `config set` takes is listed (deploy/README.md uses peer).
+    if (args[0] === "config") {
+      for (const key of ["interval-ms", "compress", "heartbeat-ms", "heartbeat-misses", "peer"]) {
+        assert.match(r.stdout, new RegExp(`\\b${key}\\b`), key);
+      }
+    }
   }
   const r = await remusctl(["--control", "127.0.0.1:1", "status"], ENV);
   assert.equal(r.code, 1);

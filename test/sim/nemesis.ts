@@ -6,8 +6,9 @@
  * in the middle.
  *
  * Targets are roles, resolved when the fault fires ("the primary" is whoever
- * is primary then). A fault that cannot apply then (no such node up, or a kill
- * of the primary with no synced backup to take over) is logged as skipped.
+ * is primary then). A fault that cannot apply then (no such node up, a kill
+ * of the primary with no synced backup to take over, or a kill of the backup
+ * while no primary is alive) is logged as skipped.
  *
  * To add a fault: a variant of `Fault`, its draw in `draw`, its effect in
  * `apply` (and its undo, scheduled there).
@@ -207,6 +208,12 @@ export class Nemesis {
             return;
           }
           this.primaryKills++;
+        } else if (
+          ![...c.nodes.values()].some((m) => m !== n && m.status !== "dead" && m.node.primary?.isRunning)
+        ) {
+          // Both dead: nothing could run the domain any more (no fault tolerance survives that).
+          this.note(f, `skipped: ${n.name} is the backup and no primary is alive`);
+          return;
         }
         n.kill(f.links);
         const then = primary ? this.opts.killedPrimary : this.opts.restartBackups ? "restart" : "stays-dead";
