@@ -723,7 +723,11 @@ export class BackupMachine {
       generation,
       epoch: this.committed,
     });
-    this.links.abortPending("activated");
+    this.links.closePending(
+      GOODBYE_REASON.fenced,
+      `the backup activated as primary of generation ${generation}`,
+      { generation, epoch: this.committed },
+    );
     this.generation = generation;
     this.store.saveGeneration(generation);
     this.domain.resetLogs();

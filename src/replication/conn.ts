@@ -393,8 +393,14 @@ export class Links {
     }
   }
 
-  abortPending(reason: string): void {
-    for (const c of this.pending) c.abort(reason);
+  /**
+   * Ends every connection still in its handshake with GOODBYE `reason` (and
+   * `claim`, for FENCED): a peer that already verified our AUTH acts on it,
+   * any other takes it for a refusal (§5.1). Never silently: a primary whose
+   * backup's connection ends without a word takes the backup for dead.
+   */
+  closePending(reason: number, message: string, claim?: FencingClaim): void {
+    for (const c of this.pending) c.goodbye(reason, message, claim);
     this.pending.clear();
   }
 

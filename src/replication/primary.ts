@@ -455,7 +455,14 @@ export class PrimaryMachine {
         claim: { generation: peerGeneration, epoch: this.committed },
       });
     }
-    this.links.abortPending("fenced");
+    this.links.closePending(
+      GOODBYE_REASON.fenced,
+      `this primary was fenced by generation ${peerGeneration}`,
+      {
+        generation: peerGeneration,
+        epoch: this.committed,
+      },
+    );
     this.emit({ type: "fenced", reason, peerGeneration });
     this.setState("fenced", `fenced: ${reason}`);
   }
