@@ -91,7 +91,7 @@ export const Status = Type.Object(
         }),
         holding: Type.Boolean({
           description:
-            "whether guest output waits for commits now (a protected primary); unprotected, it leaves at once",
+            "whether guest output waits for commits now: protected, or a backup that may still activate (an incremental resync, a link the backup closed alive); otherwise it leaves at once",
         }),
         attached: Type.Boolean({ description: "whether the guest NIC is attached to a vswitch" }),
       },

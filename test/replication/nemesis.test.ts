@@ -10,7 +10,7 @@ import { GUEST, netPair } from "../sim/cluster.js";
 import { check } from "../sim/history.js";
 import { Nemesis, type NemesisOptions } from "../sim/nemesis.js";
 
-const SEEDS = Number(process.env.REMUSD_NEMESIS_SEEDS ?? 10);
+const SEEDS = Number(process.env.REMUSD_NEMESIS_SEEDS ?? 40);
 
 /**
  * The faults the pair survives, all at once. Since issue 14: pauses of either
