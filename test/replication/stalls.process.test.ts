@@ -159,6 +159,21 @@ async function expectForgeriesRefused(d: DaemonInfo, log: string): Promise<void>
   assert.ok(!readEvents(log).some((e) => e.event === "fenced"), "not fenced");
 }
 
+/**
+ * The stalled primary read the FENCED claim before it acted on its own
+ * (expired) heartbeat: it went from protected straight to fenced, never
+ * through unprotected (where it would have released what it held).
+ */
+function expectStraightToFenced(log: string): void {
+  const changes = readEvents(log).filter((e) => e.event === "state.changed");
+  const last = changes.at(-1);
+  assert.deepEqual([last?.from, last?.to], ["protected", "fenced"], JSON.stringify(changes.slice(-3)));
+  assert.ok(
+    !readEvents(log).some((e) => e.event === "peer.lost" && /heartbeat timeout/.test(String(e.reason))),
+    "the stalled primary did not judge its backup dead by its own clock",
+  );
+}
+
 test("one pair under client load: forged fencing frames against the primary, the backup frozen 5 s, the primary frozen 1.25 s, forged frames against the new primary", async () => {
   await inTempDir("stalls", async (dir) => {
     const pair = await startPair(dir, {
@@ -203,6 +218,12 @@ test("one pair under client load: forged fencing frames against the primary, the
     await untilStatus("the old primary fenced", primary, (s) => s.state === "fenced");
     const fenced = readEvents(pLog).find((e) => e.event === "fenced");
     assert.equal(fenced?.peerGeneration, 2);
+    const protectedChanges = readEvents(pLog).filter((e) => e.event === "state.changed");
+    assert.deepEqual(
+      protectedChanges.slice(-1).map((e) => [e.from, e.to]),
+      [["protected", "fenced"]],
+      "the frozen primary read the claim before it acted on its own clock",
+    );
 
     // 4. The new primary (the activated backup, listening) refuses the same forgeries.
     await expectForgeriesRefused(backup, bLog);
@@ -224,6 +245,7 @@ test("the primary frozen 3 s under client load: the backup takes over, the old p
     await waitFor("client replies", () => replies(client) > 100);
     await freeze(primary.proc, 3000);
     await untilStatus("the old primary fenced", primary, (s) => s.state === "fenced");
+    expectStraightToFenced(pLog);
     const act = readEvents(bLog).find((e) => e.event === "failover.activated");
     assert.equal(act?.reason, "heartbeat_timeout");
     // The backup resumed exactly what the primary checkpointed, logged before its END left.
