@@ -8,6 +8,7 @@ import { RemusError } from "../errors.js";
 import { DEVICE_SIZE, DeviceState } from "./device.js";
 import { combineDigest, fullDigest, SumHasher } from "./digest.js";
 import { BLOCK_SIZE, VirtualDisk } from "./disk.js";
+import type { DivergenceSwitch } from "./divergence.js";
 import { GuestMemory, PAGE_SIZE } from "./memory.js";
 import { VCPU_SIZE, Vcpu } from "./vcpu.js";
 
@@ -38,6 +39,11 @@ export class Domain {
   readonly disk: VirtualDisk;
   readonly vcpu: Vcpu;
   readonly device: DeviceState;
+  /**
+   * Injected divergence for tests (see divergence.ts): this replica's, never
+   * part of the state, so neither checkpoints nor `copyFrom` touch it.
+   */
+  divergence: DivergenceSwitch | undefined;
   private readonly memHash: SumHasher;
   private readonly diskHash: SumHasher;
 

@@ -60,6 +60,40 @@ export class Vcpu {
     this.regs.writeUInt32LE(seed >>> 0, 52);
   }
 
+  /**
+   * Mixes per-replica `entropy` (at least 4 bytes, e.g. 16 from a CSPRNG)
+   * into the guest's generator. Why: a COLO secondary calls this after every
+   * checkpoint so that, like a real machine, it draws its own random numbers
+   * (TCP initial sequence numbers, ephemeral ports) from then on instead of
+   * repeating the primary's; the sequence rewriter and the comparator absorb
+   * the difference. A Remus backup never calls it: it must keep the
+   * primary's state exactly. The new state depends on both the old state and
+   * the entropy, and is never all zero (xoshiro's one forbidden state).
+   */
+  reseed(entropy: Uint8Array): void {
+    if (entropy.length < 4) {
+      throw new RemusError(
+        "REMUSD_ERR_BAD_USAGE",
+        "reseeding the guest RNG needs at least 4 bytes of entropy",
+      );
+    }
+    let h = 0x811c9dc5;
+    for (let i = 0; i < entropy.length; i++) h = Math.imul(h ^ (entropy[i] as number), 0x01000193) >>> 0;
+    const sm = splitmix32(h);
+    let any = 0;
+    for (let i = 0; i < 4; i++) {
+      const o = i * 4;
+      const word =
+        o + 4 <= entropy.length
+          ? (entropy[o]! | (entropy[o + 1]! << 8) | (entropy[o + 2]! << 16) | (entropy[o + 3]! << 24)) >>> 0
+          : 0;
+      const v = (this.regs.readUInt32LE(32 + i * 4) ^ sm() ^ word) >>> 0;
+      this.regs.writeUInt32LE(v, 32 + i * 4);
+      any |= v;
+    }
+    if (any === 0) this.regs.writeUInt32LE(1, 32);
+  }
+
   /** Throws unless the block holds a valid layout (used when loading a checkpoint). */
   validate(): void {
     if (this.regs.readUInt32LE(0) !== VCPU_MAGIC || this.regs.readUInt32LE(4) !== VCPU_VERSION) {

@@ -108,7 +108,9 @@ function processInput(x: Exec): void {
     pos = r.end;
     if (r.kind === "empty") continue;
     budget--;
+    const outBefore = conn.outLen;
     execute(x, r.args);
+    perturbReply(x, conn.outLen - outBefore);
     m.setU64(x.st + KS.commands, m.u64(x.st + KS.commands) + 1);
     m.setU64(conn.c + CN.commands, m.u64(conn.c + CN.commands) + 1);
     m.setU64(conn.c + CN.lastMs, x.now);
@@ -127,6 +129,16 @@ function processInput(x: Exec): void {
     conn.set(CN.inBuf, 0);
     conn.set(CN.inCap, 0);
   }
+}
+
+/** Injected divergence (tests): may change one byte of the reply just produced, the last `len` output bytes. */
+function perturbReply(x: Exec, len: number): void {
+  const sw = x.k.domain.divergence;
+  if (sw === undefined || len <= 0) return;
+  const conn = x.conn;
+  const at = conn.get(CN.outBuf) + conn.get(CN.outHead) + conn.outLen - len;
+  const p = sw.perturbReply(x.k.mem.view(at, len));
+  if (p) x.k.mem.setU8(at + p.offset, p.value);
 }
 
 function dropConn(k: Kernel, st: number, slot: number, stack: NetStack, conn: Conn): void {
