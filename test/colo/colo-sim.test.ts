@@ -21,7 +21,7 @@ interface KvRun {
 function runKv(sim: ColoSimT, loadMs: number, at?: (now: number, load: KvLoad) => boolean): KvRun {
   const start = sim.now;
   const load = new KvLoad(
-    sim.client,
+    sim.client.stack,
     {
       connections: 8,
       seed: sim.opts.seed,
@@ -34,16 +34,16 @@ function runKv(sim: ColoSimT, loadMs: number, at?: (now: number, load: KvLoad) =
   );
   let killedAt: number | undefined;
   let repliesAtKill = 0;
-  for (let i = 0; i < 4 * 20_000 && !load.done; i++) {
-    sim.step();
+  const tick = sim.world.every(1, () => {
     load.poll(sim.now);
-    sim.client.poll();
     if (sim.now - start >= loadMs) load.finish();
     if (killedAt === undefined && at?.(sim.now, load)) {
       killedAt = sim.now;
       repliesAtKill = load.summary.replies;
     }
-  }
+  });
+  sim.run(20_000, () => load.done);
+  tick.cancel();
   assert.ok(load.done, `seed ${sim.opts.seed}: the load did not finish (${load.currentPhase})`);
   return { summary: load.summary, repliesAfterKill: load.summary.replies - repliesAtKill };
 }
@@ -156,13 +156,13 @@ describe("COLO simulation: two guests, comparator and rewriter", () => {
 
   it("the dirty set must be two-sided: the primary's pages alone leave the secondary different", () => {
     const sim = new ColoSim({ seed: 8, workload: "web" });
-    sim.run(200);
+    sim.world.runFor(200);
     sim.checkpoint("manual");
-    sim.run(200);
+    sim.world.runFor(200);
     const two = sim.checkpoint("manual");
     assert.ok(two.secondaryOnly > 0);
     assert.equal(two.digestsEqual, true);
-    sim.run(200);
+    sim.world.runFor(200);
     const one = sim.checkpoint("manual", true);
     assert.ok(one.secondaryOnly > 0);
     assert.equal(one.digestsEqual, false);

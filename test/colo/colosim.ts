@@ -1,7 +1,8 @@
 /**
- * A seeded COLO simulation in virtual time: two replicas of one guest (two
- * Domains booted with the same seed), each paced by its own host's loop, a
- * virtual LAN with a client TCP/IP stack, and between them the COLO data
+ * A seeded COLO simulation on the simulated world (test/sim: one event queue
+ * in virtual time, the real learning switch as the LAN, a client with its own
+ * TCP/IP stack): two replicas of one guest (two Domains booted with the same
+ * seed), each paced by its own host's loop, and between them the COLO data
  * path built from the real parts:
  *
  *   client ─LAN─► primary host ─► primary NIC rx            (the primary's guest)
@@ -21,27 +22,29 @@
  *
  * Divergence comes from what differs between two hosts, not from the model:
  * each host's loop turns at its own seeded moments (with occasional stalls)
- * and runs the guest ticks its wall clock says are due, the mirror link adds
- * latency, the secondary resumes after each checkpoint a little later than
- * the primary, and the secondary's guest draws its own random numbers.
+ * and runs the guest ticks its own clock says are due (the daemon's pacer),
+ * the mirror link adds latency, the secondary resumes after each checkpoint a
+ * little later than the primary, and the secondary's guest draws its own
+ * random numbers.
  *
  * `killPrimary()` fails over: the secondary takes the LAN (gratuitous ARP),
  * its rewriter turns permanent, and its guest carries on from its own state.
+ * `killSecondary()` leaves the primary unprotected.
  */
 import { type CheckpointReason, Comparator, type CompareConfig } from "../../src/colo/compare.js";
 import { SeqRewriter } from "../../src/colo/rewriter.js";
 import type { DivergenceSwitch } from "../../src/domain/divergence.js";
 import { Domain, geometryOfMiB } from "../../src/domain/domain.js";
-import { PlainMemory } from "../../src/domain/memory.js";
 import { bootGuest } from "../../src/guest/guest.js";
 import { Kernel } from "../../src/guest/kernel.js";
-import { formatStandaloneHeap } from "../../src/guest/mm.js";
 import { Nic } from "../../src/guest/nic.js";
 import { parseWorkload } from "../../src/guest/workload.js";
-import { NetStack } from "../../src/net/stack.js";
 import { encodeArp, encodeEth } from "../../src/net/wire.js";
-import { mulberry32, mulberry32u32 } from "../../src/prng.js";
-import { CLIENT, GUEST, SimLan } from "../replication/netsim.js";
+import { GuestPacer } from "../../src/node/pacing.js";
+import type { Prng } from "../../src/prng.js";
+import { CLIENT, Cluster, GUEST, type SimClient } from "../sim/cluster.js";
+import type { Endpoint } from "../sim/repl.js";
+import { World } from "../sim/world.js";
 
 export { CLIENT, GUEST };
 
@@ -62,19 +65,21 @@ export interface ColoSimOptions {
 }
 
 /** One replica: its domain, and its host's loop that paces the guest by the host's own clock. */
-class Replica {
+class Replica implements Endpoint {
   readonly domain: Domain;
   readonly nic: Nic;
+  readonly pacer = new GuestPacer();
+  readonly reachable = true;
   alive = true;
-  nextTurn = 0;
-  private wallBase = 0;
-  private tickBase = 0;
-  turns = 0;
+  /** No loop turn before this (the host is busy applying a checkpoint). */
+  busyUntil = 0;
 
   constructor(
     readonly name: string,
     opts: ColoSimOptions,
-    private readonly rand: () => number,
+    private readonly world: World,
+    private readonly rng: Prng,
+    private readonly afterTurn: () => void,
   ) {
     this.domain = new Domain(geometryOfMiB(opts.domainMiB ?? 8, 4));
     bootGuest(this.domain, {
@@ -83,34 +88,67 @@ class Replica {
       net: GUEST,
     });
     this.nic = new Nic(this.domain);
+    this.pacer.reset(0, this.domain.vcpu.ticks);
+    world.at(rng.float(), () => this.turn());
   }
 
-  get kernel(): Kernel {
-    return new Kernel(this.domain);
+  input(fn: () => void): void {
+    if (this.alive) fn();
   }
 
-  /** The guest's clock starts following this host's clock from `now` (boot, or resuming after a checkpoint). */
-  rebase(now: number): void {
-    this.wallBase = now;
-    this.tickBase = this.domain.vcpu.ticks;
-  }
-
-  /** One loop turn at `now`: the ticks the host clock says are due (at most 20, as the daemon does). */
-  turn(now: number): number {
-    this.turns++;
-    // The next turn: usually within a millisecond; now and then the host is busy for a few.
-    this.nextTurn = now + 0.3 + this.rand() * 0.9 + (this.rand() < 0.01 ? 2 + this.rand() * 6 : 0);
-    const due = Math.floor(now - this.wallBase) - (this.domain.vcpu.ticks - this.tickBase);
-    const n = Math.min(Math.max(due, 0), 20);
-    if (n > 0) this.kernel.run(n);
-    return n;
+  /** One loop turn: the ticks this host's clock says are due; the next turn is this host's own business. */
+  private turn(): void {
+    if (!this.alive) return;
+    const now = this.world.now;
+    if (now >= this.busyUntil) {
+      const n = this.pacer.due(now, this.domain.vcpu.ticks);
+      if (n > 0) new Kernel(this.domain).run(n);
+      this.afterTurn();
+    }
+    // Usually within a millisecond; now and then the host is busy for a few.
+    const r = this.rng;
+    const next = Math.max(
+      now + 0.3 + r.float() * 0.9 + (r.float() < 0.01 ? 2 + r.float() * 6 : 0),
+      this.busyUntil,
+    );
+    this.world.at(next, () => this.turn());
   }
 }
 
 interface InFlight {
-  at: number;
   epoch: number;
   frame: Buffer;
+}
+
+/** An in-order link between the hosts with a seeded latency per frame. */
+class HostLink {
+  private last = 0;
+  private queue: InFlight[] = [];
+
+  constructor(
+    private readonly world: World,
+    private readonly rng: Prng,
+    private readonly ms: [number, number],
+    private readonly deliver: (f: InFlight) => void,
+  ) {}
+
+  send(f: InFlight): void {
+    const at = Math.max(
+      this.world.now + this.ms[0] + this.rng.float() * (this.ms[1] - this.ms[0]),
+      this.last,
+    );
+    this.last = at;
+    this.queue.push(f);
+    this.world.at(at, () => {
+      const x = this.queue.shift();
+      if (x) this.deliver(x);
+    });
+  }
+
+  /** Drops everything in flight (the sender died). */
+  clear(): void {
+    this.queue = [];
+  }
 }
 
 export interface CheckpointRecord {
@@ -124,8 +162,9 @@ export interface CheckpointRecord {
 }
 
 export class ColoSim {
-  readonly lan: SimLan;
-  readonly client: NetStack;
+  readonly world: World;
+  readonly cluster: Cluster;
+  readonly client: SimClient;
   readonly primary: Replica;
   readonly secondary: Replica;
   readonly comparator: Comparator;
@@ -133,28 +172,40 @@ export class ColoSim {
   readonly checkpoints: CheckpointRecord[] = [];
   /** Primary and secondary ISNs of every connection the guests accepted, by client port. */
   readonly isns = new Map<number, { primary?: number; secondary?: number }>();
-  now = 0;
   epoch = 1;
   failedOver = false;
   released = 0;
-  private readonly rand: () => number;
-  private readonly entropy: () => number;
+  private readonly entropy: Prng;
   private readonly toLanPrimary: (f: Uint8Array) => void;
   private toLanSecondary: ((f: Uint8Array) => void) | undefined;
-  private mirror: InFlight[] = [];
-  private secOut: InFlight[] = [];
-  private wanted: CheckpointReason | undefined;
+  private readonly mirror: HostLink;
+  private readonly secOut: HostLink;
+  private wanted = false;
 
   constructor(readonly opts: ColoSimOptions) {
-    this.rand = mulberry32(opts.seed ^ 0x5eed);
-    this.entropy = mulberry32u32(opts.seed ^ 0xe17);
-    this.primary = new Replica("primary", opts, mulberry32(opts.seed ^ 0x1111));
-    this.secondary = new Replica("secondary", opts, mulberry32(opts.seed ^ 0x2222));
+    const w = new World(opts.seed);
+    this.world = w;
+    this.cluster = new Cluster(w);
+    this.entropy = w.stream("secondary-entropy");
+    this.primary = new Replica("primary", opts, w, w.stream("host:primary"), () => this.pump(this.primary));
+    this.secondary = new Replica("secondary", opts, w, w.stream("host:secondary"), () =>
+      this.pump(this.secondary),
+    );
     this.primary.domain.divergence = opts.primaryDivergence;
     this.secondary.domain.divergence = opts.secondaryDivergence;
-    if (opts.reseed ?? true) this.secondary.domain.vcpu.reseed(this.entropyBytes());
-    this.lan = new SimLan(mulberry32(opts.seed ^ 0x1234567));
-    this.toLanPrimary = this.lan.attach("primary", (f) => this.fromLanToPrimary(f));
+    if (opts.reseed ?? true) this.secondary.domain.vcpu.reseed(this.entropy.bytes(16));
+    this.toLanPrimary = this.cluster.lan.attach(this.primary, (f) => this.fromLanToPrimary(f));
+    const linkMs = opts.linkMs ?? [0.05, 0.4];
+    this.mirror = new HostLink(w, w.stream("link:mirror"), linkMs, (m) => {
+      // Why: input mirrored before a checkpoint is already in the state the secondary received.
+      if (m.epoch === this.epoch && this.secondary.alive) this.toSecondary(m.frame);
+    });
+    this.secOut = new HostLink(w, w.stream("link:output"), linkMs, (s) => {
+      // Why: output of a secondary state that a checkpoint replaced compares with nothing.
+      if (s.epoch === this.epoch && this.primary.alive && this.secondary.alive) {
+        this.comparator.secondary(s.frame, w.now);
+      }
+    });
     this.comparator = new Comparator(
       opts.compare ?? {},
       {
@@ -163,61 +214,41 @@ export class ColoSim {
           this.toLanPrimary(f);
         },
         checkpoint: (reason) => {
-          this.wanted = reason;
+          // Taken as its own event: the comparator is in the middle of a call.
+          if (!this.wanted) w.at(w.now, () => this.checkpoint(reason));
+          this.wanted = true;
         },
       },
       0,
     );
     this.rewriter = new SeqRewriter({
       toGuest: (f) => this.secondary.nic.deliver(f),
-      toWire: (f) => {
-        if (this.failedOver) this.toLanSecondary?.(f);
-        else this.secOut.push({ at: this.linkDelay(this.secOut), epoch: this.epoch, frame: f });
-      },
+      toWire: (f) => this.fromSecondaryGuest(f),
     });
-    const mem = new PlainMemory(16 * 1024 * 1024);
-    const heap = formatStandaloneHeap(mem);
-    const sendClient = this.lan.attach("client", (f) => this.client.input(f));
-    const env = {
-      mem,
-      heap,
-      now: () => Math.floor(this.now),
-      random32: mulberry32u32(opts.seed ^ 0xabcdef),
-      transmit: (f: Uint8Array) => {
-        sendClient(f);
-        return true;
-      },
-    };
-    this.client = new NetStack(
-      env,
-      NetStack.format(env, { mac: CLIENT.mac, ip: CLIENT.ip, minRtoMs: 200, timeWaitMs: 1000 }),
-    );
-    this.primary.rebase(0);
-    this.secondary.rebase(0);
+    this.client = this.cluster.addClient("client", CLIENT);
+    w.every(1, () => {
+      if (this.primary.alive && this.secondary.alive) this.comparator.poll(w.now);
+    });
   }
 
-  private entropyBytes(): Buffer {
-    const b = Buffer.alloc(16);
-    for (let i = 0; i < 16; i += 4) b.writeUInt32LE(this.entropy(), i);
-    return b;
-  }
-
-  private linkDelay(q: InFlight[]): number {
-    const [lo, hi] = this.opts.linkMs ?? [0.05, 0.4];
-    // In order, like the TCP connection between the hosts.
-    return Math.max(this.now + lo + this.rand() * (hi - lo), q[q.length - 1]?.at ?? 0);
+  get now(): number {
+    return this.world.now;
   }
 
   /** A frame from the LAN for the guest: into the primary's NIC, and mirrored to the secondary. */
   private fromLanToPrimary(f: Buffer): void {
-    if (!this.primary.alive) return;
     this.primary.nic.deliver(f);
-    this.mirror.push({ at: this.linkDelay(this.mirror), epoch: this.epoch, frame: Buffer.from(f) });
+    if (this.secondary.alive) this.mirror.send({ epoch: this.epoch, frame: Buffer.from(f) });
   }
 
   private toSecondary(f: Buffer): void {
     if (this.opts.rewrite ?? true) this.rewriter.inbound(f);
     else this.secondary.nic.deliver(f);
+  }
+
+  private fromSecondaryGuest(f: Buffer): void {
+    if (this.failedOver) this.toLanSecondary?.(f);
+    else this.secOut.send({ epoch: this.epoch, frame: f });
   }
 
   /** Drains a guest's transmit ring: the primary's into the comparator, the secondary's through the rewriter. */
@@ -229,8 +260,7 @@ export class ColoSim {
         if (this.secondary.alive) this.comparator.primary(f, this.now);
         else this.toLanPrimary(f);
       } else if (this.opts.rewrite ?? true) this.rewriter.outbound(f);
-      else if (this.failedOver) this.toLanSecondary?.(f);
-      else this.secOut.push({ at: this.linkDelay(this.secOut), epoch: this.epoch, frame: f });
+      else this.fromSecondaryGuest(f);
     }
   }
 
@@ -244,45 +274,14 @@ export class ColoSim {
     this.isns.set(port, e);
   }
 
-  /** Advances virtual time by `ms` in steps of a quarter millisecond. */
-  run(ms: number, each?: (now: number) => void): void {
-    const end = this.now + ms;
-    while (this.now < end - 1e-9) {
-      this.step();
-      each?.(this.now);
-    }
-  }
-
-  step(): void {
-    const t = this.now + 0.25;
-    this.lan.advance(t);
-    this.now = t;
-    while (this.mirror.length > 0 && this.mirror[0]!.at <= t) {
-      const m = this.mirror.shift()!;
-      // Why: input mirrored before a checkpoint is already in the state the secondary received.
-      if (m.epoch === this.epoch && this.secondary.alive) this.toSecondary(m.frame);
-    }
-    while (this.secOut.length > 0 && this.secOut[0]!.at <= t) {
-      const s = this.secOut.shift()!;
-      // Why: output of a secondary state that a checkpoint replaced compares with nothing.
-      if (s.epoch === this.epoch && this.primary.alive && !this.failedOver)
-        this.comparator.secondary(s.frame, t);
-    }
-    for (const r of [this.primary, this.secondary]) {
-      if (!r.alive || r.nextTurn > t) continue;
-      r.turn(t);
-      this.pump(r);
-    }
-    if (this.primary.alive && this.secondary.alive) {
-      this.comparator.poll(t);
-      if (this.wanted !== undefined) this.checkpoint(this.wanted);
-    }
-    this.client.poll();
+  /** Runs the world until `until()` or for at most `maxMs`. */
+  run(maxMs: number, until: () => boolean = () => false): boolean {
+    return this.world.run(until, maxMs);
   }
 
   /** Takes a checkpoint now (atomically: the sim has no link to stream it over). */
   checkpoint(reason: CheckpointReason | "manual", oneSided = false): CheckpointRecord {
-    this.wanted = undefined;
+    this.wanted = false;
     const p = this.primary.domain;
     const s = this.secondary.domain;
     const pd = p.collectDirty();
@@ -302,8 +301,7 @@ export class ColoSim {
     });
     s.applyPages(pfns, data);
     const sBlocks = s.collectDiskWrites();
-    const blocks = new Set<number>([...p.collectDiskWrites(), ...(oneSided ? [] : sBlocks)]);
-    const bl = Uint32Array.from(blocks);
+    const bl = Uint32Array.from(new Set<number>([...p.collectDiskWrites(), ...(oneSided ? [] : sBlocks)]));
     const bdata = Buffer.alloc(bl.length * 4096);
     bl.forEach((b, i) => {
       p.disk.view(b).copy(bdata, i * 4096);
@@ -314,15 +312,16 @@ export class ColoSim {
     s.resetLogs();
     // Why: the two-sided dirty set must leave the secondary exactly equal to the primary.
     const digestsEqual = s.digest() === p.digest();
-    if (this.opts.reseed ?? true) s.vcpu.reseed(this.entropyBytes());
+    if (this.opts.reseed ?? true) s.vcpu.reseed(this.entropy.bytes(16));
     const held = this.comparator.reset(this.now);
     for (const f of held) this.toLanPrimary(f);
     if (!this.rewriter.failedOver) this.rewriter.reset();
     this.epoch++;
-    // The secondary resumes once it has applied the checkpoint, a little after the primary.
-    const resume = this.now + 0.5 + this.rand() * 3;
-    this.secondary.nextTurn = resume;
-    this.secondary.rebase(resume);
+    // The secondary resumes once it has applied the checkpoint, a little after the primary;
+    // its guest clock follows its own host's clock from then on.
+    const resume = this.now + 0.5 + this.world.rng.float() * 3;
+    this.secondary.busyUntil = resume;
+    this.secondary.pacer.reset(resume, s.vcpu.ticks);
     const rec: CheckpointRecord = {
       at: this.now,
       reason,
@@ -338,11 +337,11 @@ export class ColoSim {
   /** The primary's host dies: what it had not yet mirrored is lost; the secondary takes over. */
   killPrimary(): void {
     this.primary.alive = false;
-    this.mirror = [];
-    this.secOut = [];
+    this.mirror.clear();
+    this.secOut.clear();
     this.failedOver = true;
     this.rewriter.failover();
-    this.toLanSecondary = this.lan.attach("secondary", (f) => this.toSecondary(f));
+    this.toLanSecondary = this.cluster.lan.attach(this.secondary, (f) => this.toSecondary(f));
     // A gratuitous ARP so the switch learns the guest's MAC on the secondary's port.
     const f = Buffer.alloc(42);
     encodeEth({ dst: Buffer.alloc(6, 0xff), src: GUEST.mac, type: 0x0806 }, f, 0);
@@ -353,8 +352,8 @@ export class ColoSim {
   /** The secondary's host dies: the primary goes on alone, releasing its output unchecked. */
   killSecondary(): void {
     this.secondary.alive = false;
-    this.mirror = [];
-    this.secOut = [];
+    this.mirror.clear();
+    this.secOut.clear();
     // Nobody to compare with: the primary is unprotected and releases what it held.
     for (const f of this.comparator.reset(this.now)) this.toLanPrimary(f);
   }
