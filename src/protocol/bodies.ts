@@ -5,6 +5,7 @@
  */
 
 import { decodeBatch, encodeBatch, preencodeBatch } from "./batch.js";
+import { coloCheckpoint, coloDirty, coloInput, coloOutput, coloStart } from "./colo.js";
 import {
   CHECKPOINT_FLAG,
   CHECKPOINT_FLAGS_DEFINED,
@@ -414,6 +415,11 @@ export const BODY_CODECS: {
   heartbeatReply,
   goodbye,
   switchoverRequest,
+  coloStart,
+  coloInput,
+  coloOutput,
+  coloCheckpoint,
+  coloDirty,
 };
 
 /** Decodes a whole body of the given type; the body must be consumed exactly. */

@@ -33,6 +33,11 @@ export const RECORD_TYPE = {
   heartbeatReply: 0x31,
   goodbye: 0x40,
   switchoverRequest: 0x50,
+  coloStart: 0x60,
+  coloInput: 0x61,
+  coloOutput: 0x62,
+  coloCheckpoint: 0x63,
+  coloDirty: 0x64,
 } as const;
 
 export type RecordType = keyof typeof RECORD_TYPE;
@@ -172,3 +177,24 @@ export const NACK_REASON = {
   /** Any other reason; see the message. */
   other: 3,
 } as const;
+
+/** Why a COLO primary ends an epoch (COLO_CHECKPOINT `reason`). Other values are `bad-value`. */
+export const COLO_REASON = {
+  /** The two replicas' output differed. */
+  mismatch: 1,
+  /** Output waited longer than the comparator's timeout for its twin. */
+  timeout: 2,
+  /** The periodic checkpoint. */
+  periodic: 3,
+  /** A comparator queue was full. */
+  queueFull: 4,
+  /** Asked for by an operator or by the node itself (POST /v1/checkpoint, a resync). */
+  requested: 5,
+} as const;
+export type ColoReasonCode = (typeof COLO_REASON)[keyof typeof COLO_REASON];
+
+/** Ethernet frames carried by COLO_INPUT and COLO_OUTPUT: header to a 1500-byte MTU, no FCS. */
+export const COLO_MIN_FRAME = 14;
+export const COLO_MAX_FRAME = 1514;
+/** A COLO_DIRTY bitmap covers at most 2^20 pages or blocks (4096 MiB): 131,072 bytes. */
+export const COLO_MAX_BITMAP = 131_072;

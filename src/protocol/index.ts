@@ -25,6 +25,13 @@ export {
   sealFrame,
   ZERO_PAGE,
 } from "./batch.js";
+export {
+  bitmapBytes,
+  ColoOrder,
+  fromBitmap,
+  type StreamPosition,
+  toBitmap,
+} from "./colo.js";
 export * from "./constants.js";
 export { SentPageCache, type SentPageCacheStats, xorPage } from "./delta.js";
 export {

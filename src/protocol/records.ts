@@ -8,7 +8,7 @@
  * decoder returns Buffer views into the frame it decoded (no copies).
  */
 
-import type { PageEncoding, PeerStateCode, RoleCode } from "./constants.js";
+import type { ColoReasonCode, PageEncoding, PeerStateCode, RoleCode } from "./constants.js";
 
 export interface Hello {
   type: "hello";
@@ -153,6 +153,50 @@ export interface SwitchoverRequest {
   generation: number;
 }
 
+/** COLO: the session runs in COLO mode from `epoch` on (the epoch after the sync's). */
+export interface ColoStart {
+  type: "coloStart";
+  epoch: number;
+  generation: number;
+}
+
+/** COLO: a frame the primary delivered to its guest, mirrored to the secondary (index counts from 0 per epoch). */
+export interface ColoInput {
+  type: "coloInput";
+  epoch: number;
+  index: number;
+  /** An Ethernet frame of 14..1514 bytes. */
+  frame: Uint8Array;
+}
+
+/** COLO: a frame the secondary's guest transmitted (already renumbered by its rewriter), for the comparator. */
+export interface ColoOutput {
+  type: "coloOutput";
+  epoch: number;
+  index: number;
+  frame: Uint8Array;
+}
+
+/** COLO: the primary ended `epoch` and asks the secondary for its dirty set. */
+export interface ColoCheckpoint {
+  type: "coloCheckpoint";
+  epoch: number;
+  generation: number;
+  reason: ColoReasonCode;
+  /** COLO_INPUT records of the epoch, all sent before this one. */
+  inputs: number;
+}
+
+/** COLO: what the secondary's guest dirtied during `epoch` (bit i of byte i/8 = pfn or block i, LSB first). */
+export interface ColoDirty {
+  type: "coloDirty";
+  epoch: number;
+  /** ceil(pages / 8) bytes. */
+  pageBitmap: Uint8Array;
+  /** ceil(diskBlocks / 8) bytes. */
+  blockBitmap: Uint8Array;
+}
+
 /** Every record of the stream, discriminated by `type`. */
 export type ReplicationRecord =
   | Hello
@@ -168,7 +212,12 @@ export type ReplicationRecord =
   | Heartbeat
   | HeartbeatReply
   | Goodbye
-  | SwitchoverRequest;
+  | SwitchoverRequest
+  | ColoStart
+  | ColoInput
+  | ColoOutput
+  | ColoCheckpoint
+  | ColoDirty;
 
 /**
  * Bounds that depend on the domain, learned from HELLO. Needed to decode

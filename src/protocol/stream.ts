@@ -10,6 +10,7 @@
  */
 
 import { crc32 } from "node:zlib";
+import { bodyEpoch, ColoOrder } from "./colo.js";
 import {
   CHECKPOINT_FLAG,
   HEADER_SIZE,
@@ -69,6 +70,7 @@ export class CheckpointStream {
   #maxEpoch = 0;
   #cur = new Tally();
   #ahead = new Tally();
+  #dataStarted = false;
   readonly #generation: number;
 
   constructor(generation: number) {
@@ -78,6 +80,11 @@ export class CheckpointStream {
   /** Epoch of the checkpoint in progress (the next CHECKPOINT_END), if a sync has begun. */
   get openEpoch(): number | undefined {
     return this.#next;
+  }
+
+  /** True once a PAGE_BATCH, VCPU or DEVICE of the open checkpoint went by. */
+  get dataStarted(): boolean {
+    return this.#dataStarted;
   }
 
   /** True once a CHECKPOINT_END with FINAL went by: no checkpoint record may follow. */
@@ -100,6 +107,7 @@ export class CheckpointStream {
     this.#next = epoch;
     this.#phase = "data";
     this.#syncing = true;
+    this.#dataStarted = false;
     this.#cur = new Tally();
     this.#ahead = new Tally();
   }
@@ -124,6 +132,7 @@ export class CheckpointStream {
       );
     if (type === "vcpu") this.#phase = "vcpu";
     else if (type === "device") this.#phase = "device";
+    if (type !== "diskWrites") this.#dataStarted = true;
     this.#cur.add(type, entries, frameCrc);
   }
 
@@ -174,6 +183,7 @@ export class CheckpointStream {
     this.#next = next + 1;
     this.#maxEpoch = Math.max(this.#maxEpoch, next);
     this.#phase = "data";
+    this.#dataStarted = false;
     this.#cur = this.#ahead;
     this.#ahead = new Tally();
   }
@@ -208,9 +218,19 @@ export class StreamOrder {
   // The backup has an intact committed image the primary knows of (HELLO IMAGE_VALID,
   // or an ACK in this session): an incremental sync is allowed.
   #imageValid = false;
+  // COLO sessions (§7.6): the rules of the COLO records, and whether the last END completed a sync.
+  readonly #colo: ColoOrder | undefined;
+  #lastEndSync = false;
 
-  constructor(local: "primary" | "backup") {
+  /** With `colo`, the session may run in COLO mode (SPEC §7.6); without, COLO records are `bad-order`. */
+  constructor(local: "primary" | "backup", opts: { colo?: boolean } = {}) {
     this.#local = local;
+    this.#colo = opts.colo ? new ColoOrder() : undefined;
+  }
+
+  /** The COLO rules' state, in a session built with `colo` (for the epoch a COLO_INPUT must carry). */
+  get colo(): ColoOrder | undefined {
+    return this.#colo;
   }
 
   /** The primary's generation from its HELLO, once known. */
@@ -253,6 +273,9 @@ export class StreamOrder {
     if (this.#local === "backup") {
       if (type === RECORD_TYPE.nack) this.#discarding = true;
       if (type === RECORD_TYPE.ack) this.#imageValid = true;
+      if (type === RECORD_TYPE.coloOutput)
+        this.#requireColo("COLO_OUTPUT").output(bodyEpoch(b), bodyU32(b, 8));
+      if (type === RECORD_TYPE.coloDirty) this.#requireColo("COLO_DIRTY").dirty(bodyEpoch(b));
       return;
     }
     // Primary: run the checkpoint rules over our own stream.
@@ -260,8 +283,9 @@ export class StreamOrder {
     switch (type) {
       case RECORD_TYPE.pageBatch:
       case RECORD_TYPE.diskWrites: {
-        const epoch = b.readUInt32LE(HEADER_SIZE + 4) * 0x1_0000_0000 + b.readUInt32LE(HEADER_SIZE);
+        const epoch = bodyEpoch(b);
         const count = b.readUInt32LE(HEADER_SIZE + 8);
+        if (type === RECORD_TYPE.pageBatch) this.#colo?.data("PAGE_BATCH", epoch);
         this.#requireStream().record(
           type === RECORD_TYPE.pageBatch ? "pageBatch" : "diskWrites",
           epoch,
@@ -272,7 +296,8 @@ export class StreamOrder {
       }
       case RECORD_TYPE.vcpu:
       case RECORD_TYPE.device: {
-        const epoch = b.readUInt32LE(HEADER_SIZE + 4) * 0x1_0000_0000 + b.readUInt32LE(HEADER_SIZE);
+        const epoch = bodyEpoch(b);
+        this.#colo?.data(type === RECORD_TYPE.vcpu ? "VCPU" : "DEVICE", epoch);
         this.#requireStream().record(type === RECORD_TYPE.vcpu ? "vcpu" : "device", epoch, 0, crc);
         return;
       }
@@ -282,15 +307,23 @@ export class StreamOrder {
         if (r.type === "syncBegin") {
           this.#checkSyncFlags(r.flags);
           this.#requireStream().syncBegin(r.epoch, r.generation);
+          this.#colo?.reset();
           this.#syncEpoch = r.epoch;
           this.#synced = false;
           this.#awaitResync = false;
         } else if (r.type === "checkpointEnd") {
+          this.#colo?.data("CHECKPOINT_END", r.epoch);
           this.#requireStream().end(r);
+          this.#lastEndSync = (r.flags & CHECKPOINT_FLAG.sync) !== 0;
           this.#lastEndSent = r.epoch;
         }
         return;
       }
+      case RECORD_TYPE.coloStart:
+      case RECORD_TYPE.coloInput:
+      case RECORD_TYPE.coloCheckpoint:
+        this.#coloFromPrimary(decodeFrame(b, { session: null, seq: null }));
+        return;
       default:
         return;
     }
@@ -335,6 +368,7 @@ export class StreamOrder {
       case "syncBegin":
         this.#checkSyncFlags(r.flags);
         this.#requireStream().syncBegin(r.epoch, r.generation);
+        this.#colo?.reset();
         this.#discarding = false;
         return "accept";
       case "pageBatch":
@@ -344,13 +378,21 @@ export class StreamOrder {
       case "checkpointEnd": {
         if (this.#discarding) return "discard";
         const stream = this.#requireStream();
-        if (r.type === "checkpointEnd") stream.end(r);
-        else {
+        if (r.type !== "diskWrites") this.#colo?.data(r.type, r.epoch);
+        if (r.type === "checkpointEnd") {
+          stream.end(r);
+          this.#lastEndSync = (r.flags & CHECKPOINT_FLAG.sync) !== 0;
+        } else {
           const entries = r.type === "pageBatch" || r.type === "diskWrites" ? r.entries.length : 0;
           stream.record(r.type, r.epoch, entries, frameCrc(frame));
         }
         return "accept";
       }
+      case "coloStart":
+      case "coloInput":
+      case "coloCheckpoint":
+        this.#coloFromPrimary(r);
+        return this.#discarding ? "discard" : "accept";
       default:
         throw new ProtocolError("bad-order", `${r.type} from a primary`);
     }
@@ -392,6 +434,12 @@ export class StreamOrder {
         if (!this.#synced)
           throw new ProtocolError("bad-order", "SWITCHOVER_REQUEST before the sync was acknowledged");
         return "accept";
+      case "coloOutput":
+        this.#requireColo("COLO_OUTPUT").output(r.epoch, r.index);
+        return "accept";
+      case "coloDirty":
+        this.#requireColo("COLO_DIRTY").dirty(r.epoch);
+        return "accept";
       default:
         throw new ProtocolError("bad-order", `${r.type} from a backup`);
     }
@@ -413,9 +461,34 @@ export class StreamOrder {
     }
   }
 
+  /** COLO_START, COLO_INPUT and COLO_CHECKPOINT, sent or received. */
+  #coloFromPrimary(r: ReplicationRecord): void {
+    const colo = this.#requireColo(r.type);
+    if (r.type === "coloStart") {
+      const stream = this.#requireStream();
+      colo.start(r.epoch, r.generation, this.#generation, {
+        openEpoch: stream.openEpoch,
+        lastEndSync: this.#lastEndSync,
+        dataStarted: stream.dataStarted,
+      });
+    } else if (r.type === "coloInput") colo.input(r.epoch, r.index);
+    else if (r.type === "coloCheckpoint") colo.checkpoint(r, this.#generation);
+  }
+
+  #requireColo(what: string): ColoOrder {
+    if (this.#colo === undefined)
+      throw new ProtocolError("bad-order", `${what} in a session not in COLO mode`);
+    return this.#colo;
+  }
+
   #requireStream(): CheckpointStream {
     if (this.#stream === undefined)
       throw new ProtocolError("bad-order", "checkpoint record before the primary's HELLO");
     return this.#stream;
   }
+}
+
+/** A u32 at `off` in the body of a whole frame. */
+function bodyU32(frame: Buffer, off: number): number {
+  return frame.readUInt32LE(HEADER_SIZE + off);
 }

@@ -184,6 +184,16 @@ const helloB = {
 };
 const helloBD = { ...helloB, flags: 3 };
 const digest = seqBytes(32, 9);
+// Ethernet frames carried by the COLO records: the client (02:00:00:00:01:00, 10.0.0.100) asks for the
+// guest's MAC (10.0.0.10), and the guest (02:00:00:00:00:10) answers.
+const ARP_REQUEST = Buffer.from(
+  "ffffffffffff020000000100080600010800060400010200000001000a0000640000000000000a00000a",
+  "hex",
+);
+const ARP_REPLY = Buffer.from(
+  "020000000100020000000010080600010800060400020200000000100a00000a0200000001000a000064",
+  "hex",
+);
 
 export interface VectorCase {
   name: string;
@@ -451,6 +461,54 @@ function valid(): VectorCase[] {
     ctx(5),
     frame(0x50, SESSION, 5, new W().u64(3).done()),
     { type: "switchoverRequest", generation: 3 },
+  );
+  add(
+    "colo-start",
+    "COLO_START: the session runs in COLO mode from epoch 43 (the sync completed with 42)",
+    "coloStart",
+    ctx(8),
+    frame(0x60, SESSION, 8, new W().u64(43).u64(3).done()),
+    { type: "coloStart", epoch: 43, generation: 3 },
+  );
+  add(
+    "colo-input",
+    "COLO_INPUT: the third frame of epoch 43 mirrored to the secondary (an ARP request for the guest)",
+    "coloInput",
+    ctx(9),
+    frame(0x61, SESSION, 9, new W().u64(43).u32(2).u16(ARP_REQUEST.length).bytes(ARP_REQUEST).done()),
+    { type: "coloInput", epoch: 43, index: 2, frame: hex(ARP_REQUEST) },
+  );
+  add(
+    "colo-output",
+    "COLO_OUTPUT: the secondary's first frame of epoch 43 (its ARP reply)",
+    "coloOutput",
+    ctx(6),
+    frame(0x62, SESSION, 6, new W().u64(43).u32(0).u16(ARP_REPLY.length).bytes(ARP_REPLY).done()),
+    { type: "coloOutput", epoch: 43, index: 0, frame: hex(ARP_REPLY) },
+  );
+  add(
+    "colo-checkpoint",
+    "COLO_CHECKPOINT: epoch 43 ends on a mismatch after 17 mirrored inputs",
+    "coloCheckpoint",
+    ctx(10),
+    frame(0x63, SESSION, 10, new W().u64(43).u64(3).u8(1).u8(0).u16(0).u32(17).done()),
+    { type: "coloCheckpoint", epoch: 43, generation: 3, reason: 1, inputs: 17 },
+  );
+  // 256 pages: pfns 0, 5, 9 and 255 dirty; 64 blocks: 3 and 10.
+  const pageBits = Buffer.alloc(32);
+  pageBits[0] = 0b0010_0001;
+  pageBits[1] = 0b0000_0010;
+  pageBits[31] = 0b1000_0000;
+  const blockBits = Buffer.alloc(8);
+  blockBits[0] = 0b0000_1000;
+  blockBits[1] = 0b0000_0100;
+  add(
+    "colo-dirty",
+    "COLO_DIRTY for epoch 43: the secondary dirtied pfns 0, 5, 9, 255 and disk blocks 3, 10",
+    "coloDirty",
+    ctx(7),
+    frame(0x64, SESSION, 7, new W().u64(43).u32(32).bytes(pageBits).u32(8).bytes(blockBits).done()),
+    { type: "coloDirty", epoch: 43, pageBitmap: hex(pageBits), blockBitmap: hex(blockBits) },
   );
   return cases;
 }
@@ -762,6 +820,81 @@ function invalid(): VectorCase[] {
     "pageBatch",
     "bad-order",
     frame(0x11, 0, 2, batchBody(42, [z(1)])),
+    { session: 0, seq: 2 },
+  );
+  const coloFrame = (type: number, len: number, data: Buffer) =>
+    frame(type, SESSION, 3, new W().u64(43).u32(0).u16(len).bytes(data).done());
+  add(
+    "colo-input-frame-too-long",
+    "COLO_INPUT announcing a 1515-byte frame (and carrying none)",
+    "coloInput",
+    "too-large",
+    coloFrame(0x61, 1515, Buffer.alloc(0)),
+  );
+  add(
+    "colo-output-frame-too-short",
+    "COLO_OUTPUT with a 13-byte frame (shorter than an Ethernet header)",
+    "coloOutput",
+    "bad-value",
+    coloFrame(0x62, 13, Buffer.alloc(13, 0xee)),
+  );
+  add(
+    "colo-input-frame-truncated",
+    "COLO_INPUT announcing 42 bytes and carrying 41",
+    "coloInput",
+    "truncated",
+    coloFrame(0x61, 42, ARP_REQUEST.subarray(0, 41)),
+  );
+  add(
+    "colo-checkpoint-bad-reason",
+    "COLO_CHECKPOINT with reason 6",
+    "coloCheckpoint",
+    "bad-value",
+    frame(0x63, SESSION, 3, new W().u64(43).u64(3).u8(6).u8(0).u16(0).u32(17).done()),
+  );
+  add(
+    "colo-checkpoint-reserved",
+    "COLO_CHECKPOINT with a reserved byte set",
+    "coloCheckpoint",
+    "bad-value",
+    frame(0x63, SESSION, 3, new W().u64(43).u64(3).u8(2).u8(1).u16(0).u32(17).done()),
+  );
+  add(
+    "colo-dirty-wrong-geometry",
+    "COLO_DIRTY with a 31-byte page bitmap for 256 pages",
+    "coloDirty",
+    "bad-geometry",
+    frame(
+      0x64,
+      SESSION,
+      3,
+      new W().u64(43).u32(31).bytes(Buffer.alloc(31)).u32(8).bytes(Buffer.alloc(8)).done(),
+    ),
+  );
+  add(
+    "colo-dirty-too-large",
+    "COLO_DIRTY announcing a page bitmap of 131,073 bytes (and carrying none)",
+    "coloDirty",
+    "too-large",
+    frame(0x64, SESSION, 3, new W().u64(43).u32(131_073).done()),
+  );
+  const odd = { pages: 250, diskBlocks: 60, vcpuSize: 16, deviceSize: 64 };
+  const tail = Buffer.alloc(32);
+  tail[31] = 0b0000_0100; // pfn 250 of 250 pages
+  add(
+    "colo-dirty-bit-past-end",
+    "COLO_DIRTY setting pfn 250 when the domain has 250 pages",
+    "coloDirty",
+    "bad-value",
+    frame(0x64, SESSION, 3, new W().u64(43).u32(32).bytes(tail).u32(8).bytes(Buffer.alloc(8)).done()),
+    { session: SESSION, seq: 3, geometry: odd },
+  );
+  add(
+    "colo-dirty-before-handshake",
+    "COLO_DIRTY decoded without a geometry",
+    "coloDirty",
+    "bad-order",
+    frame(0x64, 0, 2, new W().u64(43).u32(32).bytes(Buffer.alloc(32)).u32(8).bytes(Buffer.alloc(8)).done()),
     { session: 0, seq: 2 },
   );
   return cases;

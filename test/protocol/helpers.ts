@@ -5,8 +5,11 @@
 
 import fc from "fast-check";
 import lz4 from "lz4";
+import { toBitmap } from "../../src/protocol/colo.js";
 import {
   CHECKPOINT_FLAG,
+  COLO_REASON,
+  type ColoReasonCode,
   type Geometry,
   GOODBYE_REASON,
   PAGE_ENCODING,
@@ -21,7 +24,17 @@ import {
 
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 
-const BYTE_FIELDS = new Set(["nonce", "nodeId", "mac", "state", "digest", "data"]);
+const BYTE_FIELDS = new Set([
+  "nonce",
+  "nodeId",
+  "mac",
+  "state",
+  "digest",
+  "data",
+  "frame",
+  "pageBitmap",
+  "blockBitmap",
+]);
 
 /** The JSON form of a record: byte fields as lowercase hex, `guestTimeNs` as a decimal string. */
 export function recordToJson(r: ReplicationRecord): Json {
@@ -205,6 +218,38 @@ export const arbRecords: {
     message: text(1024),
   }),
   switchoverRequest: fc.record({ type: fc.constant("switchoverRequest" as const), generation: counter }),
+  coloStart: fc.record({ type: fc.constant("coloStart" as const), epoch: counter, generation: counter }),
+  coloInput: fc.record({
+    type: fc.constant("coloInput" as const),
+    epoch: counter,
+    index: u32,
+    frame: fc.uint8Array({ minLength: 14, maxLength: 1514 }).map((a) => Buffer.from(a)),
+  }),
+  coloOutput: fc.record({
+    type: fc.constant("coloOutput" as const),
+    epoch: counter,
+    index: u32,
+    frame: fc.uint8Array({ minLength: 14, maxLength: 1514 }).map((a) => Buffer.from(a)),
+  }),
+  coloCheckpoint: fc.record({
+    type: fc.constant("coloCheckpoint" as const),
+    epoch: counter,
+    generation: counter,
+    reason: fc.constantFrom<ColoReasonCode>(...Object.values(COLO_REASON)),
+    inputs: u32,
+  }),
+  coloDirty: fc
+    .record({
+      epoch: counter,
+      pfns: fc.uniqueArray(fc.nat({ max: TEST_GEOMETRY.pages - 1 }), { maxLength: 64 }),
+      blocks: fc.uniqueArray(fc.nat({ max: TEST_GEOMETRY.diskBlocks - 1 }), { maxLength: 64 }),
+    })
+    .map(({ epoch, pfns, blocks }) => ({
+      type: "coloDirty" as const,
+      epoch,
+      pageBitmap: toBitmap(pfns, TEST_GEOMETRY.pages),
+      blockBitmap: toBitmap(blocks, TEST_GEOMETRY.diskBlocks),
+    })),
 };
 
 /** Any valid record. */

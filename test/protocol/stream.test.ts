@@ -43,9 +43,12 @@ interface Side {
 }
 
 /** Two sides connected back to back, handshake done. Frames go through codec and order on both ends. */
-function connect(opts: { backupFlags?: number } = {}) {
-  const p: Side = { codec: new FrameCodec(), order: new StreamOrder("primary") };
-  const b: Side = { codec: new FrameCodec(), order: new StreamOrder("backup") };
+function connect(opts: { backupFlags?: number; colo?: boolean } = {}) {
+  const p: Side = {
+    codec: new FrameCodec(),
+    order: new StreamOrder("primary", { colo: opts.colo ?? false }),
+  };
+  const b: Side = { codec: new FrameCodec(), order: new StreamOrder("backup", { colo: opts.colo ?? false }) };
   const hp = hello(ROLE.primary);
   const hb = hello(ROLE.backup, opts.backupFlags ?? 0);
   const deliver = (from: Side, to: Side, frame: Buffer, noteSent = true): Verdict => {
@@ -417,5 +420,243 @@ describe("record order (StreamOrder, CheckpointStream)", () => {
       ),
       "accept",
     );
+  });
+});
+
+describe("COLO record order (§7.6)", () => {
+  const FRAME = Buffer.alloc(60, 0xab);
+  const ack = (c: ReturnType<typeof connect>, epoch: number) =>
+    c.send(c.b, { type: "ack", epoch, generation: GEN });
+  const input = (c: ReturnType<typeof connect>, epoch: number, index: number, checked = true) =>
+    (checked ? c.send : c.sendUnchecked)(c.p, { type: "coloInput", epoch, index, frame: FRAME });
+  const output = (c: ReturnType<typeof connect>, epoch: number, index: number, checked = true) =>
+    (checked ? c.send : c.sendUnchecked)(c.b, { type: "coloOutput", epoch, index, frame: FRAME });
+  const request = (c: ReturnType<typeof connect>, epoch: number, inputs: number, checked = true) =>
+    (checked ? c.send : c.sendUnchecked)(c.p, {
+      type: "coloCheckpoint",
+      epoch,
+      generation: GEN,
+      reason: 1,
+      inputs,
+    });
+  const dirty = (c: ReturnType<typeof connect>, epoch: number, checked = true) =>
+    (checked ? c.send : c.sendUnchecked)(c.b, {
+      type: "coloDirty",
+      epoch,
+      pageBitmap: Buffer.alloc(8),
+      blockBitmap: Buffer.alloc(2),
+    });
+  const start = (c: ReturnType<typeof connect>, epoch: number, generation = GEN, checked = true) =>
+    (checked ? c.send : c.sendUnchecked)(c.p, { type: "coloStart", epoch, generation });
+  /** A COLO pair synced with epoch 10, COLO from 11. */
+  const synced = () => {
+    const c = connect({ colo: true });
+    c.sync(10);
+    c.pages(10, [0, 1]);
+    c.state(10);
+    c.end(10, CHECKPOINT_FLAG.sync);
+    return c;
+  };
+
+  it("accepts a whole COLO session: start, mirrored input, secondary output, checkpoint with the dirty set", () => {
+    const c = synced();
+    assert.equal(c.writes(11, [2]), "accept"); // disk writes of the running epoch stream as in Remus
+    assert.equal(start(c, 11), "accept");
+    assert.equal(ack(c, 10), "accept");
+    assert.equal(input(c, 11, 0), "accept");
+    assert.equal(output(c, 11, 0), "accept");
+    assert.equal(input(c, 11, 1), "accept");
+    assert.equal(output(c, 11, 1), "accept");
+    assert.equal(request(c, 11, 2), "accept");
+    assert.equal(input(c, 12, 0), "accept"); // epoch 12 runs while checkpoint 11 streams
+    assert.equal(output(c, 11, 2), "accept"); // the secondary's last words of epoch 11 may still arrive
+    assert.equal(dirty(c, 11), "accept");
+    assert.equal(c.pages(11, [3]), "accept");
+    c.state(11);
+    assert.equal(c.end(11), "accept");
+    assert.equal(ack(c, 11), "accept");
+    assert.equal(output(c, 12, 0), "accept");
+    assert.equal(request(c, 12, 1), "accept");
+    assert.equal(dirty(c, 12), "accept");
+    c.state(12);
+    assert.equal(c.end(12), "accept");
+    assert.ok(c.p.order.colo?.active && c.b.order.colo?.active);
+    assert.equal(c.p.order.colo?.epoch, 13);
+    // A resync turns the secondary back into a backup until the next COLO_START.
+    c.sync(20);
+    assert.equal(
+      reasonOf(() => input(c, 13, 0, false)),
+      "bad-order",
+    );
+  });
+
+  it("a session not in COLO mode refuses every COLO record, on both sides", () => {
+    const remus = () => {
+      const c = connect();
+      c.sync(10);
+      c.state(10);
+      c.end(10, CHECKPOINT_FLAG.sync);
+      return c;
+    };
+    assert.equal(
+      reasonOf(() => start(remus(), 11)),
+      "bad-order",
+    ); // the primary's own check
+    assert.equal(
+      reasonOf(() => start(remus(), 11, GEN, false)),
+      "bad-order",
+    ); // the backup's
+    const d = connect();
+    assert.equal(
+      reasonOf(() => output(d, 1, 0, false)),
+      "bad-order",
+    );
+    assert.equal(
+      reasonOf(() => dirty(connect(), 1, false)),
+      "bad-order",
+    );
+  });
+
+  it("COLO_START only right after a completed sync, for the next epoch, in the session's generation", () => {
+    assert.equal(
+      reasonOf(() => start(synced(), 12, GEN, false)),
+      "bad-order",
+    );
+    assert.equal(
+      reasonOf(() => start(synced(), 11, GEN + 1, false)),
+      "bad-generation",
+    );
+    const late = synced();
+    late.pages(11, [1]);
+    assert.equal(
+      reasonOf(() => start(late, 11, GEN, false)),
+      "bad-order",
+    );
+    const twice = synced();
+    start(twice, 11);
+    assert.equal(
+      reasonOf(() => start(twice, 11, GEN, false)),
+      "bad-order",
+    );
+    const c = connect({ colo: true });
+    c.sync(10);
+    c.state(10);
+    c.end(10, CHECKPOINT_FLAG.sync);
+    c.state(11);
+    c.end(11);
+    assert.equal(
+      reasonOf(() => start(c, 12, GEN, false)),
+      "bad-order",
+    ); // not after a sync's end
+  });
+
+  it("mirrored input is numbered from 0 in each epoch, and COLO_CHECKPOINT must count it", () => {
+    const c = synced();
+    assert.equal(
+      reasonOf(() => input(c, 11, 0, false)),
+      "bad-order",
+    ); // before COLO_START
+    start(c, 11);
+    input(c, 11, 0);
+    assert.equal(
+      reasonOf(() => input(c, 11, 2, false)),
+      "bad-order",
+    );
+    const d = synced();
+    start(d, 11);
+    assert.equal(
+      reasonOf(() => input(d, 12, 0, false)),
+      "bad-order",
+    );
+    const e = synced();
+    start(e, 11);
+    input(e, 11, 0);
+    assert.equal(
+      reasonOf(() => request(e, 11, 2, false)),
+      "bad-checkpoint",
+    );
+    const f = synced();
+    start(f, 11);
+    assert.equal(
+      reasonOf(() =>
+        f.sendUnchecked(f.p, {
+          type: "coloCheckpoint",
+          epoch: 11,
+          generation: GEN + 1,
+          reason: 2,
+          inputs: 0,
+        }),
+      ),
+      "bad-generation",
+    );
+  });
+
+  it("a COLO checkpoint's pages wait for COLO_CHECKPOINT and the secondary's COLO_DIRTY", () => {
+    const at = (stage: 0 | 1 | 2) => {
+      const c = synced();
+      start(c, 11);
+      if (stage >= 1) request(c, 11, 0);
+      if (stage >= 2) dirty(c, 11);
+      return c;
+    };
+    assert.equal(
+      reasonOf(() => at(0).pages(11, [1])),
+      "bad-order",
+    );
+    assert.equal(
+      reasonOf(() => at(1).pages(11, [1])),
+      "bad-order",
+    ); // the primary has no dirty set yet
+    assert.equal(at(2).pages(11, [1]), "accept");
+    // The backup checks it too: a primary that streams the pages before the dirty set arrived.
+    const c = at(1);
+    const page = Buffer.alloc(PAGE_SIZE);
+    const early = c.p.codec.encodePageBatch(
+      11,
+      1,
+      () => 1,
+      () => page,
+      { compress: false },
+    );
+    assert.equal(
+      reasonOf(() => c.b.order.received(c.b.codec.decode(early.frame), early.frame)),
+      "bad-order",
+    );
+    assert.equal(
+      reasonOf(() => dirty(at(2), 11, false)),
+      "bad-order",
+    ); // once
+    assert.equal(
+      reasonOf(() => dirty(at(1), 12, false)),
+      "bad-order",
+    ); // not asked for
+  });
+
+  it("secondary output runs forward: its epoch never ahead of the primary's, indexes consecutive", () => {
+    const c = synced();
+    assert.equal(
+      reasonOf(() => output(c, 11, 0, false)),
+      "bad-order",
+    ); // before COLO_START
+    start(c, 11);
+    output(c, 11, 0);
+    assert.equal(
+      reasonOf(() => output(c, 11, 2, false)),
+      "bad-order",
+    );
+    const d = synced();
+    start(d, 11);
+    assert.equal(
+      reasonOf(() => output(d, 12, 0, false)),
+      "bad-order",
+    );
+    const e = synced();
+    start(e, 11);
+    request(e, 11, 0);
+    output(e, 12, 0);
+    assert.equal(
+      reasonOf(() => output(e, 11, 0, false)),
+      "bad-order",
+    ); // back to an old epoch
   });
 });
