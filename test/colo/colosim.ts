@@ -317,9 +317,9 @@ export class ColoSim {
     for (const f of held) this.toLanPrimary(f);
     if (!this.rewriter.failedOver) this.rewriter.reset();
     this.epoch++;
-    // The secondary resumes once it has applied the checkpoint, a little after the primary;
-    // its guest clock follows its own host's clock from then on.
-    const resume = this.now + 0.5 + this.world.rng.float() * 3;
+    // The secondary resumes once it has the checkpoint applied, a little after the primary: a round
+    // trip and about 5 us a page (capture, wire, apply); its guest clock follows its own host's from then on.
+    const resume = this.now + 0.5 + this.world.rng.float() + pfns.length * 0.005;
     this.secondary.busyUntil = resume;
     this.secondary.pacer.reset(resume, s.vcpu.ticks);
     const rec: CheckpointRecord = {

@@ -1,0 +1,131 @@
+/**
+ * How often the real sources of divergence (no injection) force COLO
+ * checkpoints: the COLO simulation (colosim.ts) under each workload preset
+ * with kvd traffic, for a stretch of virtual time, default comparator
+ * settings (QEMU's: 3 s timeout checked every second, 20 s period, 1024
+ * frames). Two kinds of traffic:
+ *  - own keys: `remusd client`'s load (8 connections, 2 requests in flight,
+ *    each connection on its own keys), whose replies depend only on the
+ *    connection's own requests;
+ *  - shared counter: 8 connections INCR one key, so a reply depends on how
+ *    requests of different connections interleave, which depends on the tick
+ *    each replica's host delivers them in.
+ *
+ *   npx tsc -p . && node dist/test/colo/measure-divergence.js [SECONDS] [SEEDS]
+ */
+import { KvLoad } from "../../src/client/kvload.js";
+import { encodeCommand, RespParser } from "../../src/client/resp.js";
+import { ColoSim, GUEST } from "./colosim.js";
+
+interface Row {
+  workload: string;
+  link: string;
+  traffic: string;
+  seconds: number;
+  replies: number;
+  match: number;
+  mismatch: number;
+  timeout: number;
+  reasons: Record<string, number>;
+  secondaryOnlyPages: number;
+}
+
+/** 8 connections each sending INCR on one shared key, one request in flight each. */
+class SharedCounter {
+  private readonly socks: number[] = [];
+  private readonly parsers: RespParser[] = [];
+  private readonly waiting: boolean[] = [];
+  replies = 0;
+
+  constructor(private readonly sim: ColoSim) {
+    for (let i = 0; i < 8; i++) {
+      this.socks.push(sim.client.stack.connect(GUEST.ip, 6379));
+      this.parsers.push(new RespParser());
+      this.waiting.push(false);
+    }
+  }
+
+  poll(): void {
+    const st = this.sim.client.stack;
+    this.socks.forEach((s, i) => {
+      if (st.state(s) !== "ESTABLISHED") return;
+      for (let d = st.recv(s, 65536); d && d.length > 0; d = st.recv(s, 65536)) this.parsers[i]!.push(d);
+      for (let v = this.parsers[i]!.next(); v; v = this.parsers[i]!.next()) {
+        this.replies++;
+        this.waiting[i] = false;
+      }
+      if (!this.waiting[i]) {
+        st.send(s, encodeCommand(["INCR", "shared"]));
+        this.waiting[i] = true;
+      }
+    });
+  }
+}
+
+function measure(
+  workload: string,
+  traffic: "own keys" | "shared counter",
+  seconds: number,
+  seed: number,
+  linkMs: [number, number],
+): Row {
+  const sim = new ColoSim({ seed, workload, linkMs });
+  let replies: () => number;
+  let tick: () => void;
+  if (traffic === "own keys") {
+    const load = new KvLoad(
+      sim.client.stack,
+      { connections: 8, seed, targetIp: GUEST.ip, port: 6379, keysPerConnection: 16, pipeline: 2 },
+      sim.now,
+    );
+    replies = () => load.summary.replies;
+    tick = () => load.poll(sim.now);
+  } else {
+    const load = new SharedCounter(sim);
+    replies = () => load.replies;
+    tick = () => load.poll();
+  }
+  sim.world.every(1, tick);
+  sim.world.runFor(seconds * 1000);
+  const st = sim.comparator.stats;
+  return {
+    workload,
+    link: `${linkMs[0]}-${linkMs[1]}`,
+    traffic,
+    seconds,
+    replies: replies(),
+    match: st.compared.match,
+    mismatch: st.compared.mismatch,
+    timeout: st.compared.timeout,
+    reasons: sim.reasons(),
+    secondaryOnlyPages: sim.checkpoints.reduce((a, c) => a + c.secondaryOnly, 0),
+  };
+}
+
+function main(): void {
+  const seconds = Number(process.argv[2] ?? 20);
+  const seeds = Number(process.argv[3] ?? 1);
+  console.log(
+    "| workload | host link ms | traffic | virtual s | replies | frames matched | mismatch | timeout | checkpoints by reason | divergence checkpoints/s | per 1000 replies |",
+  );
+  console.log("|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|");
+  for (const workload of ["idle", "web", "compile"]) {
+    for (const traffic of ["own keys", "shared counter"] as const) {
+      for (const link of [
+        [0.05, 0.4],
+        [0.5, 2],
+      ] as [number, number][]) {
+        for (let k = 0; k < seeds; k++) {
+          const r = measure(workload, traffic, seconds, 1 + k * 101, link);
+          const div = (r.reasons.mismatch ?? 0) + (r.reasons.timeout ?? 0);
+          const reasons = JSON.stringify(r.reasons).replace(/[{}"]/g, "") || "none";
+          console.log(
+            `| ${r.workload} | ${r.link} | ${r.traffic} | ${r.seconds} | ${r.replies} | ${r.match} | ${r.mismatch} | ${r.timeout} | ${reasons} | ${(div / r.seconds).toFixed(2)} | ${((1000 * div) / Math.max(r.replies, 1)).toFixed(2)} |`,
+          );
+        }
+      }
+    }
+  }
+}
+
+main();
