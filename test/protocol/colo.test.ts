@@ -7,13 +7,18 @@ describe("COLO dirty-set bitmaps", () => {
   it("round-trip any set of indexes below the count", () => {
     fc.assert(
       fc.property(
-        fc.integer({ min: 1, max: 5000 }).chain((count) =>
-          fc.tuple(fc.constant(count), fc.array(fc.nat({ max: count - 1 }), { maxLength: 300 })),
-        ),
+        fc
+          .integer({ min: 1, max: 5000 })
+          .chain((count) =>
+            fc.tuple(fc.constant(count), fc.array(fc.nat({ max: count - 1 }), { maxLength: 300 })),
+          ),
         ([count, idx]) => {
           const b = toBitmap(idx, count);
           assert.equal(b.length, bitmapBytes(count));
-          assert.deepEqual([...fromBitmap(b)], [...new Set(idx)].sort((x, y) => x - y));
+          assert.deepEqual(
+            [...fromBitmap(b)],
+            [...new Set(idx)].sort((x, y) => x - y),
+          );
         },
       ),
       { numRuns: 300, seed: 41 },
