@@ -233,8 +233,9 @@ export class Node {
     if (!this.noteTurn(now, true) && this.settling) {
       // This turn began after the stall was seen, so the links were read meanwhile.
       this.settling = false;
-      this.dev.resume(now);
     }
+    // A primary in doubt after its own long stall releases nothing until its backup acks a later epoch.
+    if (!this.settling && this.dev.isSuspended && !this.primary?.doubting) this.dev.resume(now);
     const judge = !this.settling;
     const r = this.role;
     if (r.name === "primary") {

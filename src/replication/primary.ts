@@ -39,9 +39,11 @@
  *    activate. A network partition with both sides up is not covered: that
  *    is the lease's job.
  *    After its own stall of about the heartbeat timeout the primary doubts:
- *    its backup may have activated meanwhile, so until the backup
- *    acknowledges an epoch after the stall nothing counts as proof that it is
- *    gone (output stays held, and a timeout says RESYNC, not CONTINUING).
+ *    its backup may have activated meanwhile (and the claim saying so may
+ *    have been lost with the link), so until the backup acknowledges an epoch
+ *    captured after the stall nothing leaves at all, not even acknowledged
+ *    output (`doubting`; the node keeps its NIC suspended), and nothing counts
+ *    as proof that the backup is gone (a timeout says RESYNC, not CONTINUING).
  *  - `discard`: fenced (a proven claim, fencing.ts) or stopped: the held
  *    output is dropped unsent and the NIC leaves the LAN.
  *
@@ -257,6 +259,11 @@ export class PrimaryMachine {
     return this.links.active !== undefined;
   }
 
+  /** After this node's own long stall, until the backup acknowledges a later epoch: nothing may leave. */
+  get doubting(): boolean {
+    return this.doubtUntilAck !== undefined && this.running;
+  }
+
   /** What becomes of the guest's output now (see the header). */
   get output(): OutputMode {
     if (!this.running) return "discard";
@@ -415,6 +422,7 @@ export class PrimaryMachine {
             return;
           }
           this.emit({ type: "peer.refused", remote: port.remote, reason: `unproven fencing claim: ${why}` });
+          if (c !== this.links.active) return;
         }
         if (c === this.links.active) {
           // A planned stop of the backup: it will not activate. Any other GOODBYE (or our own,

@@ -19,19 +19,21 @@ const SEEDS = Number(process.env.REMUSD_NEMESIS_SEEDS ?? 40);
  * the primary holds its output until the backup resyncs or activates).
  *
  * Left out, and why:
- *  - partitions with both sides up: the backup activates while the primary,
- *    by its honest clock, sees a dead backup and serves on. Without a third
- *    party nothing can tell the two apart; that is the lease (issue 13).
+ *  - partitions longer than half the heartbeat timeout, with both sides up:
+ *    the backup activates while the primary, by its honest clock, sees a dead
+ *    backup and serves on. Without a third party nothing can tell the two
+ *    apart; that is the lease (issue 13). Shorter ones are in.
  *  - restarting a killed primary as a primary: it boots a fresh domain (a new
  *    guest, not the protected one) under its persisted generation; the
  *    runbook restarts it as a backup instead ("reprotect", below).
  */
 const SURVIVED: NemesisOptions = {
-  kinds: { kill: 1, pause: 2, link: 2, lan: 2, "slow-store": 2 },
+  kinds: { kill: 1, pause: 2, link: 2, lan: 2, "slow-store": 2, partition: 1 },
   count: 7,
   startMs: 20,
   endMs: 500,
   maxPauseMs: 400, // four heartbeat timeouts
+  maxPartitionMs: 50, // half the heartbeat timeout: longer ones are the lease's (below)
   maxLinkDelayMs: 15,
   maxLinkDrop: 0.02,
   maxLinkDuplicate: 0.02,

@@ -7,8 +7,8 @@
  *
  * Targets are roles, resolved when the fault fires ("the primary" is whoever
  * is primary then). A fault that cannot apply then (no such node up, a kill
- * of the primary with no synced backup to take over, or a kill of the backup
- * while no primary is alive) is logged as skipped.
+ * of the primary with no synced backup to take over, or a kill or a pause of
+ * the backup while no primary is alive) is logged as skipped.
  *
  * To add a fault: a variant of `Fault`, its draw in `draw`, its effect in
  * `apply` (and its undo, scheduled there).
@@ -66,6 +66,8 @@ export interface NemesisOptions {
   readonly endMs: number;
   /** Pauses last 1..maxPauseMs. */
   readonly maxPauseMs: number;
+  /** Partitions last 20..maxPartitionMs (default 220). */
+  readonly maxPartitionMs?: number;
   /** A faulty replication link adds up to this much delay (and as much jitter), and drops/duplicates up to these rates. */
   readonly maxLinkDelayMs: number;
   readonly maxLinkDrop: number;
@@ -136,7 +138,7 @@ export class Nemesis {
           wake: r.float() < 0.5 ? "input-first" : "timers-first",
         };
       case "partition":
-        return { kind, target, forMs };
+        return { kind, target, forMs: Math.min(forMs, o.maxPartitionMs ?? 220) };
       case "link":
         return {
           kind,
@@ -208,9 +210,7 @@ export class Nemesis {
             return;
           }
           this.primaryKills++;
-        } else if (
-          ![...c.nodes.values()].some((m) => m !== n && m.status !== "dead" && m.node.primary?.isRunning)
-        ) {
+        } else if (!this.primaryAlive(n)) {
           // Both dead: nothing could run the domain any more (no fault tolerance survives that).
           this.note(f, `skipped: ${n.name} is the backup and no primary is alive`);
           return;
@@ -237,6 +237,12 @@ export class Nemesis {
         return;
       }
       case "pause":
+        if (n.node.roleName === "backup" && !this.primaryAlive(n)) {
+          // The sole survivor frozen about the heartbeat timeout suspects its image (the primary
+          // may have gone on without it) and does not activate: safe, but the domain is lost.
+          this.note(f, `skipped: ${n.name} is the backup and no primary is alive`);
+          return;
+        }
         n.pause(f.ms, f.wake);
         this.note(f, `${n.name} for ${f.ms} ms (${f.wake})`);
         return;
@@ -271,6 +277,13 @@ export class Nemesis {
         w.after(f.forMs, () => n.store.slow(0));
         return;
     }
+  }
+
+  /** Whether a node other than `n` is alive and runs the domain. */
+  private primaryAlive(n: SimNode): boolean {
+    return [...this.cluster.nodes.values()].some(
+      (m) => m !== n && m.status !== "dead" && m.node.primary?.isRunning,
+    );
   }
 
   private lanFaults(name: string, f: Extract<Fault, { kind: "lan" }>): void {
