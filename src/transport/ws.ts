@@ -17,6 +17,9 @@ export interface LinkHandler {
   closed(port: Port, reason: string): void;
 }
 
+/** How long a closed connection waits for the peer's side of the close handshake before a reset. */
+const CLOSE_HANDSHAKE_MS = 30_000;
+
 /** WebSocket close reasons are limited to 123 bytes. */
 function shortReason(r: string): string {
   const b = Buffer.from(r, "utf8");
@@ -37,8 +40,10 @@ class WsPort implements Port {
     this.closedReason = reason;
     if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) {
       this.ws.close(4000, shortReason(reason));
-      // A peer that never answers the close handshake must not keep the socket forever.
-      setTimeout(() => this.ws.terminate(), 2000).unref();
+      // A peer that never answers the close handshake must not keep the socket forever; but a
+      // frozen peer (SIGSTOP, a paused VM) must still find our last frame (a FENCED claim) when it
+      // wakes: a reset would make its kernel drop what it had not read yet.
+      setTimeout(() => this.ws.terminate(), CLOSE_HANDSHAKE_MS).unref();
     }
   }
   get buffered(): number {
