@@ -98,12 +98,11 @@ export async function benchEncode(
       kind: "pageBatch" as const,
       frame: f.frame,
       geometry: { pages, diskBlocks: 0 },
-      dst: 4,
+      dstKeys: new Int32Array(batches[k]?.n ?? 0).fill(4),
       dstOffsets: Float64Array.from(
         { length: batches[k]?.n ?? 0 },
         (_, i) => ((batches[k]?.from ?? 0) + i) * PAGE_SIZE,
       ),
-      base: -1,
     }));
     const pool2 = pools[1] as PagePool;
     const dstKey = pool2.share(dstMem);
@@ -121,7 +120,7 @@ export async function benchEncode(
         for (const j of decodeJobs) runDecode(j, get);
       });
       const t5 = await timeAsync(async () => {
-        const ts = decodeJobs.map((j) => pool2.decode({ ...j, dst: dstKey }));
+        const ts = decodeJobs.map((j) => pool2.decode({ ...j, dstKeys: j.dstKeys.map(() => dstKey) }));
         for (const t of ts) {
           const res = await t.promise;
           if (!res.ok) throw new Error(`decode failed: ${res.reason}`);

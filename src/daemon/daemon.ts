@@ -10,12 +10,14 @@
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { EVENTS } from "../contract.js";
+import { CopyCapturer, CowCapturer } from "../domain/capture.js";
 import { Domain } from "../domain/domain.js";
 import { RemusError } from "../errors.js";
 import type { ProcessInfo } from "../guest/kernel.js";
 import type { CounterCheck } from "../guest/programs/basic.js";
 import { Metrics, type NetbufStats } from "../metrics.js";
 import { Node, type NodeEvent, type NodeRole } from "../node/node.js";
+import { PagePool } from "../pipeline/pool.js";
 import { systemEntropy } from "../prng.js";
 import type { BackupMachine } from "../replication/backup.js";
 import type { HeartbeatConfig } from "../replication/heartbeat.js";
@@ -75,6 +77,10 @@ export class Daemon {
   peerUrl: string | undefined;
   private listener: { port: number; close(): Promise<void> } | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** A step queued for right after this turn's I/O (work left on the receive path, a page job done). */
+  private soon: NodeJS.Immediate | undefined;
+  /** Threads that encode and decode page batches for either role. */
+  private pool: PagePool | undefined;
   private stopping = false;
   replicationPort: number | undefined;
   /** The guest NIC's attachment to the vswitch. */
@@ -227,8 +233,26 @@ export class Daemon {
 
   private link: LinkHandler = {
     opened: (port) => this.node.attach(port, performance.now()),
-    frame: (port, data) => this.node.frame(port, data, performance.now()),
+    frame: (port, data) => {
+      this.node.frame(port, data, performance.now());
+      if (this.node.busy) this.stepSoon();
+    },
     closed: (port, reason) => this.node.detach(port, performance.now(), reason),
+  };
+
+  /**
+   * Steps the node once more right after this turn's I/O: the receive path
+   * left work for later turns (it never holds the loop long), or a page
+   * worker finished a job. Coalesced: at most one queued.
+   */
+  private stepSoon = (): void => {
+    if (this.soon || this.stopping) return;
+    this.soon = setImmediate(() => {
+      this.soon = undefined;
+      if (this.stopping || !this.nodeRef) return;
+      this.nodeRef.step(performance.now());
+      if (this.nodeRef.busy) this.stepSoon();
+    });
   };
 
   async start(): Promise<void> {
@@ -245,6 +269,7 @@ export class Daemon {
       }
       generation = Math.max(generation, stored.generation);
     }
+    if (s.workers > 0) this.pool = new PagePool({ threads: s.workers, onSettle: this.stepSoon });
     this.nodeRef = new Node({
       domain: this.domain,
       key: s.key,
@@ -256,9 +281,12 @@ export class Daemon {
         compress: s.compress,
         heartbeat: s.heartbeat,
         maxInFlight: s.maxInFlight,
+        maxInFlightBytes: s.maxInFlightBytes,
         verify: s.verify,
         outputCommit: s.netbuf,
       },
+      capturer: (d) => (s.capture === "copy" ? new CopyCapturer(d.memory) : new CowCapturer(d.memory)),
+      ...(this.pool ? { workers: this.pool } : {}),
       ...(this.store ? { store: this.store } : {}),
       io: {
         sendLan: (f) => this.net.send(f),
@@ -320,6 +348,7 @@ export class Daemon {
     try {
       const node = this.node;
       node.step(performance.now());
+      if (node.busy) this.stepSoon();
       if (node.wantsPeer) this.dialer?.kick();
     } catch (e) {
       this.log.fatal({ err: e }, "internal error in the daemon loop");
@@ -380,6 +409,8 @@ export class Daemon {
     }
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
+    if (this.soon) clearImmediate(this.soon);
+    await this.pool?.close();
     this.dialer?.stop();
     this.net.close();
     // Let the GOODBYE frames leave before the sockets close.

@@ -5,6 +5,7 @@
  * --no-netbuf without --unsafe) and resolves defaults.
  */
 import { readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { INTERVAL_MS } from "../bounds.js";
 import { type DomainGeometry, geometryOfMiB } from "../domain/domain.js";
@@ -40,7 +41,12 @@ export interface DaemonSettings {
   readonly intervalMs: number;
   readonly workload: WorkloadSpec;
   readonly maxInFlight: number;
+  readonly maxInFlightBytes: number;
   readonly compress: boolean;
+  /** Page worker threads (0: none, the event loop's thread does the work). */
+  readonly workers: number;
+  /** How the primary's pause captures pages. */
+  readonly capture: "cow" | "copy";
 }
 
 /**
@@ -123,6 +129,9 @@ export function resolveSettings(
     intervalMs: (v["interval-ms"] as number | undefined) ?? INTERVAL_MS.default,
     workload,
     maxInFlight: (v["max-inflight"] as number | undefined) ?? 1,
+    maxInFlightBytes: ((v["max-inflight-mib"] as number | undefined) ?? 256) * 1024 * 1024,
     compress: v["no-compress"] !== true,
+    workers: (v.workers as number | undefined) ?? availableParallelism(),
+    capture: (v.capture as "cow" | "copy" | undefined) ?? "cow",
   };
 }

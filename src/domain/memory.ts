@@ -358,6 +358,11 @@ export class GuestMemory extends PlainMemory {
     this.written[p >>> 5] = (this.written[p >>> 5] as number) | (1 << (p & 31));
   }
 
+  /** Whether a copy-on-write barrier is installed (a capture still holds pages). */
+  get hasWriteBarrier(): boolean {
+    return this.barrier !== undefined;
+  }
+
   /** Installs (or with undefined removes) the copy-on-write barrier; one at a time. */
   setWriteBarrier(b: WriteBarrier | undefined): void {
     if (b !== undefined && this.barrier !== undefined && this.barrier !== b) {

@@ -45,12 +45,13 @@
  *  - An activated domain continues its own history: a new kernel over the
  *    same bytes, epochs from the resumed epoch + 1, a new generation.
  */
-import type { Capturer } from "../domain/capture.js";
+import { type Capturer, CowCapturer } from "../domain/capture.js";
 import type { Domain } from "../domain/domain.js";
 import { RemusError } from "../errors.js";
 import { bootGuest, type GuestOptions } from "../guest/guest.js";
 import { Kernel, type ProcessInfo } from "../guest/kernel.js";
 import { type CounterCheck, verifyCounter } from "../guest/programs/basic.js";
+import type { PageWorkers } from "../pipeline/pool.js";
 import type { Entropy } from "../prng.js";
 import { type Activation, BackupMachine, type BackupStore } from "../replication/backup.js";
 import type { Port } from "../replication/conn.js";
@@ -102,6 +103,11 @@ export interface NodeConfig {
   readonly batchPages?: number;
   /** Stop streaming while the link has this many bytes queued (default 8 MiB). */
   readonly highWaterBytes?: number;
+  /** Bytes of checkpoints captured and not acknowledged, at most (adaptive epochs; default 256 MiB). */
+  readonly maxInFlightBytes?: number;
+  /** Work per turn on either side's replication path: ms of the high-resolution clock, and pages. */
+  readonly turnMs?: number;
+  readonly turnUnits?: number;
 }
 
 /** The node's outputs other than replication frames (those go to the `Port`s it was handed). */
@@ -131,8 +137,10 @@ export interface NodeOptions {
   readonly generation: number;
   /** Monotonic ms for pause and apply measurements (default performance.now; a simulation passes its clock). */
   readonly hrClock?: () => number;
-  /** The primary's page capturer (default: a copying one). */
+  /** The primary's page capturer, made once per node (default: copy-on-write). */
   readonly capturer?: (domain: Domain) => Capturer;
+  /** Where both roles encode and decode page batches (default: the machines' own thread). */
+  readonly workers?: PageWorkers;
   /** Observes each released frame's wait in the netbuf, in seconds. */
   readonly observeReleaseDelay?: (seconds: number) => void;
 }
@@ -157,6 +165,10 @@ export class Node {
   private settling = false;
   /** When the guest is to be announced on the LAN again (ms, ascending). */
   private announceAt: number[] = [];
+  /** One capturer for every primary this node becomes (one write barrier per memory). */
+  private capturerRef: Capturer | undefined;
+  /** Primaries demoted while page workers still read their captures. */
+  private retired: PrimaryMachine[] = [];
 
   constructor(private readonly opts: NodeOptions) {
     this.domain = opts.domain;
@@ -237,6 +249,7 @@ export class Node {
     // A primary in doubt after its own long stall releases nothing until its backup acks a later epoch.
     if (!this.settling && this.dev.isSuspended && !this.primary?.doubting) this.dev.resume(now);
     const judge = !this.settling;
+    if (this.retired.length > 0) this.retired = this.retired.filter((p) => !p.retire());
     const r = this.role;
     if (r.name === "primary") {
       const p = r.m;
@@ -413,6 +426,7 @@ export class Node {
     }
     this.kernelRef = undefined;
     this.dev.deactivate();
+    if (!p.retire()) this.retired.push(p);
     const b = this.newBackup(p.generation);
     this.role = { name: "backup", m: b };
     this.opts.io.emit({
@@ -427,11 +441,17 @@ export class Node {
 
   // ---- queries for the control API ----
 
+  /** Whether a backup still has records or an apply to work off (the host may step again soon). */
+  get busy(): boolean {
+    return this.backup?.busy ?? false;
+  }
+
   /** The domain's digest now (a backup: at its last applied epoch). */
   digest(): { epoch: number; digest: string; live: boolean } {
     const p = this.primary;
     if (p) return { epoch: p.epoch, digest: this.domain.digest(), live: true };
     const b = this.backup as BackupMachine;
+    b.settleImage();
     if (!b.imageValid) throw new RemusError("REMUSD_ERR_WRONG_ROLE", "the backup has no complete image yet");
     return { epoch: b.committed, digest: this.domain.digest(), live: false };
   }
@@ -452,6 +472,8 @@ export class Node {
 
   private requireImage(): void {
     const b = this.backup;
+    // An apply in progress finishes first: the image is read whole or not at all.
+    b?.settleImage();
     if (b && !b.imageValid)
       throw new RemusError("REMUSD_ERR_WRONG_ROLE", "the backup has no complete image yet");
   }
@@ -505,6 +527,9 @@ export class Node {
         verify: c.verify,
         ...(c.batchPages !== undefined ? { batchPages: c.batchPages } : {}),
         ...(c.highWaterBytes !== undefined ? { highWaterBytes: c.highWaterBytes } : {}),
+        ...(c.maxInFlightBytes !== undefined ? { maxInFlightBytes: c.maxInFlightBytes } : {}),
+        ...(c.turnMs !== undefined ? { turnMs: c.turnMs } : {}),
+        ...(c.turnUnits !== undefined ? { turnUnits: c.turnUnits } : {}),
       },
       hooks: {
         // Output commit: the frames of epoch N go into the netbuf at its pause and leave when N is acked.
@@ -521,7 +546,10 @@ export class Node {
         },
         onStaleRefused: () => this.announceSoon(this.now),
       },
-      ...(o.capturer ? { capturer: o.capturer(this.domain) } : {}),
+      capturer: (this.capturerRef ??= (o.capturer ?? ((d: Domain) => new CowCapturer(d.memory)))(
+        this.domain,
+      )),
+      ...(o.workers ? { workers: o.workers } : {}),
     });
     return p;
   }
@@ -533,8 +561,14 @@ export class Node {
     return new BackupMachine({
       ...this.machineParts(),
       generation,
-      config: { heartbeat: this.config.heartbeat, verify: this.config.verify },
+      config: {
+        heartbeat: this.config.heartbeat,
+        verify: this.config.verify,
+        ...(this.config.turnMs !== undefined ? { turnMs: this.config.turnMs } : {}),
+        ...(this.config.turnUnits !== undefined ? { turnUnits: this.config.turnUnits } : {}),
+      },
       store: o.store,
+      ...(o.workers ? { workers: o.workers } : {}),
     });
   }
 

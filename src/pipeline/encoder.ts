@@ -16,7 +16,7 @@ import { MAX_BATCH_ENTRIES } from "../protocol/constants.js";
 import type { SentPageCache } from "../protocol/delta.js";
 import type { Geometry } from "../protocol/records.js";
 import type { EncodeJob, EncodeResult, EncodeSource } from "./jobs.js";
-import type { PagePool, Ticket } from "./pool.js";
+import type { PageWorkers, Ticket } from "./pool.js";
 
 export interface BatchEncoderOptions {
   compress: boolean;
@@ -27,7 +27,7 @@ export interface BatchEncoderOptions {
 
 export class BatchEncoder {
   constructor(
-    private readonly pool: PagePool,
+    private readonly pool: PageWorkers,
     readonly opts: BatchEncoderOptions,
   ) {}
 
@@ -56,16 +56,37 @@ export class BatchEncoder {
   memory(epoch: number, memory: GuestMemory, first: number, count: number): Ticket<EncodeResult> {
     checkCount(count);
     if (first < 0 || first + count > memory.pages) throw new RangeError(`pages [${first}, +${count})`);
-    const pfns = new Uint32Array(count);
+    return this.memoryPages(
+      epoch,
+      memory,
+      Uint32Array.from({ length: count }, (_, i) => first + i),
+    );
+  }
+
+  /** A PAGE_BATCH of the live memory pages `pfns` (strictly increasing; a sync's rounds). */
+  memoryPages(epoch: number, memory: GuestMemory, pfns: Uint32Array): Ticket<EncodeResult> {
+    const count = pfns.length;
+    checkCount(count);
     const pristine = new Uint8Array(count);
     for (let i = 0; i < count; i++) {
-      pfns[i] = first + i;
+      const p = pfns[i] as number;
+      memory.checkPfn(p);
+      if (i > 0 && p <= (pfns[i - 1] as number)) throw new RangeError("pfns not increasing");
       // Read here, on the thread that owns the bits: a page never written is zero.
-      pristine[i] = memory.isPristine(first + i) ? 1 : 0;
+      pristine[i] = memory.isPristine(p) ? 1 : 0;
     }
+    const first = pfns[0] as number;
+    const contiguous = (pfns[count - 1] as number) - first === count - 1;
     return this.pages(
       epoch,
-      { kind: "memory", memory: this.pool.share(memory.shared), first, count, pristine },
+      {
+        kind: "memory",
+        memory: this.pool.share(memory.shared),
+        first,
+        count,
+        ...(contiguous ? {} : { pfns }),
+        pristine,
+      },
       pfns,
     );
   }

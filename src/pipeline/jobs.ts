@@ -14,8 +14,8 @@
  *  - `capture`: pages [from, from+count) of a capture (`SharedCapture`); a
  *    copy-on-write page still live is settled first, so the worker reads the
  *    pause-time bytes even while the guest runs.
- *  - `memory`: pages [first, first+count) of live guest memory (a sync's
- *    pre-copy). The guest may be writing them meanwhile, so each page is copied
+ *  - `memory`: pages [first, first+count), or a list of pages, of live guest
+ *    memory (a sync's pre-copy and its rounds). The guest may be writing them meanwhile, so each page is copied
  *    once into thread-local scratch and everything (encoding, the bytes recorded
  *    as the receiver's version) uses that copy: a page torn by a concurrent
  *    write is sent as torn, and the write marked it dirty, so the sync sends it
@@ -59,6 +59,8 @@ export type EncodeSource =
       readonly memory: number;
       readonly first: number;
       readonly count: number;
+      /** The pages, strictly increasing (default: first .. first+count-1). */
+      readonly pfns?: Uint32Array;
       /** Per page: 1 when never written (all zero): sent as ZERO without reading (or faulting in) it. */
       readonly pristine?: Uint8Array;
     }
@@ -128,13 +130,17 @@ export function runEncode(job: EncodeJob, buffers: BufferTable, scratch: EncodeS
     case "memory": {
       const mem = buffers.get(src.memory);
       if (src.count > MAX_BATCH_ENTRIES) throw new RangeError(`${src.count} pages in one batch`);
+      const list = src.pfns;
+      if (list !== undefined && list.length !== src.count) throw new RangeError("pfns do not match count");
+      const pfnAt = list === undefined ? (i: number) => src.first + i : (i: number) => list[i] as number;
       for (let i = 0; i < src.count; i++) {
-        const a = (src.first + i) * PAGE_SIZE;
+        const a = pfnAt(i) * PAGE_SIZE;
+        if (a + PAGE_SIZE > mem.length) throw new RangeError(`pfn ${pfnAt(i)} outside guest memory`);
         if (src.pristine?.[i] === 1) scratch.pages.fill(0, i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
         // One copy per page: the guest may be writing it, and every later use must see the same bytes.
         else scratch.pages.set(mem.subarray(a, a + PAGE_SIZE), i * PAGE_SIZE);
       }
-      indexOf = (i) => src.first + i;
+      indexOf = pfnAt;
       dataOf = (i) => pageIn(scratch.pages, i * PAGE_SIZE);
       break;
     }
@@ -180,7 +186,7 @@ export function runEncode(job: EncodeJob, buffers: BufferTable, scratch: EncodeS
   }
   // The frame must own its ArrayBuffer to move to another thread (small Buffers share a pool).
   const own = out.frame.byteOffset === 0 && out.frame.buffer.byteLength === out.frame.length;
-  const frame = own ? out.frame : new Uint8Array(out.frame);
+  const frame = own ? out.frame : Buffer.from(new Uint8Array(out.frame).buffer);
   return { ...out, frame, bodyCrc: out.bodyCrc as number, zero };
 }
 
@@ -189,11 +195,11 @@ export interface DecodeJob {
   /** The whole frame (already checked by the receiving thread: CRC, order, limits). */
   readonly frame: Uint8Array;
   readonly geometry: Geometry;
-  /** Where entry i's page goes: buffer `dst` at `dstOffsets[i]`; a negative offset skips it. */
-  readonly dst: number;
+  /** Where entry i's page goes: buffer `dstKeys[i]` at byte `dstOffsets[i]`; a negative key skips the entry. */
+  readonly dstKeys: Int32Array;
   readonly dstOffsets: Float64Array;
-  /** XOR_LZ4 bases: buffer `base` at `baseOffsets[i]` (negative: none). */
-  readonly base: number;
+  /** Entry i's XOR_LZ4 base: buffer `baseKeys[i]` at `baseOffsets[i]` (negative key: none). */
+  readonly baseKeys?: Int32Array;
   readonly baseOffsets?: Float64Array;
 }
 
@@ -211,15 +217,18 @@ export function runDecode(job: DecodeJob, buffers: BufferTable): DecodeResult {
     job.geometry,
     false,
   );
-  const dst = buffers.get(job.dst);
-  const base = job.base >= 0 ? buffers.get(job.base) : undefined;
+  if (job.dstKeys.length !== r.entries.length || job.dstOffsets.length !== r.entries.length) {
+    throw new RangeError(`${job.dstKeys.length} destinations for ${r.entries.length} entries`);
+  }
   let pages = 0;
   for (let i = 0; i < r.entries.length; i++) {
-    const off = job.dstOffsets[i] ?? -1;
-    if (off < 0) continue;
-    const bo = job.baseOffsets?.[i] ?? -1;
+    const key = job.dstKeys[i] as number;
+    if (key < 0) continue;
+    const bk = job.baseKeys?.[i] ?? -1;
     try {
-      decodePageInto(r.entries[i]!, dst, off, bo >= 0 ? base : undefined, Math.max(bo, 0));
+      const dst = buffers.get(key);
+      const base = bk >= 0 ? buffers.get(bk) : undefined;
+      decodePageInto(r.entries[i]!, dst, job.dstOffsets[i] as number, base, job.baseOffsets?.[i] ?? 0);
     } catch (e) {
       return { ok: false, entry: i, reason: e instanceof Error ? e.message : String(e) };
     }

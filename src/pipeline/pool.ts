@@ -26,9 +26,14 @@
  *    without awaiting, or await (`promise`).
  *  - A worker that dies fails its jobs and the pool (`broken`): the caller
  *    falls back to encoding on its own thread.
+ *
+ * `PageWorkers` is what callers see; `PagePool` runs the jobs on threads and
+ * `InlineWorkers` (inline.ts) runs the same job code on the calling thread
+ * (the fallback, and the simulations, which cannot run threads).
  */
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
+import { bufferKey } from "./buffers.js";
 import type { DecodeJob, DecodeResult, EncodeJob, EncodeResult } from "./jobs.js";
 
 /** Messages to a worker. */
@@ -40,35 +45,44 @@ export type ToWorker =
 
 type FromWorker = { id: number; result: EncodeResult | DecodeResult } | { id: number; error: string };
 
-/** A job's outcome, pollable without awaiting. */
+/**
+ * A job's outcome, pollable without awaiting. The promise is made only when
+ * someone asks for it: a settled promise queues a microtask, and a long
+ * synchronous run (a simulation) never drains those, so every ticket would
+ * stay reachable until it ends.
+ */
 export class Ticket<T> {
   done = false;
   result: T | undefined;
   error: Error | undefined;
-  readonly promise: Promise<T>;
-  private resolveFn!: (v: T) => void;
-  private rejectFn!: (e: Error) => void;
-  constructor() {
-    this.promise = new Promise<T>((res, rej) => {
-      this.resolveFn = res;
-      this.rejectFn = rej;
+  private waiters: { resolve: (v: T) => void; reject: (e: Error) => void }[] | undefined;
+
+  /** The outcome as a promise (rejects with `error`). */
+  get promise(): Promise<T> {
+    if (this.done) {
+      return this.error !== undefined ? Promise.reject(this.error) : Promise.resolve(this.result as T);
+    }
+    return new Promise<T>((resolve, reject) => {
+      (this.waiters ??= []).push({ resolve, reject });
     });
-    // A ticket nobody awaits must not become an unhandled rejection: `error` says it.
-    this.promise.catch(() => {});
   }
+
   /** Runs synchronously when the job ends, before anyone sees the outcome (bookkeeping). */
   beforeSettle: ((result: T | undefined, error: Error | undefined) => void) | undefined;
   /** @internal */
   settle(result: T | undefined, error: Error | undefined): void {
     if (this.done) return;
     this.beforeSettle?.(result, error);
+    this.beforeSettle = undefined;
     this.done = true;
-    if (error) {
-      this.error = error;
-      this.rejectFn(error);
-    } else {
-      this.result = result as T;
-      this.resolveFn(result as T);
+    if (error) this.error = error;
+    else this.result = result as T;
+    const w = this.waiters;
+    this.waiters = undefined;
+    if (w === undefined) return;
+    for (const x of w) {
+      if (error) x.reject(error);
+      else x.resolve(result as T);
     }
   }
 }
@@ -99,6 +113,23 @@ export class TicketQueue<T> {
   }
 }
 
+/** Where batch jobs run: worker threads (`PagePool`) or the calling thread (`InlineWorkers`). */
+export interface PageWorkers {
+  /** Threads that run the jobs (0: the calling thread). */
+  readonly threads: number;
+  /** Why the workers stopped working, if they did (then every job fails at once). */
+  readonly broken: Error | undefined;
+  /** Jobs submitted and not finished. */
+  readonly inFlight: number;
+  /** The number jobs use for `buffer`, registering it the first time. */
+  share(buffer: SharedArrayBuffer): number;
+  /** Forgets `buffer` (no job may name it any more). */
+  unshare(buffer: SharedArrayBuffer): void;
+  encode(job: EncodeJob): Ticket<EncodeResult>;
+  decode(job: DecodeJob): Ticket<DecodeResult>;
+  close(): Promise<void>;
+}
+
 interface Slot {
   readonly worker: Worker;
   readonly pending: Map<number, Ticket<EncodeResult | DecodeResult>>;
@@ -107,18 +138,20 @@ interface Slot {
 export interface PagePoolOptions {
   /** Worker threads (default: the machine's cores). */
   readonly threads?: number;
+  /** Called on the owning thread after any job finished (a daemon steps its node then). */
+  readonly onSettle?: () => void;
 }
 
-export class PagePool {
+export class PagePool implements PageWorkers {
   readonly threads: number;
   private readonly slots: Slot[] = [];
-  private readonly keys = new WeakMap<SharedArrayBuffer, number>();
-  private nextKey = 1;
+  /** Buffers posted to the workers. */
+  private readonly posted = new WeakSet<SharedArrayBuffer>();
   private nextId = 1;
   private _broken: Error | undefined;
   private closed = false;
 
-  constructor(opts: PagePoolOptions = {}) {
+  constructor(private readonly opts: PagePoolOptions = {}) {
     this.threads = Math.max(1, Math.floor(opts.threads ?? availableParallelism()));
     const url = new URL("./worker.js", import.meta.url);
     for (let t = 0; t < this.threads; t++) {
@@ -130,18 +163,7 @@ export class PagePool {
         const ticket = slot.pending.get(m.id);
         if (!ticket) return;
         slot.pending.delete(m.id);
-        if ("error" in m) ticket.settle(undefined, new Error(`pipeline worker: ${m.error}`));
-        else {
-          const r = m.result;
-          // A transferred frame arrives as a Uint8Array; callers get a Buffer over the same bytes.
-          if ("frame" in r)
-            (r as { frame: Uint8Array }).frame = Buffer.from(
-              r.frame.buffer,
-              r.frame.byteOffset,
-              r.frame.length,
-            );
-          ticket.settle(r, undefined);
-        }
+        this.settled(ticket, m);
       });
       worker.on("error", (e) => this.fail(slot, e));
       worker.on("exit", (code) => {
@@ -149,6 +171,18 @@ export class PagePool {
       });
       this.slots.push(slot);
     }
+  }
+
+  private settled(ticket: Ticket<EncodeResult | DecodeResult>, m: FromWorker): void {
+    if ("error" in m) ticket.settle(undefined, new Error(`pipeline worker: ${m.error}`));
+    else {
+      const r = m.result;
+      // A transferred frame arrives as a Uint8Array; callers get a Buffer over the same bytes.
+      if ("frame" in r)
+        (r as { frame: Uint8Array }).frame = Buffer.from(r.frame.buffer, r.frame.byteOffset, r.frame.length);
+      ticket.settle(r, undefined);
+    }
+    this.opts.onSettle?.();
   }
 
   /** Why the pool stopped working (a worker died), if it did. */
@@ -165,19 +199,17 @@ export class PagePool {
 
   /** The number jobs use for `buffer`, posting it to the workers the first time. */
   share(buffer: SharedArrayBuffer): number {
-    let key = this.keys.get(buffer);
-    if (key !== undefined) return key;
-    key = this.nextKey++;
-    this.keys.set(buffer, key);
+    const key = bufferKey(buffer);
+    if (this.posted.has(buffer)) return key;
+    this.posted.add(buffer);
     for (const s of this.slots) s.worker.postMessage({ op: "share", key, buffer } satisfies ToWorker);
     return key;
   }
 
   /** Lets the workers drop `buffer` (no job may name it any more). */
   unshare(buffer: SharedArrayBuffer): void {
-    const key = this.keys.get(buffer);
-    if (key === undefined) return;
-    this.keys.delete(buffer);
+    if (!this.posted.delete(buffer)) return;
+    const key = bufferKey(buffer);
     for (const s of this.slots) s.worker.postMessage({ op: "unshare", key } satisfies ToWorker);
   }
 
@@ -215,6 +247,7 @@ export class PagePool {
     this._broken ??= e;
     for (const t of slot.pending.values()) t.settle(undefined, e);
     slot.pending.clear();
+    this.opts.onSettle?.();
   }
 
   /** Stops every worker; jobs still in flight fail. */

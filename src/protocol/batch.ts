@@ -182,14 +182,14 @@ export function decodeBatch(
     : { type: kind, epoch, entries: writes };
 }
 
-function decodeLz4(block: Uint8Array, dst: Uint8Array, i: number): void {
+function decodeLz4(block: Uint8Array, dst: Uint8Array, i?: number): void {
   // Why: the output is exactly one page, so a block that would decode to more
   // fails inside lz4, and one that decodes to less fails the length check.
   const n = lz4.decodeBlock(block, dst);
   if (n !== PAGE_SIZE) {
     throw new ProtocolError(
       "bad-encoding",
-      `entry ${i}: lz4 block decodes to ${n < 0 ? "garbage" : `${n} bytes`}`,
+      `${i === undefined ? "" : `entry ${i}: `}lz4 block decodes to ${n < 0 ? "garbage" : `${n} bytes`}`,
     );
   }
 }
@@ -231,7 +231,7 @@ export function decodePageInto(
       }
       const target =
         dstOff === 0 && dst.length === PAGE_SIZE ? dst : dst.subarray(dstOff, dstOff + PAGE_SIZE);
-      decodeLz4(entry.data, target, 0);
+      decodeLz4(entry.data, target);
       return;
     }
     case PAGE_ENCODING.xorLz4: {
@@ -242,7 +242,7 @@ export function decodePageInto(
       if (!Number.isInteger(baseOff) || baseOff < 0 || baseOff + PAGE_SIZE > base.length) {
         throw new RangeError(`decodePageInto: no base page at ${baseOff} in ${base.length} bytes`);
       }
-      decodeLz4(entry.data, deltaScratch, 0);
+      decodeLz4(entry.data, deltaScratch);
       xorPage(dst, dstOff, deltaScratch, 0, base, baseOff);
       return;
     }

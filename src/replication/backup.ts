@@ -38,18 +38,49 @@
  *    the two never release output at the same time.
  * On activation with the link still up, the FENCED claim (fencing.ts) goes to
  * the old primary before the link is closed.
+ *
+ * The receive path never holds the event loop for long, whatever arrives:
+ *
+ *   frame ─► Conn.receive (CRC, order) ─► heartbeat? answered at once
+ *                                      └► inbox (records and link events, in order)
+ *   poll / frame ─► work(): while this turn's budget lasts (time, and units):
+ *       PAGE_BATCH ─► decode jobs (page workers) into the stage, or straight into
+ *                     the image during a full sync (ZERO entries: zeroPage)
+ *       CHECKPOINT_END ─► once its decodes are done: apply in slices ─► digest
+ *                     (in slices) ─► store ─► ACK
+ *
+ * Invariants:
+ *  - Records take effect in stream order: an item waits until everything
+ *    before it that it depends on is done (a page another decode job still
+ *    writes, any decode before a record that is not a batch of the open
+ *    checkpoint, the apply of the checkpoint before it). So an XOR_LZ4 base
+ *    (SPEC §6.4.1) is the staged copy or the image page exactly as the stream
+ *    left it, and checkpoint N is applied before anything of N+1 is decoded.
+ *  - Atomic apply, as anything that reads the image sees it: a checkpoint is
+ *    applied in slices across turns, but `committed` moves only when it is
+ *    whole, nothing else is decoded or applied meanwhile, and every reader of
+ *    the image (activation, the digest, the API's domain queries) first
+ *    finishes the apply in progress (`settleImage`). A checkpoint whose END
+ *    arrived and checked is applied even if the link dies meanwhile.
+ *  - A link event (close, loss) is acted on in order, after the records that
+ *    arrived before it; a heartbeat timeout is not taken while records that
+ *    arrived are still being worked off (they are evidence of life).
  */
 
 import type { Domain } from "../domain/domain.js";
-import { PAGE_SIZE } from "../domain/memory.js";
 import { RemusError } from "../errors.js";
+import { InlineWorkers } from "../pipeline/inline.js";
+import type { DecodeJob, DecodeResult } from "../pipeline/jobs.js";
+import type { PageWorkers, Ticket } from "../pipeline/pool.js";
 import type { Entropy } from "../prng.js";
-import { decodePageInto } from "../protocol/batch.js";
+import { decodePageInto, isZeroPage } from "../protocol/batch.js";
 import {
   CHECKPOINT_FLAG,
   GOODBYE_REASON,
   HELLO_FLAG,
   NACK_REASON,
+  PAGE_ENCODING,
+  PAGE_SIZE,
   PEER_STATE,
   SYNC_FLAG,
 } from "../protocol/constants.js";
@@ -57,6 +88,7 @@ import type { CheckpointEnd, DiskWrites, PageBatch, ReplicationRecord } from "..
 import { type Conn, Links, type LocalIdentity, localIdentity, type PeerGoodbye, type Port } from "./conn.js";
 import type { BackupStateName, EventSink, FailoverReason } from "./events.js";
 import type { HeartbeatConfig } from "./heartbeat.js";
+import { Stage } from "./staging.js";
 
 /**
  * Durable storage of the backup's disk and committed epoch. Asynchronous: a
@@ -89,7 +121,18 @@ export interface BackupConfig {
   heartbeat: HeartbeatConfig;
   /** Compute the digest after every apply (and check the primary's, when it sends one). */
   verify: boolean;
+  /**
+   * Work per turn on the receive path (decode, apply, digest): stop after
+   * `turnMs` of the high-resolution clock or `turnUnits` pages and blocks,
+   * whichever comes first, and go on at the next poll.
+   */
+  turnMs?: number;
+  turnUnits?: number;
 }
+
+/** Defaults of the receive path's budget: a turn stays well under 5 ms. */
+export const DEFAULT_TURN_MS = 3;
+export const DEFAULT_TURN_UNITS = 16_384;
 
 export interface BackupOptions {
   readonly domain: Domain;
@@ -103,6 +146,8 @@ export interface BackupOptions {
   readonly emit: EventSink;
   readonly store: BackupStore;
   readonly hrClock?: () => number;
+  /** Where page batches are decoded (default: this thread). */
+  readonly workers?: PageWorkers;
 }
 
 export interface Activation {
@@ -110,32 +155,6 @@ export interface Activation {
   readonly digest: string;
   readonly generation: number;
   readonly reason: FailoverReason;
-}
-
-/** A growable area of 4 KiB units with their indexes. */
-class StagingArea {
-  buf = Buffer.allocUnsafe(64 * PAGE_SIZE);
-  idx = new Uint32Array(64);
-  count = 0;
-
-  reset(): void {
-    this.count = 0;
-  }
-
-  /** Room for one more unit; returns its offset. */
-  slot(index: number): number {
-    if (this.count === this.idx.length) {
-      const n = this.idx.length * 2;
-      const buf = Buffer.allocUnsafe(n * PAGE_SIZE);
-      this.buf.copy(buf, 0, 0, this.count * PAGE_SIZE);
-      const idx = new Uint32Array(n);
-      idx.set(this.idx);
-      this.buf = buf;
-      this.idx = idx;
-    }
-    this.idx[this.count] = index;
-    return this.count++ * PAGE_SIZE;
-  }
 }
 
 /** An applied epoch whose ack waits for its store commit. */
@@ -148,16 +167,38 @@ interface PendingAck {
   outcome: "stored" | Error | undefined;
 }
 
-interface Stage {
-  epoch: number;
-  pages: StagingArea;
-  disk: StagingArea;
-  vcpu: Buffer | undefined;
-  device: Buffer | undefined;
+/** A record, or a link event, waiting its turn on the receive path. */
+type Inbound =
+  | {
+      readonly kind: "record";
+      readonly conn: Conn;
+      readonly record: ReplicationRecord;
+      readonly frame: Uint8Array;
+    }
+  | { readonly kind: "event"; readonly conn: Conn; readonly run: (now: number) => void };
+
+/** A page batch being decoded (by the page workers). */
+interface Decoding {
+  ticket: Ticket<DecodeResult>;
+  readonly job: DecodeJob;
+  readonly conn: Conn;
+  /** Pages the job writes (their busy counts drop when it ends). */
+  readonly pfns: Uint32Array;
+  /** The job writes into the image (a full sync): its pages are marked written when it ends. */
+  readonly direct: boolean;
 }
 
-function newStage(epoch: number): Stage {
-  return { epoch, pages: new StagingArea(), disk: new StagingArea(), vcpu: undefined, device: undefined };
+/** A checkpoint whose END checked, being applied a slice at a time. */
+interface Applying {
+  readonly conn: Conn;
+  readonly end: CheckpointEnd;
+  readonly stage: Stage;
+  readonly full: boolean;
+  readonly t0: number;
+  /** Next staged page to apply; then the disk, then the digest. */
+  next: number;
+  phase: "pages" | "rest" | "digest";
+  digest?: string;
 }
 
 export interface BackupStatus {
@@ -190,8 +231,26 @@ export class BackupMachine {
 
   private readonly links: Links;
   private syncMode: "full" | "incremental" | undefined;
+  /** The checkpoint being staged, and the next one's early disk writes. */
   private stage: Stage | undefined;
   private ahead: Stage | undefined;
+  /** Stages not in use, kept with their memory for the next checkpoints. */
+  private readonly spare: Stage[] = [];
+  /** Where page batches are decoded; `inline` when the workers are broken. */
+  private readonly workers: PageWorkers;
+  private readonly inline = new InlineWorkers();
+  /** Records and link events not yet worked off, in arrival order (`inboxHead` is the next). */
+  private inbox: Inbound[] = [];
+  private inboxHead = 0;
+  /** Decode jobs not yet collected, in submission order. */
+  private decoding: Decoding[] = [];
+  /** Per page: decode jobs in flight that write it (allocated with the first job). */
+  private busyPages: Uint8Array | undefined;
+  private applying: Applying | undefined;
+  /** This turn's budget on the receive path: until `turnEnds` (hr clock) or `turnUnits` more units. */
+  private turnEnds = Number.POSITIVE_INFINITY;
+  private turnUnits = Number.POSITIVE_INFINITY;
+  private working = false;
   /** Activate at this time unless a primary reconnects (set after a close we initiated). */
   private graceUntil: number | undefined;
   /** Applied epochs waiting for their store commit, oldest first. */
@@ -214,10 +273,12 @@ export class BackupMachine {
     this.store = opts.store;
     this.hr = opts.hrClock ?? (() => performance.now());
     this.generation = opts.generation;
+    this.workers = opts.workers ?? this.inline;
     this.identity = localIdentity("backup", opts, {
       generation: () => this.generation,
       committedEpoch: () => this.committed,
-      helloFlags: () => (this.imageValid ? HELLO_FLAG.imageValid : 0),
+      // DELTA: this backup decodes XOR_LZ4 against its staged copy or its image (SPEC §6.4.1).
+      helloFlags: () => (this.imageValid ? HELLO_FLAG.imageValid : 0) | HELLO_FLAG.delta,
       claimEpoch: () => this.committed,
     });
     this.links = new Links(this.identity, () => this.config.heartbeat, this.emit);
@@ -290,18 +351,14 @@ export class BackupMachine {
           this.emit({ type: "peer.refused", remote: port.remote, reason: r.reason });
           return;
         }
-        if (c === this.links.active) this.lost(r.reason, now, r.goodbye);
+        if (c === this.links.active) this.inOrder(c, (t) => this.lost(r.reason, t, r.goodbye), now);
         return;
       case "record":
         if (c !== this.links.active) return;
-        try {
-          this.record(c, r.record, now);
-        } catch (e) {
-          // A record that passed the codec but cannot be staged: drop the connection, keep the image.
-          const msg = e instanceof Error ? e.message : String(e);
-          c.goodbye(GOODBYE_REASON.protocolError, msg);
-          this.lost(`bad record: ${msg}`, now, undefined);
-        }
+        // Heartbeats are answered (and their replies read) at once, even behind a backlog of records.
+        if (this.heartbeat(c, r.record, now)) return;
+        this.inbox.push({ kind: "record", conn: c, record: r.record, frame: r.frame });
+        this.work(now);
         return;
     }
   }
@@ -311,7 +368,26 @@ export class BackupMachine {
     if (!c) return;
     c.phase = "closed";
     if (this.links.pending.delete(c)) return;
-    if (c === this.links.active) this.lost(reason, now, undefined, true);
+    if (c === this.links.active) this.inOrder(c, (t) => this.lost(reason, t, undefined, true), now);
+  }
+
+  /** Runs a link event now, or after the records that arrived before it when some still wait. */
+  private inOrder(c: Conn, run: (now: number) => void, now: number): void {
+    if (this.idle) run(now);
+    else {
+      this.inbox.push({ kind: "event", conn: c, run });
+      this.work(now);
+    }
+  }
+
+  /** Nothing waits on the receive path: no record or event queued, no decode or apply running. */
+  private get idle(): boolean {
+    return this.inboxHead === this.inbox.length && this.decoding.length === 0 && !this.applying;
+  }
+
+  /** Whether there is receive-path work left for later turns (the host may poll again soon). */
+  get busy(): boolean {
+    return !this.idle;
   }
 
   private established(c: Conn): void {
@@ -390,14 +466,20 @@ export class BackupMachine {
   }
 
   private discardStaging(reason: string): void {
-    if (this.stage && (this.stage.pages.count > 0 || this.stage.disk.count > 0 || this.stage.vcpu)) {
+    if (this.stage?.holdsData) {
       this.emit({ type: "checkpoint.discarded", epoch: this.stage.epoch, reason });
     }
+    // The stages keep their memory for the next checkpoints (`takeStage` waits for the decodes).
+    if (this.stage) this.spare.push(this.stage);
+    if (this.ahead) this.spare.push(this.ahead);
     this.stage = undefined;
     this.ahead = undefined;
   }
 
-  private record(c: Conn, r: ReplicationRecord, now: number): void {
+  /**
+   * A heartbeat or its reply, handled as it arrives; false for any other record.
+   */
+  private heartbeat(c: Conn, r: ReplicationRecord, now: number): boolean {
     if (
       r.type === "heartbeatReply" &&
       this.staleByStallUntil !== undefined &&
@@ -407,13 +489,134 @@ export class BackupMachine {
       this.stale = undefined;
       this.staleByStallUntil = undefined;
     }
-    if (this.links.heartbeatRecord(c, r, now)) return;
+    return this.links.heartbeatRecord(c, r, now);
+  }
+
+  // ---- the receive path ----
+
+  /** Works off the inbox in order while this turn's budget lasts. */
+  private work(now: number): void {
+    if (this.working) return;
+    this.working = true;
+    try {
+      for (;;) {
+        this.collect(now);
+        if (this._state === "activated" || this._state === "stopped") {
+          this.inbox = [];
+          this.inboxHead = 0;
+          return;
+        }
+        if (this.applying) {
+          if (!this.applySlice(now, false)) return;
+          continue;
+        }
+        const item = this.inbox[this.inboxHead];
+        if (item === undefined) {
+          this.inbox = [];
+          this.inboxHead = 0;
+          return;
+        }
+        if (this.turnSpent() || !this.ready(item)) return;
+        this.inbox[this.inboxHead++] = undefined as unknown as Inbound;
+        if (item.kind === "event") {
+          // A link event of a connection that was replaced meanwhile is no longer news.
+          if (item.conn === this.links.active) item.run(now);
+          continue;
+        }
+        const c = item.conn;
+        if (c !== this.links.active) continue;
+        try {
+          this.record(c, item.record, item.frame, now);
+        } catch (e) {
+          // A record that passed the codec but cannot be staged: drop the connection, keep the image.
+          this.refuse(c, e instanceof Error ? e.message : String(e), now);
+        }
+      }
+    } finally {
+      this.working = false;
+    }
+  }
+
+  private refuse(c: Conn, msg: string, now: number): void {
+    c.goodbye(GOODBYE_REASON.protocolError, msg);
+    if (c === this.links.active) this.lost(`bad record: ${msg}`, now, undefined);
+  }
+
+  private turnSpent(): boolean {
+    return this.turnUnits <= 0 || this.hr() >= this.turnEnds;
+  }
+
+  /** Starts a new turn's budget (at every poll). */
+  private newTurn(): void {
+    this.turnEnds = this.hr() + (this.config.turnMs ?? DEFAULT_TURN_MS);
+    this.turnUnits = this.config.turnUnits ?? DEFAULT_TURN_UNITS;
+  }
+
+  /**
+   * Whether `item` may be worked on now: a batch of the open checkpoint
+   * may overlap the decodes in flight unless it writes a page one of them
+   * writes; anything else waits until every decode is done.
+   */
+  private ready(item: Inbound): boolean {
+    // Why: a decode job writes the image behind the accessors, which a copy-on-write capture
+    // (a primary this node just stopped being) would not see; wait until none holds the memory.
+    if (item.kind === "record" && item.record.type === "pageBatch" && this.direct(item.record.epoch)) {
+      if (this.domain.memory.hasWriteBarrier) return false;
+    }
+    if (this.decoding.length === 0) return true;
+    if (item.kind !== "record") return false;
+    const r = item.record;
+    if (r.type === "diskWrites") return r.epoch === this.stage?.epoch;
+    if (r.type !== "pageBatch" || r.epoch !== this.stage?.epoch) return false;
+    const busy = this.busyPages;
+    if (busy === undefined) return true;
+    for (const e of r.entries) if (busy[e.pfn] !== 0) return false;
+    return true;
+  }
+
+  /** Takes finished decode jobs (in any order): marks what they wrote; a failed one ends the link. */
+  private collect(now: number): void {
+    if (this.decoding.length === 0) return;
+    let keep = 0;
+    const list = this.decoding;
+    for (let i = 0; i < list.length; i++) {
+      const d = list[i] as Decoding;
+      if (d.ticket.done && d.ticket.error !== undefined && this.workers.broken) {
+        // The workers broke under this job: decode it on this thread (the buffers are shared).
+        d.ticket = this.inline.decode(d.job);
+      }
+      if (!d.ticket.done) {
+        list[keep++] = d;
+        continue;
+      }
+      const busy = this.busyPages as Uint8Array;
+      for (let k = 0; k < d.pfns.length; k++) {
+        const p = d.pfns[k] as number;
+        busy[p] = (busy[p] as number) - 1;
+      }
+      const res = d.ticket.result;
+      if (d.direct && res?.ok) {
+        // The job wrote into the image behind the accessors: mark the pages as a write would have.
+        this.domain.memory.noteWritten(d.pfns);
+      }
+      if (res?.ok) continue;
+      // A ProtocolError's message starts with its reason ("bad-encoding: ..."): say it once.
+      const why = res
+        ? `${res.reason.startsWith("bad-") ? "" : "bad-encoding: "}${res.reason} (entry ${res.entry})`
+        : `internal: page decode failed: ${d.ticket.error?.message}`;
+      // The stage (or, in a full sync, the image) holds garbage now: the link ends and the stage is dropped.
+      if (d.conn === this.links.active) this.refuse(d.conn, why, now);
+    }
+    list.length = keep;
+  }
+
+  private record(c: Conn, r: ReplicationRecord, frame: Uint8Array, now: number): void {
     switch (r.type) {
       case "syncBegin":
         this.syncBegin(r.epoch, (r.flags & SYNC_FLAG.incremental) !== 0, now);
         return;
       case "pageBatch":
-        this.pages(r);
+        this.pages(c, r, frame);
         return;
       case "diskWrites":
         this.diskWrites(r);
@@ -443,20 +646,28 @@ export class BackupMachine {
       this.imageValid = false;
       this.store.invalidate();
     }
-    this.stage = newStage(epoch);
+    this.stage = this.takeStage(epoch);
     this.emit({ type: "sync.started", epoch, mode: this.syncMode, pages: this.domain.pages });
     this.setState("syncing", `${this.syncMode} sync from the primary`);
+  }
+
+  /** A stage for `epoch`, with the memory of one used before when there is one. */
+  private takeStage(epoch: number): Stage {
+    // Why: a decode job still running may write into any stage given back; none may be reused until it ends.
+    if (this.decoding.length > 0) throw new RemusError("REMUSD_ERR_INTERNAL", "stage taken while decoding");
+    const s = this.spare.pop() ?? new Stage(this.domain.pages, this.domain.disk.blocks);
+    return s.reset(epoch);
   }
 
   private stageFor(epoch: number): Stage {
     const s = this.stage;
     if (s && s.epoch === epoch) return s;
     if (s && epoch === s.epoch + 1) {
-      if (!this.ahead) this.ahead = newStage(epoch);
+      if (!this.ahead) this.ahead = this.takeStage(epoch);
       return this.ahead;
     }
     if (!s) {
-      this.stage = newStage(epoch);
+      this.stage = this.takeStage(epoch);
       return this.stage;
     }
     throw new RemusError("REMUSD_ERR_PROTOCOL", `record for epoch ${epoch} while staging ${s.epoch}`);
@@ -467,74 +678,204 @@ export class BackupMachine {
     return this.syncMode === "full" && this.stage?.epoch === epoch;
   }
 
-  private pages(r: PageBatch): void {
-    if (this.direct(r.epoch)) {
-      const mem = this.domain.memory;
-      for (const e of r.entries) decodePageInto(e, mem.writablePage(e.pfn), 0);
-      return;
+  /**
+   * A PAGE_BATCH: one decode job. Each entry's destination is its slot in the
+   * stage (the same slot when the checkpoint staged the page before), or
+   * during a full sync the page in the image; its XOR_LZ4 base is the staged
+   * copy when there is one, else the image page (SPEC §6.4.1). ZERO entries
+   * in a full sync are `zeroPage` here: a page that is zero already (never
+   * written, above all) is neither read nor written.
+   */
+  private pages(c: Conn, r: PageBatch, frame: Uint8Array): void {
+    const direct = this.direct(r.epoch);
+    const st = direct ? undefined : this.stageFor(r.epoch).pages;
+    const mem = this.domain.memory;
+    const w = this.workers.broken ? this.inline : this.workers;
+    const n = r.entries.length;
+    // Shared with this thread too, so the job can be redone here if the workers break.
+    const share = (b: SharedArrayBuffer): number => {
+      if (w !== this.inline) this.inline.share(b);
+      return w.share(b);
+    };
+    const memKey = share(mem.shared);
+    const dstKeys = new Int32Array(n);
+    const dstOffsets = new Float64Array(n);
+    const baseKeys = new Int32Array(n).fill(-1);
+    const baseOffsets = new Float64Array(n);
+    const pfns: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const e = r.entries[i] as PageBatch["entries"][number];
+      const p = e.pfn;
+      if (st === undefined) {
+        if (e.enc === PAGE_ENCODING.zero) {
+          mem.zeroPage(p);
+          dstKeys[i] = -1;
+          continue;
+        }
+        dstKeys[i] = memKey;
+        dstOffsets[i] = p * PAGE_SIZE;
+        // In place: the image holds the page as the stream left it.
+        baseKeys[i] = memKey;
+        baseOffsets[i] = p * PAGE_SIZE;
+      } else {
+        const had = st.lookup(p);
+        const s = had >= 0 ? had : st.slot(p);
+        const key = share(st.sharedOf(s));
+        dstKeys[i] = key;
+        dstOffsets[i] = st.offsetOf(s);
+        if (e.enc === PAGE_ENCODING.xorLz4) {
+          // The base is the copy this checkpoint staged before, in place, else the image's page.
+          baseKeys[i] = had >= 0 ? key : memKey;
+          baseOffsets[i] = had >= 0 ? st.offsetOf(s) : p * PAGE_SIZE;
+        }
+      }
+      pfns.push(p);
     }
-    const st = this.stageFor(r.epoch).pages;
-    for (const e of r.entries) {
-      const off = st.slot(e.pfn); // may grow st.buf: take the offset first
-      decodePageInto(e, st.buf, off);
-    }
+    this.turnUnits -= n;
+    if (pfns.length === 0) return;
+    const job: DecodeJob = {
+      kind: "pageBatch",
+      frame,
+      geometry: { pages: mem.pages, diskBlocks: this.domain.disk.blocks },
+      dstKeys,
+      dstOffsets,
+      baseKeys,
+      baseOffsets,
+    };
+    const ticket = w.decode(job);
+    const list = Uint32Array.from(pfns);
+    const busy = (this.busyPages ??= new Uint8Array(mem.pages));
+    for (const p of pfns) busy[p] = (busy[p] as number) + 1;
+    this.decoding.push({ ticket, job, conn: c, pfns: list, direct: st === undefined });
   }
 
+  /** DISK_WRITES are decoded here (they are few): into the stage, or into the disk during a full sync. */
   private diskWrites(r: DiskWrites): void {
+    this.turnUnits -= r.entries.length;
     if (this.direct(r.epoch)) {
       const disk = this.domain.disk;
-      for (const e of r.entries) decodePageInto(e, disk.writableBlock(e.block), 0);
+      for (const e of r.entries) {
+        // A block that is zero already stays untouched (and unmarked).
+        if (e.enc === PAGE_ENCODING.zero && isZeroPage(disk.view(e.block))) continue;
+        decodePageInto(e, disk.writableBlock(e.block), 0);
+      }
       return;
     }
     const st = this.stageFor(r.epoch).disk;
     for (const e of r.entries) {
-      const off = st.slot(e.block);
-      decodePageInto(e, st.buf, off);
+      const s = st.slot(e.block);
+      decodePageInto(e, st.bufferOf(s), st.offsetOf(s));
     }
   }
 
-  /** CHECKPOINT_END: every count and CRC already matched (the stream rules). Apply atomically. */
-  private end(c: Conn, r: CheckpointEnd, now: number): void {
+  /**
+   * CHECKPOINT_END: every count and CRC already matched (the stream rules) and
+   * every page of it is decoded (`ready`). Starts the apply; it runs a slice
+   * at a time (`applySlice`), and nothing else touches the image until it is done.
+   */
+  private end(c: Conn, r: CheckpointEnd, _now: number): void {
     const st = this.stage;
     if (!st || st.epoch !== r.epoch || !st.vcpu || !st.device) {
       throw new RemusError("REMUSD_ERR_PROTOCOL", `CHECKPOINT_END ${r.epoch} without its staged records`);
     }
-    const t0 = this.hr();
     const sync = (r.flags & CHECKPOINT_FLAG.sync) !== 0;
-    const full = sync && this.syncMode === "full";
-    // Why atomic: everything below is synchronous, so no other event sees half an epoch.
-    const d = this.domain;
-    d.applyPages(st.pages.idx, st.pages.buf, st.pages.count);
-    d.applyDiskBlocks(st.disk.idx, st.disk.buf, st.disk.count);
-    d.loadVcpu(st.vcpu);
-    d.loadDevice(st.device);
-    // After a full sync the whole disk is new; otherwise just this epoch's writes.
-    const blockList: ArrayLike<number> = full
-      ? allBlocks(d.disk.blocks)
-      : st.disk.idx.slice(0, st.disk.count);
-    this.committed = r.epoch;
-    if (r.generation > this.generation) this.generation = r.generation;
-    const pages = st.pages.count;
-    const diskWrites = st.disk.count;
+    this.applying = {
+      conn: c,
+      end: r,
+      stage: st,
+      full: sync && this.syncMode === "full",
+      t0: this.hr(),
+      next: 0,
+      phase: "pages",
+    };
     // The next checkpoint's early disk writes become the open stage.
-    this.stage = this.ahead ?? newStage(r.epoch + 1);
+    this.stage = this.ahead ?? this.takeStage(r.epoch + 1);
     this.ahead = undefined;
-    d.resetLogs();
-    let digest: string | undefined;
+  }
+
+  /**
+   * Finishes the apply in progress (and its digest, store commit and ack), at
+   * once: called before anything reads the image, so nobody ever sees half a
+   * checkpoint.
+   */
+  settleImage(): void {
+    if (this.applying) this.applySlice(0, true);
+  }
+
+  /**
+   * Applies the next slice of the checkpoint in `applying` (all of it with
+   * `whole`); returns true when the apply is done.
+   */
+  private applySlice(now: number, whole: boolean): boolean {
+    const a = this.applying as Applying;
+    const d = this.domain;
+    const st = a.stage;
+    const r = a.end;
+    const pages = st.pages;
+    while (a.phase === "pages") {
+      if (!whole && this.turnSpent()) return false;
+      const stop = whole ? pages.count : Math.min(pages.count, a.next + 256);
+      for (let s = a.next; s < stop; s++)
+        d.memory.writePage(pages.index(s), pages.bufferOf(s), pages.offsetOf(s));
+      this.turnUnits -= stop - a.next;
+      a.next = stop;
+      if (stop === pages.count) a.phase = "rest";
+    }
+    if (a.phase === "rest") {
+      const disk = st.disk;
+      for (let s = 0; s < disk.count; s++)
+        d.disk.writeBlock(disk.index(s), disk.bufferOf(s), disk.offsetOf(s));
+      d.loadVcpu(st.vcpu as Buffer);
+      d.loadDevice(st.device as Buffer);
+      // Why here: the checkpoint is whole in the image now, and only now is it the committed epoch.
+      this.committed = r.epoch;
+      if (r.generation > this.generation) this.generation = r.generation;
+      d.resetLogs();
+      a.phase = "digest";
+    }
     const hasDigest = (r.flags & CHECKPOINT_FLAG.hasDigest) !== 0;
-    if (this.config.verify || hasDigest) digest = d.digest();
+    if (this.config.verify || hasDigest) {
+      // Hash what the apply wrote a slice at a time; the digest itself is then cheap.
+      while (d.digestPending > 0) {
+        if (!whole && this.turnSpent()) return false;
+        const before = d.digestPending;
+        if (whole) d.digestStep(Number.POSITIVE_INFINITY);
+        else d.digestStep(4096, this.hr, Math.max(0.1, this.turnEnds - this.hr()));
+        this.turnUnits -= before - d.digestPending;
+      }
+      a.digest = d.digest();
+    }
+    this.applying = undefined;
+    this.spare.push(st);
+    this.applied(a, now);
+    return true;
+  }
+
+  /** The checkpoint in `a` is in the image: check its digest, make it durable, then ack it. */
+  private applied(a: Applying, now: number): void {
+    const c = a.conn;
+    const r = a.end;
+    const st = a.stage;
+    const d = this.domain;
+    const digest = a.digest;
+    const hasDigest = (r.flags & CHECKPOINT_FLAG.hasDigest) !== 0;
     if (hasDigest && digest !== Buffer.from(r.digest).toString("hex")) {
       // Never happens unless there is a bug: the image no longer matches the primary's.
       this.imageValid = false;
-      c.send({
-        type: "nack",
-        epoch: r.epoch,
-        reason: NACK_REASON.digestMismatch,
-        message: "digest mismatch after apply",
-      });
-      this.lost(`digest mismatch at epoch ${r.epoch}`, now, undefined);
+      if (c === this.links.active) {
+        c.send({
+          type: "nack",
+          epoch: r.epoch,
+          reason: NACK_REASON.digestMismatch,
+          message: "digest mismatch after apply",
+        });
+        this.lost(`digest mismatch at epoch ${r.epoch}`, now, undefined);
+      }
       return;
     }
+    const sync = (r.flags & CHECKPOINT_FLAG.sync) !== 0;
+    // After a full sync the whole disk is new; otherwise just this epoch's writes.
+    const blockList: ArrayLike<number> = a.full ? allBlocks(d.disk.blocks) : st.disk.indexes().slice();
     this.imageValid = true;
     if (sync) {
       this.stale = undefined;
@@ -548,12 +889,12 @@ export class BackupMachine {
       this.syncMode = undefined;
     }
     this.setState("standby", sync ? `synced at epoch ${r.epoch}` : this._lastChange);
-    const applyMs = this.hr() - t0;
+    const applyMs = this.hr() - a.t0;
     this.emit({
       type: "checkpoint.applied",
       epoch: r.epoch,
-      pages,
-      diskWrites,
+      pages: st.pages.count,
+      diskWrites: st.disk.count,
       applyMs,
       ...(this.config.verify && digest ? { digest } : {}),
     });
@@ -571,7 +912,7 @@ export class BackupMachine {
         entry.generation,
         blockList,
         (b) => d.disk.view(b),
-        full,
+        a.full,
         (err) => {
           entry.outcome = err ?? "stored";
           this.sendAcks();
@@ -620,12 +961,15 @@ export class BackupMachine {
    */
   poll(now: number, judge = true): void {
     if (this._state === "activated" || this._state === "stopped") return;
-    // Hash a slice (up to 2 ms) of what the sync and the applies wrote, so activation's digest stays O(recent writes).
-    this.domain.digestStep(65_536, this.hr, 2);
+    this.newTurn();
+    this.work(now);
+    // Hash a slice (1 ms) of what the sync and the applies wrote, so activation's digest stays O(recent writes).
+    if (!this.applying) this.domain.digestStep(65_536, this.hr, 1);
     if (judge) this.links.expireHandshakes(now);
     const c = this.links.active;
     if (c) {
-      if (judge && c.heartbeat.expired(now)) {
+      // Records that arrived and still wait their turn are signs of life: work them off first.
+      if (judge && this.idle && c.heartbeat.expired(now)) {
         this.discardStaging("heartbeat timeout");
         this.emit({
           type: "peer.lost",
@@ -704,6 +1048,9 @@ export class BackupMachine {
    * Any partial checkpoint is discarded; the old primary is told it is fenced.
    */
   activate(reason: FailoverReason): Activation {
+    if (this.activation) return this.activation;
+    // A checkpoint whose END checked is applied whole before anything reads the image.
+    this.settleImage();
     if (this.activation) return this.activation;
     if (!this.imageValid) {
       throw new RemusError(

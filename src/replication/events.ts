@@ -15,6 +15,8 @@ export type ReplicationEvent =
   | { type: "state.changed"; from: string; to: string; reason: string }
   | { type: "sync.started"; epoch: number; mode: "full" | "incremental"; pages: number }
   | { type: "sync.completed"; epoch: number; mode: "full" | "incremental"; durationMs: number }
+  /** The primary sends again, from live memory, the pages written during the sync so far. */
+  | { type: "sync.round"; epoch: number; round: number; pages: number }
   | {
       type: "checkpoint.sent";
       epoch: number;

@@ -48,13 +48,30 @@
  *    output is dropped unsent and the NIC leaves the LAN.
  *
  * The streaming itself (the sync pre-copy and each checkpoint's records) is
- * `StreamJob`s from streaming.ts, run here between the link's high-water checks.
+ * `StreamJob`s from streaming.ts. Page batches are encoded by the page
+ * workers (a thread pool, or this thread) and sent in order as they finish;
+ * `pump` stops each turn at the link's high-water mark and at a budget of
+ * time and pages, so no turn encodes or submits a whole domain at once.
+ *
+ * The sync is a live pre-copy (as in live migration): every page and block
+ * is sent from live memory while the guest runs, then rounds of the pages
+ * written meanwhile, until what is left is small or stops shrinking; the
+ * sync checkpoint then captures the rest like any epoch. Pages a round
+ * drained are marked dirty again if the sync fails.
+ *
+ * XOR deltas: toward a backup whose HELLO set DELTA, pages are sent against
+ * the version this sync last sent of them (one `SentPageCache`, SPEC §6.4.1),
+ * which is forgotten at every SYNC_BEGIN, when the link ends (a NACK ends it
+ * too) and when compression is switched.
  */
 import { type Capturer, CopyCapturer, type EpochCapture } from "../domain/capture.js";
 import { BLOCK_SIZE } from "../domain/disk.js";
 import type { Domain } from "../domain/domain.js";
+import { DirtyLog, PAGE_SIZE } from "../domain/memory.js";
 import { vcpuClockNs } from "../domain/vcpu.js";
 import { RemusError } from "../errors.js";
+import { InlineWorkers } from "../pipeline/inline.js";
+import type { PageWorkers } from "../pipeline/pool.js";
 import type { Entropy } from "../prng.js";
 import {
   CHECKPOINT_FLAG,
@@ -64,12 +81,24 @@ import {
   PEER_STATE,
   SYNC_FLAG,
 } from "../protocol/constants.js";
+import { SentPageCache } from "../protocol/delta.js";
 import type { Hello, ReplicationRecord } from "../protocol/records.js";
 import { type Conn, Links, type LocalIdentity, localIdentity, type Port } from "./conn.js";
 import type { EventSink, PrimaryStateName } from "./events.js";
 import { refuteClaim } from "./fencing.js";
 import { DEFAULT_HEARTBEAT, type HeartbeatConfig } from "./heartbeat.js";
-import { allBlocks, allPages, type Sent, StreamJob, sendBatches } from "./streaming.js";
+import {
+  allBlocks,
+  allPages,
+  type Budget,
+  type Encoding,
+  type Part,
+  pageList,
+  type Sent,
+  StreamError,
+  StreamJob,
+  sendDisk,
+} from "./streaming.js";
 
 export interface PrimaryConfig {
   /** Length of an epoch in ms (the checkpoint interval). */
@@ -85,6 +114,21 @@ export interface PrimaryConfig {
   batchPages: number;
   /** Stop pumping when the link has this many bytes queued. */
   highWaterBytes: number;
+  /**
+   * Adaptive epochs: captured and unacknowledged checkpoints hold at most
+   * this many bytes of pages and blocks (one checkpoint always may); past
+   * it the open epoch stretches until acks free room.
+   */
+  maxInFlightBytes: number;
+  /** Work per turn on the send path: `turnMs` of the high-resolution clock, `turnUnits` pages and blocks. */
+  turnMs: number;
+  turnUnits: number;
+  /** Sync rounds stop once fewer pages than this were written during the last one. */
+  syncRemainderPages: number;
+  /** Sync rounds after the first pass, at most. */
+  syncMaxRounds: number;
+  /** Pages of XOR bases the sender keeps (the sent-page cache; 0: no deltas). */
+  deltaCachePages: number;
 }
 
 export const DEFAULT_PRIMARY_CONFIG: PrimaryConfig = {
@@ -95,6 +139,12 @@ export const DEFAULT_PRIMARY_CONFIG: PrimaryConfig = {
   heartbeat: DEFAULT_HEARTBEAT,
   batchPages: MAX_BATCH_ENTRIES,
   highWaterBytes: 8 * 1024 * 1024,
+  maxInFlightBytes: 256 * 1024 * 1024,
+  turnMs: 3,
+  turnUnits: 16_384,
+  syncRemainderPages: 1024,
+  syncMaxRounds: 8,
+  deltaCachePages: 16_384,
 };
 
 export interface PrimaryHooks {
@@ -122,6 +172,8 @@ export interface PrimaryOptions {
   readonly emit: EventSink;
   readonly hooks?: PrimaryHooks;
   readonly capturer?: Capturer;
+  /** Where page batches are encoded (default: this thread). */
+  readonly workers?: PageWorkers;
   /** First epoch number (an activated backup continues after the epoch it resumed). */
   readonly startEpoch?: number;
   /** A monotonic high-resolution clock in ms for pause measurements (defaults to performance.now). */
@@ -153,6 +205,9 @@ type Job =
   | { readonly kind: "sync"; readonly stream: StreamJob }
   | { readonly kind: "checkpoint"; readonly stream: StreamJob; readonly flight: InFlight };
 
+/** Commits remembered for the effective checkpoint rate. */
+const RATE_WINDOW = 32;
+
 export interface PrimaryStatus {
   readonly state: PrimaryStateName;
   readonly generation: number;
@@ -166,6 +221,10 @@ export interface PrimaryStatus {
   readonly lastChange: string;
   readonly diskPendingBlocks: number;
   readonly lastEndSent: number;
+  /** Bytes of pages and blocks captured and not yet acknowledged. */
+  readonly inFlightBytes: number;
+  /** Checkpoints committed per second lately (the effective rate, below 1000/interval when epochs stretch). */
+  readonly checkpointRate: number | undefined;
 }
 
 export class PrimaryMachine {
@@ -176,6 +235,17 @@ export class PrimaryMachine {
   private readonly capturer: Capturer;
   private readonly hr: () => number;
   private readonly identity: LocalIdentity;
+  private readonly workers: PageWorkers;
+  private readonly inline = new InlineWorkers();
+  /** The versions sent of pages this sync (XOR bases), while the backup takes DELTA. */
+  private cache: SentPageCache | undefined;
+  private deltaOn = false;
+  /** Pages a sync round drained from the dirty log (marked dirty again if the sync fails). */
+  private syncDrained: DirtyLog | undefined;
+  /** Jobs of a lost link whose tickets still run, with the captures they read. */
+  private draining: { stream: StreamJob; capture: EpochCapture }[] = [];
+  private inflightBytes = 0;
+  private readonly commitTimes: number[] = [];
 
   private _state: PrimaryStateName = "unprotected";
   private _lastChange = "started";
@@ -220,6 +290,7 @@ export class PrimaryMachine {
     this.emit = opts.emit;
     this.hooks = opts.hooks ?? {};
     this.capturer = opts.capturer ?? new CopyCapturer(opts.domain.memory);
+    this.workers = opts.workers ?? this.inline;
     this.hr = opts.hrClock ?? (() => performance.now());
     this.generation = opts.generation;
     this.epoch = opts.startEpoch ?? 1;
@@ -290,7 +361,20 @@ export class PrimaryMachine {
       lastChange: this._lastChange,
       diskPendingBlocks: this.domain.disk.log.count,
       lastEndSent: this.lastEndSent,
+      inFlightBytes: this.inflightBytes,
+      checkpointRate: this.checkpointRate(),
     };
+  }
+
+  /** Commits per second over the recent ones (at most the last RATE_WINDOW, within 10 s of the last). */
+  private checkpointRate(): number | undefined {
+    const t = this.commitTimes;
+    if (t.length < 2) return undefined;
+    const last = t[t.length - 1] as number;
+    let first = 0;
+    while (first < t.length - 2 && last - (t[first] as number) > 10_000) first++;
+    const span = last - (t[first] as number);
+    return span > 0 ? ((t.length - 1 - first) * 1000) / span : undefined;
   }
 
   private setState(s: PrimaryStateName, reason: string): void {
@@ -300,7 +384,7 @@ export class PrimaryMachine {
     this._lastChange = reason;
     if (s !== "protected" && this.nextConfig) {
       // No epoch is timed any more: changes waiting for the epoch's end apply now.
-      Object.assign(this.config, this.nextConfig);
+      this.applyConfig(this.nextConfig);
       this.nextConfig = undefined;
     }
     this.emit({ type: "state.changed", from, to: s, reason });
@@ -314,7 +398,13 @@ export class PrimaryMachine {
    */
   reconfigure(change: Partial<Pick<PrimaryConfig, "intervalMs" | "compress">>): void {
     if (this._state === "protected") this.nextConfig = { ...this.nextConfig, ...change };
-    else Object.assign(this.config, change);
+    else this.applyConfig(change);
+  }
+
+  private applyConfig(change: Partial<Pick<PrimaryConfig, "intervalMs" | "compress">>): void {
+    // Why: pages sent uncompressed are not recorded as bases, so the versions remembered go stale.
+    if (change.compress !== undefined && change.compress !== this.config.compress) this.cache?.clear();
+    Object.assign(this.config, change);
   }
 
   /** The interval/compression changes not yet in effect, if any. */
@@ -503,6 +593,9 @@ export class PrimaryMachine {
     this.syncMode = incremental ? "incremental" : "full";
     this.syncStartedAt = now;
     this.epochStartedAt = now;
+    // XOR bases describe one sync (SPEC §6.4.1): forget them as SYNC_BEGIN goes out.
+    this.deltaOn = (peer.flags & HELLO_FLAG.delta) !== 0 && this.config.deltaCachePages > 0;
+    this.cache?.clear();
     c.send({
       type: "syncBegin",
       generation: this.generation,
@@ -511,22 +604,71 @@ export class PrimaryMachine {
       diskBlocks: this.domain.disk.blocks,
       flags: incremental ? SYNC_FLAG.incremental : 0,
     });
-    if (incremental) {
-      this.syncStreamDone = true;
-    } else {
+    this.syncStreamDone = false;
+    const parts: Part[] = [];
+    if (!incremental) {
       // Pre-copy: send every page and block from live memory while the guest runs; whatever it
-      // writes meanwhile is in the (freshly emptied) dirty logs and goes in the sync checkpoint.
+      // writes meanwhile is in the (freshly emptied) dirty logs and goes in a round or the sync checkpoint.
       this.domain.resetLogs();
       this.openEpochBlocks = [];
-      this.syncStreamDone = false;
-      const parts = [
-        { kind: "pages", units: allPages(this.domain) },
+      parts.push(
+        { kind: "memory", pages: allPages(this.domain) },
         { kind: "disk", units: allBlocks(this.domain) },
-      ] as const;
-      this.jobs.push({ kind: "sync", stream: new StreamJob(s, parts) });
+      );
     }
+    parts.push(this.syncRounds());
+    this.jobs.push({ kind: "sync", stream: new StreamJob(s, parts) });
     this.emit({ type: "sync.started", epoch: s, mode: this.syncMode, pages: this.domain.pages });
     this.setState("syncing", `backup ${peerNode.slice(0, 8)} connected: ${this.syncMode} sync`);
+  }
+
+  /**
+   * The sync's rounds: once everything before is sent, the pages written
+   * meanwhile go again from live memory, while they are more than
+   * `syncRemainderPages` and fewer than the round before, at most
+   * `syncMaxRounds` times; the sync checkpoint captures what is left.
+   */
+  private syncRounds(): Part {
+    let prev = Number.POSITIVE_INFINITY;
+    let round = 0;
+    const next = (): Part | undefined => {
+      const log = this.domain.memory.log;
+      const n = log.count;
+      if (
+        !this.running ||
+        round >= this.config.syncMaxRounds ||
+        n <= this.config.syncRemainderPages ||
+        n >= prev
+      ) {
+        return undefined;
+      }
+      prev = n;
+      round++;
+      const pfns = log.drain();
+      // Why: these pages left the dirty log before the backup has them; a failed sync must send them again.
+      const drained = (this.syncDrained ??= new DirtyLog(this.domain.pages));
+      drained.markAll(pfns, pfns.length);
+      this.emit({ type: "sync.round", epoch: this.syncEpoch ?? 0, round, pages: pfns.length });
+      return { kind: "memory", pages: pageList(pfns) };
+    };
+    return { kind: "more", next };
+  }
+
+  /** How this machine encodes pages now. */
+  private encoding(): Encoding {
+    const cfg = this.config;
+    let cache: SentPageCache | undefined;
+    if (this.deltaOn && cfg.compress) {
+      cache = this.cache ??= new SentPageCache(this.domain.pages, cfg.deltaCachePages);
+    }
+    return {
+      domain: this.domain,
+      workers: this.workers,
+      inline: this.inline,
+      cache,
+      batchPages: cfg.batchPages,
+      compress: cfg.compress,
+    };
   }
 
   /**
@@ -551,17 +693,32 @@ export class PrimaryMachine {
     if (how.say) c.goodbye(how.say[0], how.say[1], how.claim);
     else c.goodbye(GOODBYE_REASON.resync, `the primary dropped this connection: ${reason}`);
     if (how.backupGone && this.doubtUntilAck === undefined) this.backupMayActivate = false;
+    // The backup's pages are no longer known: no XOR base survives the link.
+    this.cache?.clear();
     // Why: nothing the backup did not acknowledge may be forgotten; mark it dirty again.
+    const drained = this.syncDrained;
+    if (drained !== undefined && drained.count > 0) {
+      const pfns = drained.drain();
+      this.domain.memory.log.markAll(pfns, pfns.length);
+    }
     for (const f of this.inflight) {
       this.domain.memory.log.markAll(f.pfns, f.pfns.length);
       for (const b of f.earlyBlocks) this.domain.disk.log.mark(b);
       this.domain.disk.log.markAll(f.blocks, f.blocks.length);
-      f.capture.release();
       this.emit({ type: "checkpoint.failed", epoch: f.epoch, reason });
     }
+    // A capture is released once no page worker reads it any more.
+    for (const j of this.jobs) {
+      if (j.kind === "checkpoint") this.draining.push({ stream: j.stream, capture: j.flight.capture });
+    }
+    for (const f of this.inflight) {
+      if (!this.jobs.some((j) => j.kind === "checkpoint" && j.flight === f)) f.capture.release();
+    }
+    this.releaseDrained();
     for (const b of this.openEpochBlocks) this.domain.disk.log.mark(b);
     this.openEpochBlocks = [];
     this.inflight = [];
+    this.inflightBytes = 0;
     this.jobs = [];
     this.syncEpoch = undefined;
     this.forceCheckpoint = false;
@@ -600,10 +757,34 @@ export class PrimaryMachine {
     }
   }
 
+  /**
+   * After this machine's role ended (the node demoted it): releases the
+   * captures still held once no page worker reads them. True when nothing is
+   * held any more (the node calls it until then).
+   */
+  retire(): boolean {
+    this.releaseDrained();
+    return this.draining.length === 0 && this.inflight.length === 0;
+  }
+
+  /** Releases the captures of a lost link's jobs whose page work has ended. */
+  private releaseDrained(): void {
+    if (this.draining.length === 0) return;
+    this.draining = this.draining.filter((d) => {
+      if (!d.stream.settled) return true;
+      d.capture.release();
+      return false;
+    });
+  }
+
   private acked(epoch: number, now: number): void {
     while (this.inflight.length > 0 && (this.inflight[0] as InFlight).epoch <= epoch) {
       const f = this.inflight.shift() as InFlight;
+      // Its END went out after every batch, so no page worker reads the capture any more.
       f.capture.release();
+      this.inflightBytes -= (f.pfns.length + f.blocks.length) * PAGE_SIZE;
+      this.commitTimes.push(now);
+      if (this.commitTimes.length > RATE_WINDOW) this.commitTimes.shift();
       this.committed = f.epoch;
       if (this.doubtUntilAck !== undefined && f.epoch >= this.doubtUntilAck) this.doubtUntilAck = undefined;
       this.emit({
@@ -617,6 +798,7 @@ export class PrimaryMachine {
       });
       this.hooks.onCommitted?.(f.epoch);
       if (this.syncEpoch !== undefined && f.epoch >= this.syncEpoch && this._state === "syncing") {
+        this.syncDrained?.clear();
         this.emit({
           type: "sync.completed",
           epoch: f.epoch,
@@ -639,6 +821,7 @@ export class PrimaryMachine {
    */
   poll(now: number, judge = true): void {
     if (judge) this.links.expireHandshakes(now);
+    this.releaseDrained();
     const c = this.links.active;
     if (!c) return;
     if (judge && c.heartbeat.expired(now)) {
@@ -667,6 +850,11 @@ export class PrimaryMachine {
 
   private shouldCheckpoint(now: number): boolean {
     if (!this.running || !this.links.active || this.inflight.length >= this.config.maxInFlight) return false;
+    if (this.inflight.length > 0) {
+      // Adaptive epochs: the next checkpoint must fit beside those in flight, or the epoch stretches.
+      const next = (this.domain.memory.log.count + this.domain.disk.log.count) * PAGE_SIZE;
+      if (this.inflightBytes + next > this.config.maxInFlightBytes) return false;
+    }
     if (this._state === "syncing") {
       // The sync checkpoint: as soon as the pre-copy stream is out, once.
       return this.syncStreamDone && this.lastEndSent < (this.syncEpoch ?? 0) && this.inflight.length === 0;
@@ -721,10 +909,11 @@ export class PrimaryMachine {
     this.epochStartedAt = now;
     this.forceCheckpoint = false;
     if (this.nextConfig) {
-      Object.assign(this.config, this.nextConfig);
+      this.applyConfig(this.nextConfig);
       this.nextConfig = undefined;
     }
     this.inflight.push(f);
+    this.inflightBytes += (pfns.length + blocks.length) * PAGE_SIZE;
     this.jobs.push({ kind: "checkpoint", stream: checkpointStream(f, () => this.endLeaving(f)), flight: f });
   }
 
@@ -744,26 +933,51 @@ export class PrimaryMachine {
       data: (i: number) => disk.view(blocks[i] as number),
     };
     const sent: Sent = { raw: 0, wire: 0 };
-    sendBatches(c, "disk", this.epoch, units, 0, this.config, Number.POSITIVE_INFINITY, sent);
+    sendDisk(c, this.epoch, units, 0, this.config, Number.POSITIVE_INFINITY, sent);
     this.emit({ type: "replication.bytes", raw: sent.raw, wire: sent.wire });
     for (const b of blocks) this.openEpochBlocks.push(b);
   }
 
+  /**
+   * Sends what is ready and submits more, in stream order, until the link is
+   * above its high-water mark or this turn's budget (time, pages) is spent.
+   */
   private pump(c: Conn): void {
-    while (this.jobs.length > 0 && this.links.active === c && c.port.buffered < this.config.highWaterBytes) {
-      const job = this.jobs[0] as Job;
-      const sent: Sent = { raw: 0, wire: 0 };
-      const done = job.stream.step(c, this.config, sent);
-      if (job.kind === "checkpoint") {
-        job.flight.rawBytes += sent.raw;
-        job.flight.wireBytes += sent.wire;
+    const cfg = this.config;
+    const enc = this.encoding();
+    const b: Budget = {
+      units: cfg.turnUnits,
+      stopAt: this.hr() + cfg.turnMs,
+      clock: this.hr,
+      maxQueued: Math.max(4, 4 * this.workers.threads),
+    };
+    const total: Sent = { raw: 0, wire: 0 };
+    try {
+      while (this.jobs.length > 0 && this.links.active === c) {
+        const job = this.jobs[0] as Job;
+        const sent: Sent = { raw: 0, wire: 0 };
+        job.stream.flush(c, sent);
+        if (job.kind === "checkpoint") {
+          job.flight.rawBytes += sent.raw;
+          job.flight.wireBytes += sent.wire;
+        }
+        total.raw += sent.raw;
+        total.wire += sent.wire;
+        if (job.stream.done) {
+          this.jobs.shift();
+          if (job.kind === "sync") this.syncStreamDone = true;
+          else this.endSent(job.flight);
+          continue;
+        }
+        if (c.port.buffered >= cfg.highWaterBytes || !job.stream.fill(enc, b)) break;
       }
-      this.emit({ type: "replication.bytes", raw: sent.raw, wire: sent.wire });
-      if (!done) continue;
-      this.jobs.shift();
-      if (job.kind === "sync") this.syncStreamDone = true;
-      else this.endSent(job.flight);
+    } catch (e) {
+      if (!(e instanceof StreamError)) throw e;
+      // Said (RESYNC), so the backup keeps its image and waits for us rather than taking over.
+      this.dropConn(c, `internal: ${e.message}`, { planned: false, backupGone: false });
     }
+    if (total.raw > 0 || total.wire > 0)
+      this.emit({ type: "replication.bytes", raw: total.raw, wire: total.wire });
   }
 
   /** A checkpoint's END went out: the backup may now apply it. */
@@ -793,9 +1007,8 @@ export class PrimaryMachine {
 
 /** The records of one captured checkpoint: pages, disk writes, vCPU, device, END (`beforeEnd` runs just before END is built). */
 function checkpointStream(f: InFlight, beforeEnd: () => void): StreamJob {
-  const cap = f.capture;
   return new StreamJob(f.epoch, [
-    { kind: "pages", units: { count: cap.count, index: (i) => cap.pfn(i), data: (i) => cap.page(i) } },
+    { kind: "capture", capture: f.capture },
     {
       kind: "disk",
       units: {

@@ -179,9 +179,9 @@ describe("page pool", () => {
       kind: "pageBatch",
       frame: frame.frame,
       geometry: { pages: 64, diskBlocks: 0 },
-      dst: pool.share(dstMem),
+      dstKeys: new Int32Array(64).fill(pool.share(dstMem)),
       dstOffsets,
-      base: pool.share(baseMem),
+      baseKeys: new Int32Array(64).fill(pool.share(baseMem)),
       baseOffsets: new Float64Array(64).map((_, i) => i * PAGE_SIZE),
     });
     const res = await t.promise;
@@ -216,9 +216,9 @@ describe("page pool", () => {
       kind: "pageBatch",
       frame: bad,
       geometry: { pages: 64, diskBlocks: 0 },
-      dst: pool.share(dstMem),
+      dstKeys: new Int32Array(64).fill(pool.share(dstMem)),
       dstOffsets,
-      base: pool.share(baseMem),
+      baseKeys: new Int32Array(64).fill(pool.share(baseMem)),
       baseOffsets: new Float64Array(64).map((_, i) => i * PAGE_SIZE),
     }).promise;
     assert.equal(res2.ok, false);

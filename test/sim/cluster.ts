@@ -22,6 +22,8 @@ import { formatStandaloneHeap } from "../../src/guest/mm.js";
 import { parseWorkload } from "../../src/guest/workload.js";
 import { NetStack } from "../../src/net/stack.js";
 import { Node, type NodeEvent, type NodeRole } from "../../src/node/node.js";
+import { InlineWorkers } from "../../src/pipeline/inline.js";
+import type { PageWorkers } from "../../src/pipeline/pool.js";
 import type { Prng } from "../../src/prng.js";
 import type { BackupStore } from "../../src/replication/backup.js";
 import { Partitions } from "./faults.js";
@@ -43,6 +45,20 @@ export interface ClusterOptions {
   readonly key?: Buffer;
   /** Give the guest a NIC, a TCP/IP stack and its network services. */
   readonly net?: { mac: Uint8Array; ip: number };
+  /**
+   * Page workers: jobs run on the node's thread `deferred` (each after a
+   * seeded 0-2 ms, so they finish out of order as on threads: the default)
+   * or at once when submitted.
+   */
+  readonly workers?:
+    | "deferred"
+    | "at-once"
+    | ((node: string, defer: (run: () => void) => void) => PageWorkers);
+  /** The replication path's budget per step in pages and blocks (default 96: syncs take many steps). */
+  readonly turnUnits?: number;
+  /** Checkpoints in flight at most, and their bytes (adaptive epochs). */
+  readonly maxInFlight?: number;
+  readonly maxInFlightBytes?: number;
   /**
    * The dialler's first backoff after a connection to the peer ended or was
    * refused; it doubles up to 50 times that and resets once a connection
@@ -191,6 +207,15 @@ export class SimNode implements Endpoint {
         ? this.persistedGeneration
         : Math.max(this.persistedGeneration, this.store.generation);
     this.current = undefined;
+    const inc = this.incarnation;
+    const jobRng = w.stream(`jobs:${this.name}:${inc}`);
+    const defer = (run: () => void) => {
+      w.after(jobRng.float() * 2, () => this.gateOf(inc)(run));
+    };
+    const workers =
+      typeof o.workers === "function"
+        ? o.workers(this.name, defer)
+        : new InlineWorkers(o.workers === "at-once" ? {} : { defer });
     this.current = new Node({
       domain: this.domain,
       key: o.key ?? Buffer.from("simulation-key"),
@@ -201,12 +226,15 @@ export class SimNode implements Endpoint {
         intervalMs: o.intervalMs ?? 5,
         compress: true,
         heartbeat: { intervalMs: o.heartbeatMs ?? 20, misses: o.misses ?? 5 },
-        maxInFlight: 1,
+        maxInFlight: o.maxInFlight ?? 1,
+        ...(o.maxInFlightBytes !== undefined ? { maxInFlightBytes: o.maxInFlightBytes } : {}),
         verify: o.verify ?? true,
         outputCommit: true,
         batchPages: o.batchPages ?? 64,
         highWaterBytes: 1 << 20,
+        turnUnits: o.turnUnits ?? 96,
       },
+      workers,
       store: this.store,
       io: {
         sendLan: (f, epoch) => this.sendLan(f, epoch),
