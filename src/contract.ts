@@ -28,7 +28,15 @@ export const ROUTES = [
   { method: "GET", url: "/healthz", mutating: false },
   { method: "GET", url: "/readyz", mutating: false },
   { method: "GET", url: "/docs", mutating: false },
+  { method: "GET", url: "/v1/events", mutating: false },
+  { method: "POST", url: "/v1/faults/crash", mutating: true },
+  { method: "POST", url: "/v1/faults/stall", mutating: true },
+  { method: "POST", url: "/v1/faults/link-cut", mutating: true },
 ] as const;
+
+/** The fault-injection routes: refused (403) unless the daemon runs with --allow-fault-injection. */
+export const FAULT_KINDS = ["crash", "stall", "link-cut"] as const;
+export type FaultKind = (typeof FAULT_KINDS)[number];
 
 export const HEALTH_PATH = "/healthz";
 export const READY_PATH = "/readyz";
@@ -98,4 +106,6 @@ export const EVENTS = [
   "failover.impossible",
   "fenced",
   "daemon.stopped",
+  "fault.injected",
+  "output.resumed",
 ] as const;

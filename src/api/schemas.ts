@@ -123,6 +123,7 @@ export const Status = Type.Object(
       at: Type.String({ format: "date-time" }),
     }),
     lastStateChange: Type.String({ description: "the reason of the last state change" }),
+    pid: Type.Integer({ description: "the daemon's process id (remusd drill kills a local daemon by it)" }),
   },
   { title: "Status" },
 );
@@ -257,3 +258,63 @@ export const CounterReply = Type.Object({
 export const HealthReply = Type.Object({ ok: Type.Boolean() });
 /** GET /readyz (200 or 503). */
 export const ReadyReply = Type.Object({ ready: Type.Boolean(), role: Role, state: State });
+
+/** How long a stall or a link cut lasts, in ms (the same bounds as `remusd drill`). */
+export const FAULT_MS = { min: 1, max: 60_000 } as const;
+
+/** POST /v1/faults/stall and /v1/faults/link-cut: how long, in ms (an integer; no coercion). */
+export const FaultDurationBody = Type.Object(
+  {
+    ms: Type.Integer({
+      minimum: FAULT_MS.min,
+      maximum: FAULT_MS.max,
+      description:
+        "stall: how long the event loop is blocked; link-cut: how long reconnection is held off after the cut",
+    }),
+  },
+  { additionalProperties: false, title: "FaultDuration" },
+);
+export type FaultDurationBody = Static<typeof FaultDurationBody>;
+
+/** The reply of a fault route, sent before the fault takes effect. */
+export const FaultReply = Type.Object(
+  {
+    fault: Type.Union([Type.Literal("crash"), Type.Literal("stall"), Type.Literal("link-cut")]),
+    ms: Nullable(Type.Integer(), "how long (stall, link-cut); null for a crash"),
+    pid: Type.Integer({ description: "the daemon's process id" }),
+    at: Type.String({ format: "date-time", description: "when the fault was injected" }),
+  },
+  { title: "FaultReply" },
+);
+export type FaultReply = Static<typeof FaultReply>;
+
+/** One entry of GET /v1/events: an event-log line (checkpoint events excepted) with its sequence number. */
+export const EventEntry = Type.Object(
+  {
+    seq: Type.Integer({ description: "increases by one per event since the daemon started" }),
+    ts: Type.String({ format: "date-time" }),
+    event: Type.String(),
+    role: Role,
+    epoch: Type.Integer(),
+  },
+  { additionalProperties: true, title: "Event" },
+);
+export type EventEntry = Static<typeof EventEntry>;
+
+/** GET /v1/events query: events after sequence number `since`. */
+export const EventsQuery = Type.Object(
+  {
+    since: Type.Optional(Type.Integer({ minimum: 0, description: "only events with a larger seq" })),
+  },
+  { additionalProperties: false },
+);
+export type EventsQuery = Static<typeof EventsQuery>;
+
+/** GET /v1/events. */
+export const EventsReply = Type.Object({
+  events: Type.Array(EventEntry),
+  dropped: Type.Boolean({
+    description: "events after `since` were dropped from the bounded buffer (the event log file has them)",
+  }),
+});
+export type EventsReply = Static<typeof EventsReply>;

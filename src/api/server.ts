@@ -8,9 +8,11 @@ import { AjvCompiler } from "@fastify/ajv-compiler";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import { type TSchema, Type } from "@sinclair/typebox";
+import { Value } from "@sinclair/typebox/value";
 import Fastify, { type FastifyError, type FastifyInstance, type FastifySchema } from "fastify";
-import { ROUTES } from "../contract.js";
+import { type FaultKind, ROUTES } from "../contract.js";
 import type { Daemon } from "../daemon/daemon.js";
+import { blockFor, crashNow } from "../daemon/faults.js";
 import { type ErrorCode, httpStatusOf, isRemusError, RemusError } from "../errors.js";
 import { VERSION } from "../version.js";
 import { type ApiAuthOptions, authHook } from "./auth.js";
@@ -24,8 +26,12 @@ import {
   DigestReply,
   ERROR_REPLIES,
   type ErrorBody,
+  EventsQuery,
+  EventsReply,
   FailoverBody,
   FailoverReply,
+  FaultDurationBody,
+  FaultReply,
   HealthReply,
   ProcessesReply,
   ReadyReply,
@@ -129,6 +135,10 @@ export async function buildApi(
         { name: "config", description: "run-time configuration" },
         { name: "domain", description: "the protected domain" },
         { name: "ops", description: "metrics and probes" },
+        {
+          name: "faults",
+          description: "fault injection for rehearsals (remusd drill): only with --allow-fault-injection",
+        },
       ],
     },
   });
@@ -331,8 +341,84 @@ export async function buildApi(
     },
   );
 
+  app.get<{ Querystring: EventsQuery }>(
+    "/v1/events",
+    contract("GET", "/v1/events", {
+      tags: ["ops"],
+      summary:
+        "the last events of the event log (checkpoint events excepted), with sequence numbers; ?since=SEQ for newer ones",
+      querystring: EventsQuery,
+      response: replies(EventsReply),
+    }),
+    async (req) => d.events.recent(req.query.since ?? 0),
+  );
+
+  registerFaultRoutes(app, d, replies);
+
   await app.ready();
   return app;
+}
+
+/**
+ * POST /v1/faults/crash, /stall and /link-cut. Refused (403) unless the daemon
+ * was started with --allow-fault-injection; the auth hook has already asked
+ * for the token. A body is checked strictly (an integer `ms`, no coercion of
+ * "500"), and the fault takes effect once the reply has left.
+ */
+function registerFaultRoutes(
+  app: FastifyInstance,
+  d: Daemon,
+  replies: (ok: TSchema) => Record<string | number, TSchema>,
+): void {
+  const route = (fault: FaultKind, summary: string, act: (ms: number) => void) => {
+    const url = `/v1/faults/${fault}` as const;
+    const timed = fault !== "crash";
+    app.post<{ Body: FaultDurationBody }>(
+      url,
+      {
+        ...contract("POST", url, {
+          tags: ["faults"],
+          summary,
+          ...(timed ? { body: FaultDurationBody } : {}),
+          response: replies(FaultReply),
+        }),
+        preValidation: async (req) => {
+          if (!d.settings.allowFaultInjection) {
+            throw new RemusError(
+              "REMUSD_ERR_FORBIDDEN",
+              "fault injection is off on this daemon: it accepts POST /v1/faults/* only when started with --allow-fault-injection",
+            );
+          }
+          if (timed && !Value.Check(FaultDurationBody, req.body)) {
+            const first = [...Value.Errors(FaultDurationBody, req.body)][0];
+            throw new RemusError(
+              "REMUSD_ERR_BAD_REQUEST",
+              `body must be {"ms": an integer from 1 to 60000}${first ? `: ${first.path || "body"} ${first.message}` : ""}`,
+            );
+          }
+        },
+      },
+      async (req, reply) => {
+        const ms = timed ? req.body.ms : null;
+        d.recordFault(fault, ms);
+        reply.raw.once("finish", () => setImmediate(() => act(ms ?? 0)));
+        return { fault, ms, pid: process.pid, at: new Date().toISOString() };
+      },
+    );
+  };
+  route("crash", "the daemon kills itself with SIGKILL (a crash: no final checkpoint, no GOODBYE)", () =>
+    crashNow(),
+  );
+  route(
+    "stall",
+    "the daemon's event loop is blocked for ms (like SIGSTOP and SIGCONT): no guest, heartbeat or I/O meanwhile",
+    (ms) => blockFor(ms),
+  );
+  route(
+    "link-cut",
+    "every replication connection is torn down at once, and none is dialled or accepted for ms",
+    (ms) => d.cutReplication(ms),
+  );
 }
 
 /** Builds the API and listens on `host:port` (port 0: an ephemeral port). */

@@ -30,6 +30,7 @@ export function statusOf(d: Daemon): Status {
       attached: d.net.attached,
     },
     lastRoleChange: d.lastRoleChange,
+    pid: process.pid,
   };
   const geometry = { pages: d.domain.pages, pageSize: 4096, diskBlocks: d.domain.disk.blocks };
   if (d.primary) {

@@ -7,68 +7,14 @@
  * workload continue on the new primary, prints a summary, and exits 0 only if
  * the client saw zero resets, zero lost writes and zero wrong reads.
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { percentile } from "../bench/stats.js";
 import { parseJsonLines, readEventLog } from "../daemon/eventlog.js";
+import { type Child, spawnRemusd, started, waitFor } from "./children.js";
 import type { OptValues } from "./options.js";
-
-const REMUSD = fileURLToPath(new URL("./remusd.js", import.meta.url));
-
-interface Child {
-  readonly name: string;
-  readonly proc: ChildProcess;
-  stderr: string;
-  stdout: string;
-  exit: Promise<number | null>;
-  exited: boolean;
-}
-
-function spawnRemusd(name: string, args: string[]): Child {
-  const proc = spawn(process.execPath, [REMUSD, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-  const c: Child = {
-    name,
-    proc,
-    stderr: "",
-    stdout: "",
-    exited: false,
-    exit: new Promise((resolve) => proc.on("exit", (code) => resolve(code))),
-  };
-  void c.exit.then(() => {
-    c.exited = true;
-  });
-  proc.stderr?.on("data", (d: Buffer) => {
-    c.stderr += d.toString();
-    if (c.stderr.length > 4_000_000) c.stderr = c.stderr.slice(-1_000_000);
-  });
-  proc.stdout?.on("data", (d: Buffer) => {
-    c.stdout += d.toString();
-  });
-  return c;
-}
-
-async function waitFor<T>(
-  what: string,
-  f: () => T | undefined | false | Promise<T | undefined | false>,
-  ms: number,
-): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function started(c: Child, msg: string): Record<string, unknown> | undefined {
-  if (c.exited) throw new Error(`${c.name} exited early:\n${c.stderr.slice(-1500)}`);
-  return parseJsonLines(c.stderr).find((o) => o.msg === msg);
-}
 
 async function getJson(url: string): Promise<Record<string, unknown> | undefined> {
   try {

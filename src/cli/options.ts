@@ -24,6 +24,8 @@ export interface OptSpec {
   /** Environment variable (default: REMUSD_ + NAME in upper snake case, unless the command says none). */
   readonly env?: string;
   readonly required?: boolean;
+  /** Only a flag on the command line sets it: no environment variable, no config file key (dangerous switches). */
+  readonly flagOnly?: boolean;
 }
 
 export interface CommandSpec {
@@ -51,6 +53,7 @@ const camel = (name: string): string => name.replace(/-([a-z])/g, (_, c: string)
 
 /** The environment variable an option of `cmd` reads, if any. */
 export function envOf(cmd: CommandSpec, spec: OptSpec): string | undefined {
+  if (spec.flagOnly) return undefined;
   return spec.env ?? (cmd.implicitEnv === false ? undefined : envName(spec.name));
 }
 
@@ -181,6 +184,9 @@ export function parseOptions(
     const known = new Set(cmd.options.flatMap((o) => [o.name, camel(o.name)]));
     for (const k of Object.keys(config)) {
       if (!known.has(k)) throw usageError(`config file ${configPath}: unknown option '${k}'`);
+      const spec = cmd.options.find((o) => o.name === k || camel(o.name) === k);
+      if (spec?.flagOnly)
+        throw usageError(`config file ${configPath}: '${k}' can only be given as the flag --${spec.name}`);
     }
   }
 

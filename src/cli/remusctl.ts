@@ -9,6 +9,7 @@
  */
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { type Client, request } from "../api/client.js";
 import {
   bucketDelta,
   bucketsOf,
@@ -17,18 +18,10 @@ import {
   parseExposition,
   sampleValue,
 } from "../api/promtext.js";
-import type { Config, FailoverReply, ProcessesReply, Status } from "../api/schemas.js";
+import type { Config, FailoverReply, FaultReply, ProcessesReply, Status } from "../api/schemas.js";
 import { DEFAULT_CONTROL } from "../contract.js";
 import { readSecret } from "../daemon/settings.js";
-import {
-  EXIT,
-  exitCodeOf,
-  failureLine,
-  isErrorCode,
-  isRemusError,
-  RemusError,
-  usageError,
-} from "../errors.js";
+import { EXIT, exitCodeOf, failureLine, isRemusError, RemusError, usageError } from "../errors.js";
 import { parseHostPort } from "../net/addr.js";
 import { VERSION } from "../version.js";
 import {
@@ -68,11 +61,6 @@ const GLOBAL: readonly OptSpec[] = [
   },
 ];
 
-interface Client {
-  readonly base: string;
-  readonly token: string | undefined;
-}
-
 interface Command {
   readonly summary: string;
   readonly usage: string;
@@ -109,53 +97,6 @@ const NO_COMMAND: CommandSpec = {
 };
 
 // ---- HTTP ----
-
-function unreachable(c: Client, e: unknown): RemusError {
-  const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-  const code = cause?.code ?? (e as { name?: string }).name;
-  const why =
-    code === "ECONNREFUSED"
-      ? "connection refused (is remusd running there?)"
-      : code === "ENOTFOUND" || code === "EAI_AGAIN"
-        ? "unknown host"
-        : code === "TimeoutError" || code === "UND_ERR_CONNECT_TIMEOUT"
-          ? "no answer within 5 s"
-          : (cause?.message ?? (e as Error).message);
-  return new RemusError("REMUSD_ERR_UNREACHABLE", `cannot reach remusd at ${c.base}: ${why}`, { cause: e });
-}
-
-async function request(c: Client, method: string, path: string, body?: unknown): Promise<unknown> {
-  let r: Response;
-  const headers: Record<string, string> = { accept: "application/json" };
-  if (c.token !== undefined) headers.authorization = `Bearer ${c.token}`;
-  if (body !== undefined) headers["content-type"] = "application/json";
-  try {
-    r = await fetch(`${c.base}${path}`, {
-      method,
-      headers,
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-      signal: AbortSignal.timeout(5000),
-    });
-  } catch (e) {
-    throw unreachable(c, e);
-  }
-  const text = await r.text();
-  if (!r.ok) {
-    let err: { code?: string; message?: string } = {};
-    try {
-      err = JSON.parse(text) as typeof err;
-    } catch {
-      // not our error body
-    }
-    if (isErrorCode(err.code)) throw new RemusError(err.code, err.message ?? `HTTP ${r.status}`);
-    throw new RemusError(
-      "REMUSD_ERR_BAD_REPLY",
-      `${err.code ?? `HTTP ${r.status}`}: ${err.message ?? text.slice(0, 200)}`,
-    );
-  }
-  if ((r.headers.get("content-type") ?? "").includes("application/json")) return JSON.parse(text) as unknown;
-  return text;
-}
 
 const get = <T>(c: Client, path: string) => request(c, "GET", path) as Promise<T>;
 
@@ -554,6 +495,36 @@ const COMMANDS: Record<string, Command> = {
       if (sub !== "set") throw usageError(`unknown config subcommand '${sub}' (get or set)`);
       const cfg = (await request(c, "PATCH", "/v1/config", configPatchOf(rest))) as Config;
       process.stdout.write(v.json ? `${JSON.stringify(cfg)}\n` : `${formatConfig(cfg, undefined)}\n`);
+    },
+  },
+  fault: {
+    summary: "inject a fault (daemons started with --allow-fault-injection): crash, stall MS, link-cut MS",
+    usage: "remusctl fault crash | remusctl fault stall MS | remusctl fault link-cut MS [--json]",
+    options: [json("the raw JSON reply")],
+    positionals: true,
+    details:
+      "crash: the daemon SIGKILLs itself. stall MS: its event loop is blocked for MS ms. link-cut MS: its\n" +
+      "replication connections are torn down and none is dialled or accepted for MS ms. For rehearsals\n" +
+      "(remusd drill); refused (403) by a daemon started without --allow-fault-injection.",
+    async run(c, v, args) {
+      const [kind, msText, ...extra] = args;
+      if (kind !== "crash" && kind !== "stall" && kind !== "link-cut")
+        throw usageError("fault needs one of: crash, stall MS, link-cut MS");
+      if (extra.length > 0 || (kind === "crash" && msText !== undefined))
+        throw usageError(`too many arguments for fault ${kind}`);
+      let body: { ms: number } | undefined;
+      if (kind !== "crash") {
+        const ms = Number(msText);
+        if (msText === undefined || !Number.isInteger(ms) || ms < 1 || ms > 60_000)
+          throw usageError(`fault ${kind} needs MS, an integer from 1 to 60000, got '${msText ?? ""}'`);
+        body = { ms };
+      }
+      const r = (await request(c, "POST", `/v1/faults/${kind}`, body)) as FaultReply;
+      process.stdout.write(
+        v.json
+          ? `${JSON.stringify(r)}\n`
+          : `${r.fault}${r.ms === null ? "" : ` for ${r.ms} ms`} injected into pid ${r.pid} at ${r.at}\n`,
+      );
     },
   },
   ps: {

@@ -12,8 +12,17 @@ import { EXIT, exitCodeOf, failureLine, usageError } from "../errors.js";
 import { VERSION } from "../version.js";
 import { runClient } from "./client.js";
 import { runDemo } from "./demo.js";
+import { runDrillCommand } from "./drill.js";
 import { type CommandSpec, helpText, type OptValues, parseOptions } from "./options.js";
-import { BACKUP_SPEC, BENCH_SPEC, CLIENT_SPEC, DEMO_SPEC, PRIMARY_SPEC, VSWITCH_SPEC } from "./specs.js";
+import {
+  BACKUP_SPEC,
+  BENCH_SPEC,
+  CLIENT_SPEC,
+  DEMO_SPEC,
+  DRILL_SPEC,
+  PRIMARY_SPEC,
+  VSWITCH_SPEC,
+} from "./specs.js";
 import { runVswitch } from "./vswitch.js";
 
 const COMMANDS: Record<string, { spec: CommandSpec; run: (argv: string[]) => Promise<void> }> = {
@@ -22,6 +31,7 @@ const COMMANDS: Record<string, { spec: CommandSpec; run: (argv: string[]) => Pro
   vswitch: { spec: VSWITCH_SPEC, run: (a) => runSimple(VSWITCH_SPEC, a, runVswitch) },
   client: { spec: CLIENT_SPEC, run: (a) => runSimple(CLIENT_SPEC, a, runClient) },
   demo: { spec: DEMO_SPEC, run: (a) => runSimple(DEMO_SPEC, a, runDemo) },
+  drill: { spec: DRILL_SPEC, run: (a) => runSimple(DRILL_SPEC, a, runDrillCommand) },
   bench: {
     spec: BENCH_SPEC,
     run: (a) =>

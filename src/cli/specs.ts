@@ -133,6 +133,12 @@ const daemonCommon: OptSpec[] = [
   },
   { name: "unsafe", type: "bool", help: "allow settings that give up output commit" },
   {
+    name: "allow-fault-injection",
+    type: "bool",
+    flagOnly: true,
+    help: "accept POST /v1/faults/crash|stall|link-cut (with the API token): for rehearsals such as remusd drill, never in production",
+  },
+  {
     name: "seed",
     type: "int",
     default: 1,
@@ -533,4 +539,210 @@ export const BENCH_SPEC: CommandSpec = {
     },
   ],
   examples: ["remusd bench --quick", "remusd bench --json bench.json", "remusd bench --only pause"],
+};
+
+export const DRILL_SPEC: CommandSpec = {
+  name: "drill",
+  summary:
+    "rehearse failovers against a pair under client load, measure each one, and report (table, JSON, HTML)",
+  usage:
+    "remusd drill --local [options] | remusd drill --control HOST:PORT,HOST:PORT [--token-file FILE] [options]",
+  details:
+    "Each failover: steady load, the fault, the backup's activation, the old primary's fate, re-protection (a new\n" +
+    "backup with an empty data folder, PATCH /v1/config peer=... on the new primary, as deploy/README.md's runbook\n" +
+    "says), the full resync, and a read-back of every acknowledged write. Faults: sigkill (the drill kills the\n" +
+    "primary's process; a daemon on this host), crash, stall, link-cut (POST /v1/faults/*: daemons started with\n" +
+    "--allow-fault-injection), switchover (planned), manual (activation of the backup while the primary lives).\n" +
+    "--local starts a vswitch and a pair as child processes on 127.0.0.1 (with fault injection) and stops them at\n" +
+    "the end. Measured per failover: detection, activation, first output released, client stall (p50/p99/max of\n" +
+    "the requests across the event), resets, lost acknowledged writes, errors, the old primary's fate, time to\n" +
+    "protected, resync time and bytes. Exits 0 only if every failover activated and was re-protected with no lost\n" +
+    "write, no reset, no wrong reply, no client error and never two primaries.",
+  options: [
+    { name: "local", type: "bool", help: "start a vswitch and a pair as children and drill them" },
+    {
+      name: "control",
+      type: "string",
+      placeholder: "HOST:PORT,HOST:PORT",
+      help: "the control addresses of a running pair (instead of --local)",
+    },
+    {
+      name: "token-file",
+      type: "string",
+      placeholder: "FILE",
+      help: "the pair's API token (or REMUSD_API_TOKEN holds it)",
+    },
+    {
+      name: "peers",
+      type: "string",
+      placeholder: "URL,URL",
+      help: "the two sides' replication addresses (ws://...), in --control's order: the new primary is pointed at the healed side",
+    },
+    {
+      name: "heal",
+      type: "string",
+      placeholder: "CMD",
+      help: "shell command that brings a dead side back as a backup (env REMUSD_DRILL_SIDE=1|2, REMUSD_DRILL_CONTROL, REMUSD_DRILL_PRIMARY); without it the drill waits for the pair to heal",
+    },
+    {
+      name: "switch",
+      type: "hostport",
+      placeholder: "HOST:PORT",
+      help: "the vswitch the checking client attaches to (a running pair; --local has its own)",
+    },
+    {
+      name: "failovers",
+      type: "int",
+      default: 5,
+      min: 1,
+      max: 1000,
+      placeholder: "N",
+      help: "how many failovers",
+    },
+    {
+      name: "faults",
+      type: "string",
+      default: "mix",
+      placeholder: "LIST",
+      help: "the fault of each failover: a list (sigkill,crash,stall,link-cut,switchover,manual), cycled; mix (a seeded draw of all); mix:A,B (of these)",
+    },
+    {
+      name: "fault-ms",
+      type: "int",
+      min: 1,
+      max: 60_000,
+      placeholder: "N",
+      help: "how long a stall or link cut lasts (default: three heartbeat timeouts, at least 1000)",
+    },
+    {
+      name: "dwell",
+      type: "number",
+      default: 2,
+      min: 0.1,
+      max: 3600,
+      placeholder: "SECONDS",
+      help: "steady protected load before each fault",
+    },
+    {
+      name: "seed",
+      type: "int",
+      default: 1,
+      min: 0,
+      max: 0xffffffff,
+      placeholder: "N",
+      help: "seed of the fault mix and of the client's commands",
+    },
+    {
+      name: "client",
+      type: "string",
+      placeholder: "CMD",
+      help: "also run this command as load for the whole drill (sh -c; restarted if it ends), e.g. 'ip netns exec ns1 redis-benchmark -h 10.0.0.10 -l -t set,get'",
+    },
+    { name: "no-check", type: "bool", help: "no checking client (lost writes are then not checked)" },
+    {
+      name: "connections",
+      type: "int",
+      default: 8,
+      min: 1,
+      max: 256,
+      placeholder: "N",
+      help: "the checking client's TCP connections",
+    },
+    {
+      name: "pipeline",
+      type: "int",
+      default: 2,
+      min: 1,
+      max: 64,
+      placeholder: "N",
+      help: "the checking client's requests in flight per connection",
+    },
+    {
+      name: "target",
+      type: "string",
+      default: "10.0.0.10",
+      placeholder: "IP",
+      help: "the guest's IPv4 address",
+    },
+    { name: "json", type: "string", placeholder: "FILE", help: "write the report as JSON to FILE" },
+    {
+      name: "html",
+      type: "string",
+      placeholder: "FILE",
+      help: "write the report as one self-contained HTML page to FILE (charts inline, no network needed)",
+    },
+    {
+      name: "domain-mib",
+      type: "int",
+      default: 16,
+      min: 4,
+      max: 4096,
+      placeholder: "N",
+      help: "--local: guest memory in MiB",
+    },
+    {
+      name: "workload",
+      type: "string",
+      default: "web",
+      placeholder: "SPEC",
+      help: "--local: the guest's workload (see remusd primary --help)",
+    },
+    {
+      name: "heartbeat-ms",
+      type: "int",
+      ...HEARTBEAT_MS,
+      default: 100,
+      placeholder: "N",
+      help: "--local: the pair's heartbeat interval",
+    },
+    {
+      name: "heartbeat-misses",
+      type: "int",
+      ...HEARTBEAT_MISSES,
+      default: 10,
+      placeholder: "N",
+      help: "--local: heartbeats missed before the peer counts as lost (a busy machine needs slack: a spurious timeout is a failover)",
+    },
+    {
+      name: "verify",
+      type: "bool",
+      help: "--local: the daemons compute the domain digest at every checkpoint",
+    },
+    {
+      name: "tap",
+      type: "string",
+      placeholder: "NAME[,netns=NS][,ip=CIDR]",
+      help: "--local: give the vswitch a TAP port (root), for a --client through the kernel's TCP",
+    },
+    {
+      name: "dir",
+      type: "string",
+      placeholder: "DIR",
+      help: "--local: keep keys, data and event logs in DIR (default: a temporary folder, removed)",
+    },
+    {
+      name: "activation-timeout",
+      type: "number",
+      default: 30,
+      min: 1,
+      max: 3600,
+      placeholder: "SECONDS",
+      help: "a failover fails when the backup has not activated by then",
+    },
+    {
+      name: "protect-timeout",
+      type: "number",
+      default: 60,
+      min: 1,
+      max: 3600,
+      placeholder: "SECONDS",
+      help: "a failover fails when the pair is not protected again by then",
+    },
+    config,
+  ],
+  examples: [
+    "remusd drill --local --failovers 5 --html drill.html",
+    "remusd drill --local --faults sigkill,switchover,crash,stall,link-cut --json drill.json",
+    "remusd drill --control host-a:7781,host-b:7781 --token-file token --switch lan:7790 --faults switchover,crash --peers ws://host-a:7780,ws://host-b:7780 --heal 'ssh host-$REMUSD_DRILL_SIDE systemctl restart remusd-backup@demo'",
+  ],
 };

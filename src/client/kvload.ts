@@ -27,6 +27,8 @@ export interface KvLoadOptions {
   readonly pipeline: number;
   /** Stop issuing new commands after this many per connection (undefined: until `finish`). */
   readonly maxRequestsPerConnection?: number;
+  /** Called with every reply: when its request was sent and now (the times given to `poll`). */
+  readonly onReply?: (sentAt: number, now: number) => void;
 }
 
 export const DEFAULT_KVLOAD: Omit<KvLoadOptions, "targetIp" | "seed"> = {
@@ -78,6 +80,10 @@ export class KvLoad {
   private readonly counters = new Map<string, number>();
   private readonly rand: () => number;
   private phase: "run" | "drain" | "verify" | "done" = "run";
+  /** An audit is under way: after its read-back the load resumes instead of ending. */
+  private auditing = false;
+  /** Audits completed (`audit`). */
+  audits = 0;
   readonly summary: KvLoadSummary = {
     connections: 0,
     requests: 0,
@@ -138,7 +144,20 @@ export class KvLoad {
 
   /** Stops issuing load; drains outstanding replies, then reads back every acknowledged key. */
   finish(): void {
+    this.auditing = false;
     if (this.phase === "run") this.phase = "drain";
+  }
+
+  /**
+   * Checks every acknowledged write now, then carries on: drains what is in
+   * flight, reads back every key (a missing value is a lost write, counted in
+   * `summary.lostWrites`), and resumes the load. `audits` counts the
+   * completed ones.
+   */
+  audit(): void {
+    if (this.phase !== "run") return;
+    this.auditing = true;
+    this.phase = "drain";
   }
 
   private nextCommand(c: Conn): { args: string[]; expect: Expect } {
@@ -272,6 +291,7 @@ export class KvLoad {
           }
           this.summary.replies++;
           this.repliesSince++;
+          this.opts.onReply?.(o.sentAt, now);
           this.summary.longestStallMs = Math.max(
             this.summary.longestStallMs,
             now - Math.max(o.sentAt, c.lastProgress),
@@ -351,6 +371,12 @@ export class KvLoad {
             this.enqueue(c, ["GET", key], { kind: "get", key, value: String(value), final: true }, now);
         }
       }
+      return;
+    }
+    if (this.phase === "verify" && idle && this.auditing) {
+      this.auditing = false;
+      this.audits++;
+      this.phase = "run";
       return;
     }
     if (this.phase === "verify" && idle) {

@@ -9,7 +9,7 @@
  */
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { EVENTS } from "../contract.js";
+import { EVENTS, type FaultKind } from "../contract.js";
 import { CopyCapturer, CowCapturer } from "../domain/capture.js";
 import { Domain } from "../domain/domain.js";
 import { RemusError } from "../errors.js";
@@ -20,11 +20,12 @@ import { Node, type NodeEvent, type NodeRole } from "../node/node.js";
 import { PagePool } from "../pipeline/pool.js";
 import { systemEntropy } from "../prng.js";
 import type { BackupMachine } from "../replication/backup.js";
+import type { Port } from "../replication/conn.js";
 import type { HeartbeatConfig } from "../replication/heartbeat.js";
 import type { PrimaryMachine } from "../replication/primary.js";
 import { LevelStore } from "../store/level.js";
 import { NodeStateFile } from "../store/state.js";
-import { Dialer, type LinkHandler, listenReplication } from "../transport/ws.js";
+import { cutPort, Dialer, type LinkHandler, listenReplication } from "../transport/ws.js";
 import { VERSION } from "../version.js";
 import { EventLog } from "./eventlog.js";
 import { createLogger } from "./logging.js";
@@ -93,6 +94,14 @@ export class Daemon {
   /** The last domain digest computed at a checkpoint (--verify). */
   lastDigest: { readonly epoch: number; readonly digest: string } | undefined;
   private logGeneration: number | undefined;
+  /** Open replication connections (a link cut tears them all down). */
+  private readonly ports = new Set<Port>();
+  /** Until when (performance.now ms) a link cut holds off every replication connection. */
+  private linkCutUntil = 0;
+  /** Set at a promotion: the first guest frame released afterwards is logged as `output.resumed`. */
+  private resumedAt: number | undefined;
+  /** Replication bytes since the last `sync.started`, logged with `sync.completed`. */
+  private syncBytes = { raw: 0, wire: 0 };
 
   constructor(settings: DaemonSettings, logger?: Logger) {
     this.settings = settings;
@@ -189,12 +198,22 @@ export class Daemon {
     }
     this.metrics.onEvent(e);
     this.remember(e);
+    if (e.type === "sync.started") this.syncBytes = { raw: 0, wire: 0 };
+    else if (e.type === "replication.bytes") {
+      this.syncBytes.raw += e.raw;
+      this.syncBytes.wire += e.wire;
+    }
     // A backup adopts its primary's generation at sync; a fenced primary learns a newer one.
     if (this.logGeneration !== undefined && node.generation !== this.logGeneration) this.rebindLog();
     if (!LOGGED.has(e.type)) return;
     const { type, ...fields } = e;
     const epoch = "epoch" in e ? e.epoch : node.committed;
-    this.events.write(type, this.role, epoch, fields);
+    // A primary's sync carries what it cost on the wire (a backup receives, and counts nothing).
+    const extra =
+      type === "sync.completed" && this.role === "primary"
+        ? { rawBytes: this.syncBytes.raw, wireBytes: this.syncBytes.wire }
+        : {};
+    this.events.write(type, this.role, epoch, { ...fields, ...extra });
     switch (type) {
       case "checkpoint.sent":
       case "checkpoint.committed":
@@ -223,6 +242,7 @@ export class Daemon {
       at: new Date().toISOString(),
     };
     this.rebindLog();
+    this.resumedAt = e.to === "primary" ? performance.now() : undefined;
     const { type, epoch, ...fields } = e;
     this.events.write(type, e.to, epoch, fields);
     this.log.info(
@@ -232,12 +252,22 @@ export class Daemon {
   }
 
   private link: LinkHandler = {
-    opened: (port) => this.node.attach(port, performance.now()),
+    opened: (port) => {
+      if (this.linkCut) {
+        cutPort(port);
+        return;
+      }
+      this.ports.add(port);
+      this.node.attach(port, performance.now());
+    },
     frame: (port, data) => {
+      if (!this.ports.has(port)) return;
       this.node.frame(port, data, performance.now());
       if (this.node.busy) this.stepSoon();
     },
-    closed: (port, reason) => this.node.detach(port, performance.now(), reason),
+    closed: (port, reason) => {
+      if (this.ports.delete(port)) this.node.detach(port, performance.now(), reason);
+    },
   };
 
   /**
@@ -254,6 +284,44 @@ export class Daemon {
       if (this.nodeRef.busy) this.stepSoon();
     });
   };
+
+  /** Whether a link cut holds off replication connections now. */
+  private get linkCut(): boolean {
+    return performance.now() < this.linkCutUntil;
+  }
+
+  /**
+   * Fault injection (POST /v1/faults/link-cut): tears down every replication
+   * connection at once, without a close handshake, and neither dials nor
+   * accepts one for `ms`.
+   */
+  cutReplication(ms: number): void {
+    this.linkCutUntil = performance.now() + ms;
+    for (const port of [...this.ports]) {
+      this.ports.delete(port);
+      cutPort(port);
+      this.node.detach(port, performance.now(), "the replication link was cut (fault injection)");
+    }
+  }
+
+  /**
+   * Records an injected fault (POST /v1/faults/*) in the event log and the
+   * log, flushed, before it takes effect: a crash leaves no chance later.
+   */
+  recordFault(fault: FaultKind, ms: number | null): void {
+    this.events.write("fault.injected", this.role, this.nodeRef?.committed ?? 0, { fault, ms });
+    this.log.warn({ fault, ms }, "fault injected through the API (--allow-fault-injection)");
+    this.flushLog();
+  }
+
+  /** A guest frame for the LAN; the first one after a promotion is `output.resumed`. */
+  private sendLan(frame: Buffer, epoch: number): void {
+    this.net.send(frame);
+    if (this.resumedAt === undefined) return;
+    const afterMs = Math.round((performance.now() - this.resumedAt) * 1000) / 1000;
+    this.resumedAt = undefined;
+    this.events.write("output.resumed", this.role, epoch, { afterMs });
+  }
 
   async start(): Promise<void> {
     const s = this.settings;
@@ -289,7 +357,7 @@ export class Daemon {
       ...(this.pool ? { workers: this.pool } : {}),
       ...(this.store ? { store: this.store } : {}),
       io: {
-        sendLan: (f) => this.net.send(f),
+        sendLan: (f, epoch) => this.sendLan(f, epoch),
         emit: this.emit,
         saveGeneration: (g) => this.stateFile.setGeneration(g),
       },
@@ -340,7 +408,8 @@ export class Daemon {
     this.dialer?.stop();
     this.dialer = undefined;
     this.peerUrl = url ?? undefined;
-    if (url !== null) this.dialer = new Dialer(url, this.link, () => this.nodeRef?.wantsPeer ?? false);
+    if (url !== null)
+      this.dialer = new Dialer(url, this.link, () => (this.nodeRef?.wantsPeer ?? false) && !this.linkCut);
   }
 
   private loop = (): void => {

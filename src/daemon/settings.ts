@@ -47,6 +47,8 @@ export interface DaemonSettings {
   readonly workers: number;
   /** How the primary's pause captures pages. */
   readonly capture: "cow" | "copy";
+  /** POST /v1/faults/* may crash, stall or cut this daemon (never without --allow-fault-injection). */
+  readonly allowFaultInjection: boolean;
 }
 
 /**
@@ -133,5 +135,6 @@ export function resolveSettings(
     compress: v["no-compress"] !== true,
     workers: (v.workers as number | undefined) ?? availableParallelism(),
     capture: (v.capture as "cow" | "copy" | undefined) ?? "cow",
+    allowFaultInjection: v["allow-fault-injection"] === true,
   };
 }

@@ -51,6 +51,15 @@ class WsPort implements Port {
   }
 }
 
+/**
+ * Tears a connection down at once, without a close handshake: what the other
+ * side sees after a cut cable or a firewall reset (fault injection).
+ */
+export function cutPort(port: Port): void {
+  if (port instanceof WsPort) port.ws.terminate();
+  else port.close("cut");
+}
+
 function wire(ws: WebSocket, remote: string, h: LinkHandler): WsPort {
   const port = new WsPort(ws, remote);
   let done = false;

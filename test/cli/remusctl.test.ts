@@ -83,6 +83,7 @@ test("status: the readable summary names every part of the status", () => {
     state: "standby",
     generation: 3,
     version: "0.1.0",
+    pid: 4242,
     epoch: { current: 11, committed: 10 },
     intervalMs: 25,
     lastCheckpoint: {
