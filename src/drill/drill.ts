@@ -217,8 +217,8 @@ export async function runDrill(o: DrillOptions): Promise<DrillReport> {
       Object.assign(rec, { oldPrimaryUnprotected: released });
       if (released) {
         rec.problems.push(
-          `two primaries: side ${P.name} went unprotected (releasing the output it held) ${fmtMs(released.afterMs)} after the fault` +
-            ` and ran so for ${fmtMs(released.forMs)} while side ${B.name} was the primary`,
+          `two primaries: side ${P.name} ran its domain as an unprotected primary from ${fmtMs(released.afterMs)} after the fault` +
+            ` for ${fmtMs(released.forMs)} while side ${B.name} was the primary`,
         );
       }
       if (fate === "running") {
@@ -471,8 +471,10 @@ async function inject(
       await request(B.client, "POST", "/v1/failover", { planned: true });
       return t;
     case "manual": {
+      // With the primary alive the daemon may turn this into a handover (pending): then wait as for a switchover.
       const r = (await request(B.client, "POST", "/v1/failover", { planned: false })) as FailoverReply;
-      if (!r.activated) throw new RemusError("REMUSD_ERR_WRONG_ROLE", "the backup did not activate");
+      if (!r.activated && !r.pending)
+        throw new RemusError("REMUSD_ERR_WRONG_ROLE", "the backup neither activated nor began a handover");
       return t;
     }
   }
