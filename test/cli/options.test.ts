@@ -56,6 +56,21 @@ test("--help lists every option with its environment variable", () => {
   const text = helpText(PRIMARY_SPEC);
   for (const o of PRIMARY_SPEC.options) {
     assert.ok(text.includes(`--${o.name}`), o.name);
-    assert.ok(text.includes(`REMUSD_${o.name.toUpperCase().replace(/-/g, "_")}`), o.name);
+    const variable = `REMUSD_${o.name.toUpperCase().replace(/-/g, "_")}`;
+    // A flag-only option (a dangerous switch) has no variable, and says so by showing none.
+    assert.equal(text.includes(variable), o.flagOnly !== true, o.name);
   }
+});
+
+test("--allow-fault-injection is a flag only: neither the environment nor a config file turns it on", () => {
+  const on = parseOptions(PRIMARY_SPEC, ["--peer", "ws://x:1", "--allow-fault-injection"], {});
+  assert.equal(on.values["allow-fault-injection"], true);
+  const env = parseOptions(PRIMARY_SPEC, ["--peer", "ws://x:1"], { REMUSD_ALLOW_FAULT_INJECTION: "1" });
+  assert.equal(env.values["allow-fault-injection"], undefined);
+  const dir = mkdtempSync(join(tmpdir(), "remusd-opts-"));
+  writeFileSync(join(dir, "faults.json"), JSON.stringify({ allowFaultInjection: true }));
+  assert.throws(
+    () => parseOptions(PRIMARY_SPEC, ["--peer", "ws://x:1", "--config", join(dir, "faults.json")], {}),
+    /can only be given as the flag --allow-fault-injection/,
+  );
 });
