@@ -247,6 +247,10 @@ test("the primary frozen 3 s under client load: the backup takes over, the old p
     await freeze(primary.proc, 3000);
     await untilStatus("the old primary fenced", primary, (s) => s.state === "fenced");
     expectNothingReleased(pLog, frozenAt);
+    // The frozen daemon measured its own stall.
+    const metrics = String((await getJson(`${primary.control}/metrics`)).body);
+    const sum = Number(/^remusd_loop_stall_seconds_sum (\S+)$/m.exec(metrics)?.[1]);
+    assert.ok(sum >= 2.9, `remusd_loop_stall_seconds_sum ${sum}`);
     const act = readEvents(bLog).find((e) => e.event === "failover.activated");
     assert.equal(act?.reason, "heartbeat_timeout");
     // The backup resumed exactly what the primary checkpointed, logged before its END left.
