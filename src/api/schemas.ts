@@ -186,7 +186,7 @@ export const FailoverBody = Type.Object(
     planned: Type.Optional(
       Type.Boolean({
         description:
-          "true: ask the connected primary for a switchover (final checkpoint, then this backup activates); false: activate now",
+          "true: ask the connected primary for a switchover (final checkpoint, then this backup activates); false: activate now if the primary is silent, else the same switchover (activating beside a live primary would roll back what it released)",
       }),
     ),
   },

@@ -193,7 +193,7 @@ export async function buildApi(
       ...contract("POST", "/v1/failover", {
         tags: ["replication"],
         summary:
-          "on a backup: activate now, or (planned) ask the primary for a switchover; the body is optional",
+          "on a backup: take over. With the primary alive and connected (or planned: true) it is a switchover (final checkpoint, then this backup activates; the reply says pending); otherwise it activates now. The body is optional",
         body: FailoverBody,
         response: replies(FailoverReply),
       }),
