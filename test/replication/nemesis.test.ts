@@ -47,6 +47,12 @@ function runNemesis(seed: number): void {
   const { world, cluster, client } = netPair(seed, { workload: "idle", domainMiB: 4 });
   const kv = new KvLoad(client.stack, { ...DEFAULT_KVLOAD, seed, targetIp: GUEST.ip }, world.now);
   const nemesis = new Nemesis(cluster, world.stream("nemesis"), SURVIVED);
+  // The faults begin once the client's connections carry traffic (a kill before its first SYN
+  // was answered would leave a run that proves nothing: no key is ever written).
+  const warmup = world.every(1, () => kv.poll(world.now));
+  world.run(() => kv.summary.replies > 0, 3000);
+  warmup.cancel();
+  assert.ok(kv.summary.replies > 0, `seed ${seed}: the client never got a reply`);
   const start = world.now;
   nemesis.arm();
   let finishing = false;
