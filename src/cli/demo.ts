@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { percentile } from "../bench/stats.js";
 import { parseJsonLines, readEventLog } from "../daemon/eventlog.js";
-import { type Child, spawnRemusd, started, waitFor } from "./children.js";
+import { type Child, spawnRemusd, started, waitFor } from "../proc/children.js";
 import type { OptValues } from "./options.js";
 
 async function getJson(url: string): Promise<Record<string, unknown> | undefined> {

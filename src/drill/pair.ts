@@ -20,8 +20,8 @@ import { isIP } from "node:net";
 import { join } from "node:path";
 import { type Client, request } from "../api/client.js";
 import type { Status } from "../api/schemas.js";
-import { type Child, spawnRemusd, started, waitFor } from "../cli/children.js";
 import { RemusError } from "../errors.js";
+import { type Child, spawnRemusd, started, waitFor } from "../proc/children.js";
 
 /** One side of the pair: where its control API is now. */
 export interface Side {

@@ -7,7 +7,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { parseJsonLines } from "../daemon/eventlog.js";
 
-const REMUSD = fileURLToPath(new URL("./remusd.js", import.meta.url));
+const REMUSD = fileURLToPath(new URL("../cli/remusd.js", import.meta.url));
 
 /** A remusd child process and what it printed (stderr: the last few MB). */
 export interface Child {
