@@ -31,7 +31,7 @@ const { values: a } = parseArgs({
 });
 const root = resolve(new URL("../..", import.meta.url).pathname);
 const cli = join(root, "dist/src/cli/remusd.js");
-const lag = join(root, "scripts/profile/looplag.mjs");
+const lag = join(root, "dist/src/bench/looplag.js");
 const out = resolve(a.out);
 rmSync(out, { recursive: true, force: true });
 mkdirSync(out, { recursive: true });

@@ -5,9 +5,9 @@
  * shared and noisy: absolute times from different runs are not comparable.
  *
  * Cases live in their own modules (case.ts says what one is) and are listed
- * here; the cases that need real daemons (whole-pipeline throughput over
- * loopback WebSockets, checkpoint rate, kvd latency, kill-to-activation, full
- * sync stalls) join the list the same way.
+ * here. Those that need real daemons (pipeline.ts: whole-pipeline throughput
+ * over loopback WebSockets, checkpoint rate; service.ts: kvd latency,
+ * kill-to-activation, full sync) start them through procs.ts.
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
@@ -18,6 +18,8 @@ import { DOMAIN_CASES } from "./domain.js";
 import { ENCODE_CASES } from "./encode.js";
 import { EPOCH_CASES } from "./epoch.js";
 import { PAUSE_CASES } from "./pause.js";
+import { PIPELINE_CASES } from "./pipeline.js";
+import { SERVICE_CASES } from "./service.js";
 import type { Figure } from "./stats.js";
 import { WIRE_CASES } from "./wire.js";
 
@@ -29,6 +31,8 @@ export const CASES: BenchCase[] = [
   ...EPOCH_CASES,
   ...WIRE_CASES,
   ...ENCODE_CASES,
+  ...PIPELINE_CASES,
+  ...SERVICE_CASES,
 ];
 
 export interface BenchOptions {

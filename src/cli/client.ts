@@ -6,8 +6,29 @@ import { KvClient } from "../client/kvclient.js";
 import { parseHostPort, parseIpOption, parseMacOption } from "../net/addr.js";
 import type { OptValues } from "./options.js";
 
+/** Reply latencies kept for the summary's percentiles, at most. */
+const MAX_LATENCY_SAMPLES = 1_000_000;
+
+/** Percentiles (ms) of reply latencies, at the client's 1 ms clock. */
+function latencySummary(xs: number[]): {
+  samples: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+} {
+  xs.sort((a, b) => a - b);
+  const at = (p: number) =>
+    xs.length === 0 ? 0 : (xs[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)] ?? 0);
+  return { samples: xs.length, p50: at(50), p90: at(90), p99: at(99), max: at(100) };
+}
+
 export async function runClient(v: OptValues): Promise<void> {
+  const latencies: number[] = [];
   const client = await KvClient.open({
+    onReply: (sentAt, now) => {
+      if (latencies.length < MAX_LATENCY_SAMPLES) latencies.push(now - sentAt);
+    },
     switchAddr: parseHostPort(v.switch as string, "--switch"),
     mac: parseMacOption(v.mac as string, "--mac"),
     ip: parseIpOption(v.ip as string, "--ip"),
@@ -18,6 +39,7 @@ export async function runClient(v: OptValues): Promise<void> {
       port: v.port as number,
       keysPerConnection: v.keys as number,
       pipeline: v.pipeline as number,
+      thinkMs: (v["think-ms"] as number | undefined) ?? 0,
     },
   });
   const kv = client.kv;
@@ -47,7 +69,7 @@ export async function runClient(v: OptValues): Promise<void> {
   const ok = finished && s.ok;
   const durationS = client.clock() / 1000;
   process.stdout.write(
-    `${JSON.stringify({ ...s, ok, durationS, requestsPerSec: Math.round((s.replies / Math.max(0.001, durationS)) * 10) / 10 })}\n`,
+    `${JSON.stringify({ ...s, ok, durationS, requestsPerSec: Math.round((s.replies / Math.max(0.001, durationS)) * 10) / 10, latencyMs: latencySummary(latencies) })}\n`,
   );
   process.exitCode = ok ? 0 : 1;
 }

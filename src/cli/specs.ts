@@ -420,6 +420,15 @@ export const CLIENT_SPEC: CommandSpec = {
       help: "requests in flight per connection",
     },
     {
+      name: "think-ms",
+      type: "int",
+      default: 0,
+      min: 0,
+      max: 60_000,
+      placeholder: "N",
+      help: "mean think time between a reply and the next request (uniform in [0, 2N] ms)",
+    },
+    {
       name: "keys",
       type: "int",
       default: 16,

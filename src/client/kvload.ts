@@ -29,6 +29,12 @@ export interface KvLoadOptions {
   readonly maxRequestsPerConnection?: number;
   /** Called with every reply: when its request was sent and now (the times given to `poll`). */
   readonly onReply?: (sentAt: number, now: number) => void;
+  /**
+   * Mean think time in ms between a reply and the connection's next request
+   * (uniform in [0, 2x], seeded; default 0). With it, requests arrive at
+   * random points of the primary's epochs instead of right after a commit.
+   */
+  readonly thinkMs?: number;
 }
 
 export const DEFAULT_KVLOAD: Omit<KvLoadOptions, "targetIp" | "seed"> = {
@@ -52,6 +58,8 @@ interface Conn {
   outbuf: Buffer;
   issued: number;
   lastProgress: number;
+  /** Think time: no new request before this. */
+  nextAt: number;
   /** After a reset: when to reconnect, and how many times in a row it failed. */
   retryAt: number;
   failures: number;
@@ -79,6 +87,7 @@ export class KvLoad {
   private readonly model = new Map<string, string>();
   private readonly counters = new Map<string, number>();
   private readonly rand: () => number;
+  private readonly thinkRand: () => number;
   private phase: "run" | "drain" | "verify" | "done" = "run";
   /** An audit is under way: after its read-back the load resumes instead of ending. */
   private auditing = false;
@@ -107,6 +116,7 @@ export class KvLoad {
     now: number,
   ) {
     this.rand = mulberry32(opts.seed);
+    this.thinkRand = mulberry32(opts.seed ^ 0x7417_7417);
     for (let i = 0; i < opts.connections; i++) {
       this.conns.push(this.open(i, now));
     }
@@ -124,6 +134,7 @@ export class KvLoad {
       outbuf: Buffer.alloc(0),
       issued: 0,
       lastProgress: now,
+      nextAt: 0,
       retryAt: 0,
       failures: 0,
       generation: 0,
@@ -297,6 +308,7 @@ export class KvLoad {
             now - Math.max(o.sentAt, c.lastProgress),
           );
           c.lastProgress = now;
+          if (this.opts.thinkMs) c.nextAt = now + this.thinkRand() * 2 * this.opts.thinkMs;
           this.check(c, o.expect, v);
         }
       } catch (e) {
@@ -316,6 +328,7 @@ export class KvLoad {
       const limit = this.opts.maxRequestsPerConnection;
       while (
         this.phase === "run" &&
+        now >= c.nextAt &&
         c.outstanding.length < this.opts.pipeline &&
         (limit === undefined || c.issued < limit)
       ) {

@@ -271,16 +271,17 @@ export class Daemon {
   };
 
   /**
-   * Steps the node once more right after this turn's I/O: the receive path
-   * left work for later turns (it never holds the loop long), or a page
-   * worker finished a job. Coalesced: at most one queued.
+   * Flushes the node right after this turn's I/O (no guest ticks, no
+   * timers): the receive path left work for later turns (it never holds the
+   * loop long), or a page worker finished a job whose frame can go now.
+   * Coalesced: at most one queued.
    */
   private stepSoon = (): void => {
     if (this.soon || this.stopping) return;
     this.soon = setImmediate(() => {
       this.soon = undefined;
       if (this.stopping || !this.nodeRef) return;
-      this.nodeRef.step(performance.now());
+      this.nodeRef.flush(performance.now());
       if (this.nodeRef.busy) this.stepSoon();
     });
   };

@@ -22,6 +22,26 @@ import { DirtyLog } from "./memory.js";
 
 const ZERO_UNIT = Buffer.alloc(4096);
 
+/**
+ * `unitHash(i, bytes)` (the header's definition) into `out[off..off+4)` as
+ * four little-endian u32 limbs. `idx` is 4 bytes of scratch.
+ */
+export function unitHashInto(
+  i: number,
+  bytes: Uint8Array,
+  out: Uint32Array,
+  off: number,
+  idx = Buffer.alloc(4),
+): void {
+  if (ZERO_UNIT.compare(bytes) === 0) {
+    out.fill(0, off, off + 4);
+    return;
+  }
+  idx.writeUInt32LE(i >>> 0, 0);
+  const h = createHash("sha256").update(idx).update(bytes).digest();
+  for (let k = 0; k < 4; k++) out[off + k] = h.readUInt32LE(k * 4);
+}
+
 /** 128-bit additive hash over fixed-size units, updated incrementally. */
 export class SumHasher {
   readonly units: number;
@@ -42,14 +62,7 @@ export class SumHasher {
   }
 
   private unitHash(i: number, out: Uint32Array): void {
-    const bytes = this.unitOf(i);
-    if (ZERO_UNIT.compare(bytes) === 0) {
-      out.fill(0);
-      return;
-    }
-    this.idx.writeUInt32LE(i >>> 0, 0);
-    const h = createHash("sha256").update(this.idx).update(bytes).digest();
-    for (let k = 0; k < 4; k++) out[k] = h.readUInt32LE(k * 4);
+    unitHashInto(i, this.unitOf(i), out, 0, this.idx);
   }
 
   /**
@@ -61,18 +74,32 @@ export class SumHasher {
     const fresh = new Uint32Array(4);
     for (const i of list) {
       this.unitHash(i, fresh);
-      const base = i * 4;
-      // sum += fresh - old, limb by limb with carry/borrow (mod 2^128).
-      let carry = 0;
-      for (let k = 0; k < 4; k++) {
-        const v = (this.sum[k] as number) + (fresh[k] as number) - (this.hashes[base + k] as number) + carry;
-        const wrapped = ((v % 0x1_0000_0000) + 0x1_0000_0000) % 0x1_0000_0000;
-        carry = Math.floor((v - wrapped) / 0x1_0000_0000);
-        this.sum[k] = wrapped;
-        this.hashes[base + k] = fresh[k] as number;
-      }
+      this.foldOne(i, fresh, 0);
     }
     return list.length;
+  }
+
+  /**
+   * Folds hashes computed elsewhere (a worker thread): `hashes[4k..4k+4)` is
+   * unit `units[k]`'s hash. The caller took the units from `pending` and
+   * folds them in the order it took them.
+   */
+  fold(units: ArrayLike<number>, hashes: Uint32Array): void {
+    for (let k = 0; k < units.length; k++) this.foldOne(units[k] as number, hashes, k * 4);
+  }
+
+  private foldOne(i: number, fresh: Uint32Array, off: number): void {
+    const base = i * 4;
+    // sum += fresh - old, limb by limb with carry/borrow (mod 2^128).
+    let carry = 0;
+    for (let k = 0; k < 4; k++) {
+      const f = fresh[off + k] as number;
+      const v = (this.sum[k] as number) + f - (this.hashes[base + k] as number) + carry;
+      const wrapped = ((v % 0x1_0000_0000) + 0x1_0000_0000) % 0x1_0000_0000;
+      carry = Math.floor((v - wrapped) / 0x1_0000_0000);
+      this.sum[k] = wrapped;
+      this.hashes[base + k] = f;
+    }
   }
 
   /** Forces every unit to be rehashed at the next update (after a bulk load). */

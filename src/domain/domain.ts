@@ -34,8 +34,21 @@ export function geometryOfMiB(memoryMiB: number, diskMiB: number): DomainGeometr
   return { memoryBytes: memoryMiB * 1024 * 1024, diskBytes: diskMiB * 1024 * 1024 };
 }
 
+/**
+ * Pages taken from the digest's log to be hashed elsewhere (a worker thread),
+ * folded back in the order they were taken. See `Domain.takeDigestWork`.
+ */
+export interface DigestWork {
+  readonly pfns: Uint32Array;
+  /** Cancelled by a synchronous digest (its pages were put back in the log): its result is dropped. */
+  cancelled: boolean;
+  hashes: Uint32Array | undefined;
+}
+
 export class Domain {
   readonly memory: GuestMemory;
+  /** Digest work taken and not folded yet, in the order taken. */
+  private digestWork: DigestWork[] = [];
   readonly disk: VirtualDisk;
   readonly vcpu: Vcpu;
   readonly device: DeviceState;
@@ -75,9 +88,11 @@ export class Domain {
 
   /**
    * The digest of the current state (see digest.ts). Costs O(pages and blocks
-   * written since they were last hashed, by this or by `digestStep`).
+   * written since they were last hashed, by this or by `digestStep`). Work
+   * taken by `takeDigestWork` and not folded yet is cancelled and done here.
    */
   digest(): string {
+    this.cancelDigestWork();
     this.memHash.update();
     this.diskHash.update();
     return combineDigest(this.digestInputs(), this.memHash.sumBytes(), this.diskHash.sumBytes());
@@ -90,9 +105,12 @@ export class Domain {
    * keeps `digest()` cheap when it is finally needed (at activation): the work
    * is the same, it is just done earlier. With `clock` (ms), it also stops
    * once `budgetMs` have passed (checked every 64 units), so a slice never holds
-   * the event loop long whatever the pages cost. Returns the units still pending.
+   * the event loop long whatever the pages cost. Digest work out on other
+   * threads is cancelled first (its pages are hashed here instead). Returns
+   * the units still pending.
    */
   digestStep(maxUnits: number, clock?: () => number, budgetMs = 2): number {
+    this.cancelDigestWork();
     const stopAt = clock === undefined ? Number.POSITIVE_INFINITY : clock() + budgetMs;
     let left = maxUnits;
     while (left > 0 && this.digestPending > 0) {
@@ -105,9 +123,58 @@ export class Domain {
     return this.digestPending;
   }
 
-  /** Pages and blocks written since they were last hashed: the work the next `digest()` does. */
+  /**
+   * Takes up to `max` pages written since they were last hashed, for another
+   * thread to hash (`unitHashInto` over the shared memory); give the hashes
+   * back with `foldDigestWork`. Results are folded in the order the work was
+   * taken, so a page taken again after a newer write ends with the newer
+   * hash. Undefined when no page is pending.
+   */
+  takeDigestWork(max: number): DigestWork | undefined {
+    if (this.memory.hashLog.count === 0) return undefined;
+    const w: DigestWork = { pfns: this.memory.hashLog.take(max), cancelled: false, hashes: undefined };
+    this.digestWork.push(w);
+    return w;
+  }
+
+  /** The hashes of `w`'s pages (4 u32 limbs each, in order): folded now or after older work. */
+  foldDigestWork(w: DigestWork, hashes: Uint32Array): void {
+    if (w.cancelled) return;
+    if (hashes.length !== w.pfns.length * 4)
+      throw new RangeError(`${hashes.length / 4} hashes for ${w.pfns.length} pages`);
+    w.hashes = hashes;
+    while (this.digestWork.length > 0) {
+      const head = this.digestWork[0] as DigestWork;
+      if (head.hashes === undefined) break;
+      this.digestWork.shift();
+      this.memHash.fold(head.pfns, head.hashes);
+    }
+  }
+
+  /** Hashes up to `max` disk blocks written since they were last hashed (never cancels page work). */
+  digestDiskStep(max: number): number {
+    return this.diskHash.update(max);
+  }
+
+  /** Digest work out on other threads. */
+  get digestWorkOut(): number {
+    return this.digestWork.length;
+  }
+
+  /** Puts every page of unfolded digest work back in the log (its results, when they come, are dropped). */
+  private cancelDigestWork(): void {
+    for (const w of this.digestWork) {
+      w.cancelled = true;
+      this.memory.hashLog.markAll(w.pfns, w.pfns.length);
+    }
+    this.digestWork = [];
+  }
+
+  /** Pages and blocks written since they were last hashed (or out being hashed): the work the next `digest()` does. */
   get digestPending(): number {
-    return this.memory.hashLog.count + this.disk.hashLog.count;
+    let out = 0;
+    for (const w of this.digestWork) out += w.pfns.length;
+    return this.memory.hashLog.count + this.disk.hashLog.count + out;
   }
 
   /** The digest recomputed from scratch (slow; for tests and audits). */
@@ -172,6 +239,7 @@ export class Domain {
     this.device.regs.set(src.device.regs);
     this.memory.log.clear();
     this.disk.log.clear();
+    this.cancelDigestWork();
     this.memory.hashLog.clear();
     this.disk.hashLog.clear();
     this.memHash.invalidateAll();
@@ -186,6 +254,7 @@ export class Domain {
 
   /** Forces the digest to rehash everything (after memory was loaded behind its back). */
   invalidateDigest(): void {
+    this.cancelDigestWork();
     this.memHash.invalidateAll();
     this.diskHash.invalidateAll();
   }

@@ -8,7 +8,7 @@ import { bootNetwork, type GuestNetConfig } from "./netd.js";
 import { PROGRAM } from "./programs/basic.js";
 import { ECHO_PROGRAM_ID } from "./programs/echo.js";
 import { KVD_PROGRAM_ID } from "./programs/kvd.js";
-import { DirtyPattern, type WorkloadSpec } from "./workload.js";
+import { DirtyFill, DirtyPattern, type WorkloadSpec } from "./workload.js";
 
 export interface GuestOptions {
   readonly seed: number;
@@ -33,7 +33,7 @@ export function bootGuest(domain: Domain, opts: GuestOptions): Kernel {
       k.spawn(
         PROGRAM.dirtier,
         `dirty-${part.pattern}`,
-        [part.rate, Math.round(part.hot * 1_000_000), DirtyPattern[part.pattern]],
+        [part.rate, Math.round(part.hot * 1_000_000), DirtyPattern[part.pattern], DirtyFill[part.fill]],
         1,
       );
     } else {

@@ -3,12 +3,17 @@
  *
  *   SPEC    := PART ('+' PART)*
  *   PART    := 'idle' | 'compile' | 'web' | 'dirty' [':' OPTS] | 'disk' [':' OPTS]
- *   dirty   := rate=PAGES_PER_SEC, hot=FRACTION (0 < hot <= 1), pattern=uniform|zipf|seq
+ *   dirty   := rate=PAGES_PER_SEC, hot=FRACTION (0 < hot <= 1), pattern=uniform|zipf|seq,
+ *              fill=record|zeros|half|random
  *   disk    := rate=KIB_PER_SEC
  *
  * `hot` is the fraction of guest memory in the working set that the memory
  * workload writes; the pattern picks pages within it (zipf: page k with
- * probability about 1/(k+1)). Presets mimic the shapes of the Remus paper's
+ * probability about 1/(k+1)). `fill` is what a write puts in the page: a
+ * 32-byte record at a random place (the default: pages keep most of their
+ * bytes, as real data does), or the whole page, all zero, about 50%
+ * compressible, or random (copies of fixed template pages, pagemix.ts, in
+ * turn, with the write count in the first 8 bytes). Presets mimic the shapes of the Remus paper's
  * benchmarks: `compile` (kernel build: high dirty rate with locality plus
  * steady disk writes) = dirty:rate=10000,hot=0.25,pattern=zipf+disk:rate=1024;
  * `web` (SPECweb-like: moderate dirty rate, network heavy through kvd and echo)
@@ -20,8 +25,12 @@ import { RemusError } from "../errors.js";
 export const DirtyPattern = { uniform: 0, zipf: 1, seq: 2 } as const;
 export type DirtyPatternName = keyof typeof DirtyPattern;
 
+/** What a dirty write puts in the page (see the header). */
+export const DirtyFill = { record: 0, zeros: 1, half: 2, random: 3 } as const;
+export type DirtyFillName = keyof typeof DirtyFill;
+
 export type WorkloadPart =
-  | { kind: "dirty"; rate: number; hot: number; pattern: DirtyPatternName }
+  | { kind: "dirty"; rate: number; hot: number; pattern: DirtyPatternName; fill: DirtyFillName }
   | { kind: "disk"; rateKiB: number };
 
 export interface WorkloadSpec {
@@ -78,15 +87,18 @@ function parsePart(raw: string, depth: number): WorkloadPart[] {
     return preset === "" ? [] : preset.split("+").flatMap((p) => parsePart(p, depth + 1));
   }
   if (name === "dirty") {
-    const o = parseOpts(part, body, ["rate", "hot", "pattern"]);
+    const o = parseOpts(part, body, ["rate", "hot", "pattern", "fill"]);
     const pattern = o.get("pattern") ?? "uniform";
     if (!(pattern in DirtyPattern)) bad(`workload '${part}': pattern must be uniform, zipf or seq`);
+    const fill = o.get("fill") ?? "record";
+    if (!(fill in DirtyFill)) bad(`workload '${part}': fill must be record, zeros, half or random`);
     return [
       {
         kind: "dirty",
         rate: num(part, "rate", o.get("rate") ?? "1000", 0, MAX_DIRTY_RATE, true),
         hot: num(part, "hot", o.get("hot") ?? "0.1", 0.000001, 1, false),
         pattern: pattern as DirtyPatternName,
+        fill: fill as DirtyFillName,
       },
     ];
   }
@@ -95,7 +107,7 @@ function parsePart(raw: string, depth: number): WorkloadPart[] {
     return [{ kind: "disk", rateKiB: num(part, "rate", o.get("rate") ?? "256", 1, MAX_DISK_KIB, true) }];
   }
   bad(
-    `unknown workload '${name}': use idle, compile, web, dirty:rate=N,hot=F,pattern=uniform|zipf|seq or disk:rate=KIB, joined with '+'`,
+    `unknown workload '${name}': use idle, compile, web, dirty:rate=N,hot=F,pattern=uniform|zipf|seq,fill=record|zeros|half|random or disk:rate=KIB, joined with '+'`,
   );
 }
 

@@ -108,6 +108,8 @@ export interface NodeConfig {
   /** Work per turn on either side's replication path: ms of the high-resolution clock, and pages. */
   readonly turnMs?: number;
   readonly turnUnits?: number;
+  /** Batches of at most this many pages are encoded and decoded on the node's thread (default 128). */
+  readonly inlinePages?: number;
 }
 
 /** The node's outputs other than replication frames (those go to the `Port`s it was handed). */
@@ -441,6 +443,19 @@ export class Node {
 
   // ---- queries for the control API ----
 
+  /**
+   * Between steps, as soon as a page worker finished a job or the receive
+   * path has work left: sends what is ready (primary) or works off another
+   * turn's worth of records (backup). No guest ticks, no timers.
+   */
+  flush(now: number): void {
+    this.now = now;
+    const r = this.role;
+    if (r.name === "primary") r.m.flush();
+    else r.m.flush(now);
+    this.afterInput();
+  }
+
   /** Whether a backup still has records or an apply to work off (the host may step again soon). */
   get busy(): boolean {
     return this.backup?.busy ?? false;
@@ -530,6 +545,7 @@ export class Node {
         ...(c.maxInFlightBytes !== undefined ? { maxInFlightBytes: c.maxInFlightBytes } : {}),
         ...(c.turnMs !== undefined ? { turnMs: c.turnMs } : {}),
         ...(c.turnUnits !== undefined ? { turnUnits: c.turnUnits } : {}),
+        ...(c.inlinePages !== undefined ? { inlinePages: c.inlinePages } : {}),
       },
       hooks: {
         // Output commit: the frames of epoch N go into the netbuf at its pause and leave when N is acked.
@@ -566,6 +582,7 @@ export class Node {
         verify: this.config.verify,
         ...(this.config.turnMs !== undefined ? { turnMs: this.config.turnMs } : {}),
         ...(this.config.turnUnits !== undefined ? { turnUnits: this.config.turnUnits } : {}),
+        ...(this.config.inlinePages !== undefined ? { inlinePages: this.config.inlinePages } : {}),
       },
       store: o.store,
       ...(o.workers ? { workers: o.workers } : {}),

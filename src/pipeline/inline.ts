@@ -15,8 +15,11 @@ import {
   type EncodeJob,
   type EncodeResult,
   EncodeScratch,
+  type HashJob,
+  type HashResult,
   runDecode,
   runEncode,
+  runHash,
 } from "./jobs.js";
 import { type PageWorkers, Ticket } from "./pool.js";
 
@@ -67,6 +70,10 @@ export class InlineWorkers implements PageWorkers {
 
   decode(job: DecodeJob): Ticket<DecodeResult> {
     return this.run(() => runDecode(job, this.table));
+  }
+
+  hash(job: HashJob): Ticket<HashResult> {
+    return this.run(() => runHash(job, this.table));
   }
 
   private run<T>(work: () => T): Ticket<T> {

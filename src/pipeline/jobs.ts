@@ -1,7 +1,8 @@
 /**
  * The work the checkpoint pipeline hands to worker threads, as plain
  * functions (sans-IO): encoding a page batch (zero check, XOR delta, LZ4,
- * CRC) and decoding one (LZ4, XOR) into shared memory. `pool.ts` runs them on
+ * CRC), decoding one (LZ4, XOR) into shared memory, and hashing pages for
+ * the domain digest. `pool.ts` runs them on
  * workers; a caller may also run them on its own thread (the benchmark's
  * single-thread baseline runs exactly this code).
  *
@@ -25,6 +26,7 @@
  */
 
 import { type SharedViews, sharedPage } from "../domain/capture.js";
+import { unitHashInto } from "../domain/digest.js";
 import { PAGE_SIZE } from "../domain/memory.js";
 import {
   type BatchFrame,
@@ -90,7 +92,7 @@ export interface EncodeResult extends Omit<BatchFrame, "frame"> {
   /** The frame, unsealed (session, seq and trailer zero): finish it with `sealFrame`. */
   readonly frame: Uint8Array;
   readonly bodyCrc: number;
-  /** Per entry: 1 when the page went as ZERO (its cached version must be forgotten). */
+  /** Per entry: 1 when the cache must forget the page (it went as ZERO, or was rewritten all over). */
   readonly zero: Uint8Array;
 }
 
@@ -161,10 +163,11 @@ export function runEncode(job: EncodeJob, buffers: BufferTable, scratch: EncodeS
         const s = d.base[i] as number;
         return s < 0 ? undefined : pageIn(slots, s * PAGE_SIZE);
       },
-      sent: (i, _index, page, isZero) => {
-        if (isZero) zero[i] = 1;
+      sent: (i, _index, page, isZero, rewritten) => {
+        // Forgotten when the job is released (SentPageCache.sent says why).
+        if (isZero || rewritten) zero[i] = 1;
         const s = d.next[i] as number;
-        if (s >= 0 && !isZero) slots.set(page, s * PAGE_SIZE);
+        if (s >= 0 && zero[i] === 0) slots.set(page, s * PAGE_SIZE);
       },
     };
   } else {
@@ -184,10 +187,8 @@ export function runEncode(job: EncodeJob, buffers: BufferTable, scratch: EncodeS
     // No delta pass ran: find the zero entries from the frame itself.
     for (let i = 0; i < src.count; i++) zero[i] = out.frame[HEADER_SIZE + 12 + i * 8 + 4] === 0 ? 1 : 0;
   }
-  // The frame must own its ArrayBuffer to move to another thread (small Buffers share a pool).
-  const own = out.frame.byteOffset === 0 && out.frame.buffer.byteLength === out.frame.length;
-  const frame = own ? out.frame : Buffer.from(new Uint8Array(out.frame).buffer);
-  return { ...out, frame, bodyCrc: out.bodyCrc as number, zero };
+  // The frame is a view at the start of a buffer of its own (encodeBatchFrame): the whole buffer moves.
+  return { ...out, bodyCrc: out.bodyCrc as number, zero };
 }
 
 export interface DecodeJob {
@@ -235,4 +236,27 @@ export function runDecode(job: DecodeJob, buffers: BufferTable): DecodeResult {
     pages++;
   }
   return { ok: true, pages };
+}
+
+/** Digest work (the backup keeps its digest current off its event loop): hash pages of shared memory. */
+export interface HashJob {
+  readonly memory: number;
+  readonly pfns: Uint32Array;
+}
+
+/** Each page's unit hash (digest.ts), four u32 limbs per page, in order. */
+export interface HashResult {
+  readonly hashes: Uint32Array;
+}
+
+export function runHash(job: HashJob, buffers: BufferTable): HashResult {
+  const mem = buffers.get(job.memory);
+  const hashes = new Uint32Array(job.pfns.length * 4);
+  const idx = Buffer.alloc(4);
+  for (let k = 0; k < job.pfns.length; k++) {
+    const a = (job.pfns[k] as number) * PAGE_SIZE;
+    if (a + PAGE_SIZE > mem.length) throw new RangeError(`pfn ${job.pfns[k]} outside guest memory`);
+    unitHashInto(job.pfns[k] as number, mem.subarray(a, a + PAGE_SIZE), hashes, k * 4, idx);
+  }
+  return { hashes };
 }

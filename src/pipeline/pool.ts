@@ -34,16 +34,18 @@
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import { bufferKey } from "./buffers.js";
-import type { DecodeJob, DecodeResult, EncodeJob, EncodeResult } from "./jobs.js";
+import type { DecodeJob, DecodeResult, EncodeJob, EncodeResult, HashJob, HashResult } from "./jobs.js";
 
 /** Messages to a worker. */
 export type ToWorker =
   | { op: "share"; key: number; buffer: SharedArrayBuffer }
   | { op: "unshare"; key: number }
   | { op: "encode"; id: number; job: EncodeJob }
-  | { op: "decode"; id: number; job: DecodeJob };
+  | { op: "decode"; id: number; job: DecodeJob }
+  | { op: "hash"; id: number; job: HashJob };
 
-type FromWorker = { id: number; result: EncodeResult | DecodeResult } | { id: number; error: string };
+type Result = EncodeResult | DecodeResult | HashResult;
+type FromWorker = { id: number; result: Result } | { id: number; error: string };
 
 /**
  * A job's outcome, pollable without awaiting. The promise is made only when
@@ -127,12 +129,13 @@ export interface PageWorkers {
   unshare(buffer: SharedArrayBuffer): void;
   encode(job: EncodeJob): Ticket<EncodeResult>;
   decode(job: DecodeJob): Ticket<DecodeResult>;
+  hash(job: HashJob): Ticket<HashResult>;
   close(): Promise<void>;
 }
 
 interface Slot {
   readonly worker: Worker;
-  readonly pending: Map<number, Ticket<EncodeResult | DecodeResult>>;
+  readonly pending: Map<number, Ticket<Result>>;
 }
 
 export interface PagePoolOptions {
@@ -173,7 +176,7 @@ export class PagePool implements PageWorkers {
     }
   }
 
-  private settled(ticket: Ticket<EncodeResult | DecodeResult>, m: FromWorker): void {
+  private settled(ticket: Ticket<Result>, m: FromWorker): void {
     if ("error" in m) ticket.settle(undefined, new Error(`pipeline worker: ${m.error}`));
     else {
       const r = m.result;
@@ -221,8 +224,12 @@ export class PagePool implements PageWorkers {
     return this.submit("decode", job) as Ticket<DecodeResult>;
   }
 
-  private submit(op: "encode" | "decode", job: EncodeJob | DecodeJob): Ticket<EncodeResult | DecodeResult> {
-    const ticket = new Ticket<EncodeResult | DecodeResult>();
+  hash(job: HashJob): Ticket<HashResult> {
+    return this.submit("hash", job) as Ticket<HashResult>;
+  }
+
+  private submit(op: "encode" | "decode" | "hash", job: EncodeJob | DecodeJob | HashJob): Ticket<Result> {
+    const ticket = new Ticket<Result>();
     if (this._broken || this.closed) {
       ticket.settle(undefined, this._broken ?? new Error("the page pool is closed"));
       return ticket;

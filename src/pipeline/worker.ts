@@ -3,7 +3,15 @@
  * and runs encode and decode jobs (jobs.ts) in the order they arrive.
  */
 import { parentPort } from "node:worker_threads";
-import { type DecodeJob, type EncodeJob, EncodeScratch, runDecode, runEncode } from "./jobs.js";
+import {
+  type DecodeJob,
+  type EncodeJob,
+  EncodeScratch,
+  type HashJob,
+  runDecode,
+  runEncode,
+  runHash,
+} from "./jobs.js";
 import type { ToWorker } from "./pool.js";
 
 const port = parentPort;
@@ -28,11 +36,15 @@ port.on("message", (m: ToWorker) => {
       return;
     case "encode":
     case "decode":
+    case "hash":
       try {
         if (m.op === "encode") {
           const r = runEncode(m.job as EncodeJob, table, scratch);
           // The frame is this thread's own buffer: hand it over without a copy.
           port.postMessage({ id: m.id, result: r }, [r.frame.buffer as ArrayBuffer]);
+        } else if (m.op === "hash") {
+          const r = runHash(m.job as HashJob, table);
+          port.postMessage({ id: m.id, result: r }, [r.hashes.buffer as ArrayBuffer]);
         } else {
           port.postMessage({ id: m.id, result: runDecode(m.job as DecodeJob, table) });
         }

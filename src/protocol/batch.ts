@@ -26,8 +26,9 @@ import {
   type PageEncoding,
   PROTOCOL_VERSION,
   RECORD_TYPE,
+  TRAILER_SIZE,
 } from "./constants.js";
-import { xorPage } from "./delta.js";
+import { XOR_MAX_NONZERO_WORDS, xorPage } from "./delta.js";
 import { ProtocolError } from "./errors.js";
 import type { DiskWrite, DiskWrites, Geometry, PageBatch, PageEntry } from "./records.js";
 import { readU32, readU64, type WireState, writeU8, writeU16, writeU32, writeU64 } from "./wire.js";
@@ -36,13 +37,12 @@ import { readU32, readU64, type WireState, writeU8, writeU16, writeU32, writeU64
 export const ZERO_PAGE: Buffer = Buffer.alloc(PAGE_SIZE);
 const EMPTY: Buffer = Buffer.alloc(0);
 
-// Send-side scratch, reused by every batch: compressed blocks, and per-entry
-// encoding, length and scratch offset. Safe because encoding is synchronous.
-const lz4Scratch = Buffer.allocUnsafe(MAX_BATCH_ENTRIES * LIMITS.maxLz4Block);
+// Send-side scratch, reused by every batch: per-entry encoding, data length,
+// index, and whether its delta was refused. Safe because encoding is synchronous.
 const scratchEnc = new Uint8Array(MAX_BATCH_ENTRIES);
 const scratchLen = new Uint16Array(MAX_BATCH_ENTRIES);
-const scratchOff = new Uint32Array(MAX_BATCH_ENTRIES);
 const scratchIndex = new Uint32Array(MAX_BATCH_ENTRIES);
+const scratchRewritten = new Uint8Array(MAX_BATCH_ENTRIES);
 // Receive-side scratch for verifying lz4 blocks without touching the caller's memory,
 // and for the XOR delta (both ways). Own ArrayBuffers, so word-aligned.
 const verifyPage = Buffer.from(new ArrayBuffer(PAGE_SIZE));
@@ -276,8 +276,12 @@ export interface BatchFrame {
 export interface PageBases {
   /** The receiver's version of entry i's page (pfn `index`), if the sender knows it. */
   baseFor(i: number, index: number): Uint8Array | undefined;
-  /** The frame is complete: entry i's page is now the receiver's version (`zero`: it went as ZERO). */
-  sent(i: number, index: number, page: Uint8Array, zero: boolean): void;
+  /**
+   * The frame is complete: entry i's page is now the receiver's version
+   * (`zero`: it went as ZERO; `rewritten`: it changed all over since the
+   * version before, so keeping it as a base is likely worth nothing).
+   */
+  sent(i: number, index: number, page: Uint8Array, zero: boolean, rewritten: boolean): void;
 }
 
 export interface BatchOptions {
@@ -298,12 +302,14 @@ export interface BatchOptions {
  * Builds a PAGE_BATCH or DISK_WRITES frame from `count` pages without a
  * Buffer per page. `indexOf(i)` is the pfn or block of entry i; `dataOf(i)`
  * a view of its 4096 bytes. `dataOf` is called once per entry, and once more
- * for each page sent raw or recorded in `opts.delta`, so it must return the
- * same bytes each time (a view of guest memory or of a copy-on-write capture
- * does, as long as the guest does not run in between); no view is kept. The
- * delta cache changes only once the frame is complete. Without `header` the
- * frame is built unsealed (session, seq and trailer zero; `bodyCrc` set) for
- * `sealFrame` to finish on the thread that sends it.
+ * for each page recorded in `opts.delta`, so it must return the same bytes
+ * each time (a view of guest memory or of a copy-on-write capture does, as
+ * long as the guest does not run in between); no view is kept. The delta
+ * cache changes only once the frame is complete. Without `header` the frame
+ * is built unsealed (session, seq and trailer zero; `bodyCrc` set) for
+ * `sealFrame` to finish on the thread that sends it. The frame is a view at
+ * the start of a buffer of its own (sized for the batch's largest frame), so
+ * a worker can transfer that buffer as it is.
  */
 export function encodeBatchFrame(
   kind: BatchKind,
@@ -329,8 +335,11 @@ export function encodeBatchFrame(
       : kind === "pageBatch"
         ? opts.geometry.pages
         : opts.geometry.diskBlocks;
-  let dataBytes = 0;
-  let scratchUsed = 0;
+  // One buffer of the largest size this batch can take, compressed into directly (its own
+  // ArrayBuffer, so a worker thread can hand it over without a copy); the frame is its prefix.
+  const dataStart = HEADER_SIZE + BATCH_PREFIX_SIZE + count * BATCH_ENTRY_SIZE;
+  const out = Buffer.allocUnsafeSlow(dataStart + count * PAGE_SIZE + FRAME_OVERHEAD - HEADER_SIZE);
+  let d = dataStart;
   let zeroPages = 0;
   let lz4Pages = 0;
   let xorPages = 0;
@@ -343,6 +352,7 @@ export function encodeBatchFrame(
     if (kind === "pageBatch" && index <= prev) throw new ProtocolError("bad-order", "pfns not increasing");
     prev = index;
     scratchIndex[i] = index;
+    scratchRewritten[i] = 0;
     const page = dataOf(i);
     if (page.length !== PAGE_SIZE) throw new ProtocolError("bad-value", `page ${i} is ${page.length} bytes`);
     if (isZeroPage(page)) {
@@ -356,56 +366,39 @@ export function encodeBatchFrame(
     let n = 0;
     const base = delta?.baseFor(i, index);
     if (base !== undefined) {
-      xorPage(deltaScratch, 0, page, 0, base, 0);
-      n = lz4.encodeBlock(deltaScratch, lz4Scratch, scratchUsed, scratchUsed + LIMITS.maxLz4Block);
-      if (n > 0) enc = PAGE_ENCODING.xorLz4;
+      // Only a page that kept most of its words is worth a delta (see XOR_MAX_NONZERO_WORDS).
+      if (xorPage(deltaScratch, 0, page, 0, base, 0) <= XOR_MAX_NONZERO_WORDS) {
+        n = lz4.encodeBlock(deltaScratch, out, d, d + LIMITS.maxLz4Block);
+        if (n > 0) enc = PAGE_ENCODING.xorLz4;
+      } else scratchRewritten[i] = 1;
     }
     if (n <= 0 && opts.compress) {
       // Capacity 4095: lz4 returns 0 when the block would not be smaller than the page.
-      n = lz4.encodeBlock(page, lz4Scratch, scratchUsed, scratchUsed + LIMITS.maxLz4Block);
+      n = lz4.encodeBlock(page, out, d, d + LIMITS.maxLz4Block);
       if (n > 0) enc = PAGE_ENCODING.lz4;
     }
     scratchEnc[i] = enc;
     if (enc === PAGE_ENCODING.raw) {
-      dataBytes += PAGE_SIZE;
-      continue;
-    }
-    scratchLen[i] = n;
-    scratchOff[i] = scratchUsed;
-    scratchUsed += n;
-    dataBytes += n;
-    if (enc === PAGE_ENCODING.xorLz4) xorPages++;
+      out.set(page, d);
+      n = PAGE_SIZE;
+    } else if (enc === PAGE_ENCODING.xorLz4) xorPages++;
     else lz4Pages++;
+    scratchLen[i] = n;
+    d += n;
   }
-  const bodyLen = BATCH_PREFIX_SIZE + count * BATCH_ENTRY_SIZE + dataBytes;
-  const total = bodyLen + FRAME_OVERHEAD;
-  const out = Buffer.allocUnsafe(total);
+  const total = d + TRAILER_SIZE;
+  const bodyLen = total - FRAME_OVERHEAD;
   writeHeader(out, RECORD_TYPE[kind], header?.session ?? 0, header?.seq ?? 0, bodyLen);
   let p = HEADER_SIZE;
   out.writeUInt32LE(epoch >>> 0, p);
   out.writeUInt32LE(Math.floor(epoch / 0x1_0000_0000), p + 4);
   out.writeUInt32LE(count, p + 8);
   p += BATCH_PREFIX_SIZE;
-  let d = p + count * BATCH_ENTRY_SIZE;
   for (let i = 0; i < count; i++, p += BATCH_ENTRY_SIZE) {
-    const enc = scratchEnc[i]!;
     out.writeUInt32LE(scratchIndex[i]!, p);
-    out[p + 4] = enc;
+    out[p + 4] = scratchEnc[i]!;
     out[p + 5] = 0;
-    if (enc === PAGE_ENCODING.raw) {
-      out.writeUInt16LE(PAGE_SIZE, p + 6);
-      const page = dataOf(i);
-      if (page.length !== PAGE_SIZE) throw new ProtocolError("bad-value", `page ${i} changed size`);
-      out.set(page, d);
-      d += PAGE_SIZE;
-    } else if (enc === PAGE_ENCODING.lz4 || enc === PAGE_ENCODING.xorLz4) {
-      const n = scratchLen[i]!;
-      out.writeUInt16LE(n, p + 6);
-      lz4Scratch.copy(out, d, scratchOff[i]!, scratchOff[i]! + n);
-      d += n;
-    } else {
-      out.writeUInt16LE(0, p + 6);
-    }
+    out.writeUInt16LE(scratchLen[i]!, p + 6);
   }
   let bodyCrc: number | undefined;
   if (header !== undefined) out.writeUInt32LE(crc32(out.subarray(0, total - 4)), total - 4);
@@ -417,11 +410,11 @@ export function encodeBatchFrame(
     // The frame is complete: from now on the receiver's version of each page is what it carries.
     for (let i = 0; i < count; i++) {
       const zero = scratchEnc[i] === PAGE_ENCODING.zero;
-      delta.sent(i, scratchIndex[i]!, zero ? ZERO_PAGE : dataOf(i), zero);
+      delta.sent(i, scratchIndex[i]!, zero ? ZERO_PAGE : dataOf(i), zero, scratchRewritten[i] === 1);
     }
   }
   return {
-    frame: out,
+    frame: out.subarray(0, total),
     rawBytes: count * PAGE_SIZE,
     wireBytes: total,
     zeroPages,

@@ -23,7 +23,11 @@
 import type { PageBases } from "./batch.js";
 import { PAGE_SIZE } from "./constants.js";
 
-/** `dst[dstOff..+4096) = a[aOff..+4096) XOR b[bOff..+4096)`; `dst` may be `a` or `b` at the same offset. */
+/**
+ * `dst[dstOff..+4096) = a[aOff..+4096) XOR b[bOff..+4096)`; `dst` may be `a`
+ * or `b` at the same offset. Returns how many of the page's 1,024 32-bit words
+ * of the result are not zero (what tells whether a delta is worth compressing).
+ */
 export function xorPage(
   dst: Uint8Array,
   dstOff: number,
@@ -31,22 +35,44 @@ export function xorPage(
   aOff: number,
   b: Uint8Array,
   bOff: number,
-): void {
+): number {
   const da = dst.byteOffset + dstOff;
   const aa = a.byteOffset + aOff;
   const ba = b.byteOffset + bOff;
+  let nonZero = 0;
   if (((da | aa | ba) & 3) === 0) {
     // Word at a time when all three are 4-byte aligned (guest memory, staging, slots are).
     const d32 = new Int32Array(dst.buffer, da, PAGE_SIZE / 4);
     const a32 = new Int32Array(a.buffer, aa, PAGE_SIZE / 4);
     const b32 = new Int32Array(b.buffer, ba, PAGE_SIZE / 4);
-    for (let i = 0; i < PAGE_SIZE / 4; i++) d32[i] = (a32[i] as number) ^ (b32[i] as number);
-    return;
+    for (let i = 0; i < PAGE_SIZE / 4; i++) {
+      const x = (a32[i] as number) ^ (b32[i] as number);
+      d32[i] = x;
+      if (x !== 0) nonZero++;
+    }
+    return nonZero;
   }
   for (let i = 0; i < PAGE_SIZE; i++) {
     dst[dstOff + i] = (a[aOff + i] as number) ^ (b[bOff + i] as number);
   }
+  for (let w = 0; w < PAGE_SIZE; w += 4) {
+    if (
+      (dst[dstOff + w] as number) |
+      (dst[dstOff + w + 1] as number) |
+      (dst[dstOff + w + 2] as number) |
+      (dst[dstOff + w + 3] as number)
+    )
+      nonZero++;
+  }
+  return nonZero;
 }
+
+/**
+ * A delta with more non-zero words than this is not tried as XOR_LZ4: the
+ * page changed all over (rewritten, not edited), so the delta compresses no
+ * better than the page and trying costs a second LZ4 pass.
+ */
+export const XOR_MAX_NONZERO_WORDS = (PAGE_SIZE / 4) * 0.75;
 
 export interface SentPageCacheStats {
   /** Lookups that found a base. */
@@ -179,9 +205,14 @@ export class SentPageCache implements PageBases {
     return this.base(pfn);
   }
 
-  /** `PageBases`: `page` went out for `pfn` (a zero page is forgotten: its next version goes as LZ4). */
-  sent(_i: number, pfn: number, page: Uint8Array, zero: boolean): void {
-    if (zero) this.forget(pfn);
+  /**
+   * `PageBases`: `page` went out for `pfn`. A zero page is forgotten (its next
+   * version goes as LZ4), and so is a page rewritten all over since its last
+   * version: a page written whole is likely to be written whole again, and
+   * keeping its bytes would cost a copy now and a futile delta next time.
+   */
+  sent(_i: number, pfn: number, page: Uint8Array, zero: boolean, rewritten: boolean): void {
+    if (zero || rewritten) this.forget(pfn);
     else this.store(pfn, page);
   }
 

@@ -67,10 +67,10 @@
  *    arrived are still being worked off (they are evidence of life).
  */
 
-import type { Domain } from "../domain/domain.js";
+import type { DigestWork, Domain } from "../domain/domain.js";
 import { RemusError } from "../errors.js";
 import { InlineWorkers } from "../pipeline/inline.js";
-import type { DecodeJob, DecodeResult } from "../pipeline/jobs.js";
+import type { DecodeJob, DecodeResult, HashResult } from "../pipeline/jobs.js";
 import type { PageWorkers, Ticket } from "../pipeline/pool.js";
 import type { Entropy } from "../prng.js";
 import { decodePageInto, isZeroPage } from "../protocol/batch.js";
@@ -89,6 +89,7 @@ import { type Conn, Links, type LocalIdentity, localIdentity, type PeerGoodbye, 
 import type { BackupStateName, EventSink, FailoverReason } from "./events.js";
 import type { HeartbeatConfig } from "./heartbeat.js";
 import { Stage } from "./staging.js";
+import { INLINE_PAGES } from "./streaming.js";
 
 /**
  * Durable storage of the backup's disk and committed epoch. Asynchronous: a
@@ -107,7 +108,10 @@ export interface BackupStore {
     generation: number,
     blocks: ArrayLike<number>,
     dataOf: (block: number) => Uint8Array,
-    /** The blocks are the whole disk (a full sync): the store may drop what it held. */
+    /**
+     * A full sync: the store replaces what it held; `blocks` are then the
+     * blocks the sync wrote, and every other block is zero.
+     */
     full: boolean,
     done: (err?: Error) => void,
   ): void;
@@ -128,6 +132,8 @@ export interface BackupConfig {
    */
   turnMs?: number;
   turnUnits?: number;
+  /** Batches of at most this many pages are decoded on this thread, not by the page workers. */
+  inlinePages?: number;
 }
 
 /** Defaults of the receive path's budget: a turn stays well under 5 ms. */
@@ -199,6 +205,8 @@ interface Applying {
   next: number;
   phase: "pages" | "rest" | "digest";
   digest?: string;
+  /** A full sync: the blocks it wrote (every other block is zero). */
+  written?: Uint32Array;
 }
 
 export interface BackupStatus {
@@ -247,6 +255,8 @@ export class BackupMachine {
   /** Per page: decode jobs in flight that write it (allocated with the first job). */
   private busyPages: Uint8Array | undefined;
   private applying: Applying | undefined;
+  /** Digest work out on the page workers (keeps activation's digest cheap, off this thread). */
+  private hashing: { work: DigestWork; ticket: Ticket<HashResult> }[] = [];
   /** This turn's budget on the receive path: until `turnEnds` (hr clock) or `turnUnits` more units. */
   private turnEnds = Number.POSITIVE_INFINITY;
   private turnUnits = Number.POSITIVE_INFINITY;
@@ -385,6 +395,16 @@ export class BackupMachine {
     return this.inboxHead === this.inbox.length && this.decoding.length === 0 && !this.applying;
   }
 
+  /**
+   * Works the receive path for one more turn's budget, and nothing else (no
+   * timers): for the host to call between its regular polls while `busy`.
+   */
+  flush(now: number): void {
+    if (this._state === "activated" || this._state === "stopped") return;
+    this.newTurn();
+    this.work(now);
+  }
+
   /** Whether there is receive-path work left for later turns (the host may poll again soon). */
   get busy(): boolean {
     return !this.idle;
@@ -490,6 +510,38 @@ export class BackupMachine {
       this.staleByStallUntil = undefined;
     }
     return this.links.heartbeatRecord(c, r, now);
+  }
+
+  /**
+   * Keeps the digest's backlog small, so activation's digest costs O(recent
+   * writes): page workers hash what the sync and the applies wrote (when the
+   * node has workers of its own), else this thread hashes a 1 ms slice.
+   */
+  private keepDigest(): void {
+    const d = this.domain;
+    if (this.workers === this.inline) {
+      d.digestStep(65_536, this.hr, 1);
+      return;
+    }
+    let failed = false;
+    while (this.hashing.length > 0 && (this.hashing[0] as (typeof this.hashing)[number]).ticket.done) {
+      const h = this.hashing.shift() as (typeof this.hashing)[number];
+      if (h.ticket.result) d.foldDigestWork(h.work, h.ticket.result.hashes);
+      else failed = true;
+    }
+    if (failed || this.workers.broken) {
+      // The workers broke: cancel what is out and carry on here.
+      this.hashing = [];
+      d.digestStep(65_536, this.hr, 1);
+      return;
+    }
+    d.digestDiskStep(4096);
+    const memKey = this.workers.share(d.memory.shared);
+    while (this.hashing.length < 2) {
+      const work = d.takeDigestWork(2048);
+      if (!work) break;
+      this.hashing.push({ work, ticket: this.workers.hash({ memory: memKey, pfns: work.pfns }) });
+    }
   }
 
   // ---- the receive path ----
@@ -645,6 +697,8 @@ export class BackupMachine {
       this.syncMode = "full";
       this.imageValid = false;
       this.store.invalidate();
+      // From here the disk log holds every block the sync writes (the store's full image, below).
+      this.domain.disk.log.clear();
     }
     this.stage = this.takeStage(epoch);
     this.emit({ type: "sync.started", epoch, mode: this.syncMode, pages: this.domain.pages });
@@ -690,8 +744,10 @@ export class BackupMachine {
     const direct = this.direct(r.epoch);
     const st = direct ? undefined : this.stageFor(r.epoch).pages;
     const mem = this.domain.memory;
-    const w = this.workers.broken ? this.inline : this.workers;
     const n = r.entries.length;
+    // A small batch is decoded here: two thread hops would cost more than the work.
+    const w =
+      this.workers.broken || n <= (this.config.inlinePages ?? INLINE_PAGES) ? this.inline : this.workers;
     // Shared with this thread too, so the job can be redone here if the workers break.
     const share = (b: SharedArrayBuffer): number => {
       if (w !== this.inline) this.inline.share(b);
@@ -830,6 +886,8 @@ export class BackupMachine {
       // Why here: the checkpoint is whole in the image now, and only now is it the committed epoch.
       this.committed = r.epoch;
       if (r.generation > this.generation) this.generation = r.generation;
+      // A full sync wrote (or found zero) every block: the ones it wrote are all the store needs.
+      if (a.full) a.written = d.disk.log.drain(undefined, false);
       d.resetLogs();
       a.phase = "digest";
     }
@@ -875,7 +933,9 @@ export class BackupMachine {
     }
     const sync = (r.flags & CHECKPOINT_FLAG.sync) !== 0;
     // After a full sync the whole disk is new; otherwise just this epoch's writes.
-    const blockList: ArrayLike<number> = a.full ? allBlocks(d.disk.blocks) : st.disk.indexes().slice();
+    const blockList: ArrayLike<number> = a.full
+      ? (a.written ?? new Uint32Array(0))
+      : st.disk.indexes().slice();
     this.imageValid = true;
     if (sync) {
       this.stale = undefined;
@@ -963,8 +1023,7 @@ export class BackupMachine {
     if (this._state === "activated" || this._state === "stopped") return;
     this.newTurn();
     this.work(now);
-    // Hash a slice (1 ms) of what the sync and the applies wrote, so activation's digest stays O(recent writes).
-    if (!this.applying) this.domain.digestStep(65_536, this.hr, 1);
+    if (!this.applying) this.keepDigest();
     if (judge) this.links.expireHandshakes(now);
     const c = this.links.active;
     if (c) {
@@ -1092,10 +1151,4 @@ export class BackupMachine {
     c?.goodbye(GOODBYE_REASON.shutdown, "the backup is shutting down (planned stop)");
     this.setState("stopped", "shutdown");
   }
-}
-
-function allBlocks(n: number): Uint32Array {
-  const a = new Uint32Array(n);
-  for (let i = 0; i < n; i++) a[i] = i;
-  return a;
 }

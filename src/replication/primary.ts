@@ -92,6 +92,7 @@ import {
   allPages,
   type Budget,
   type Encoding,
+  INLINE_PAGES,
   type Part,
   pageList,
   type Sent,
@@ -129,6 +130,8 @@ export interface PrimaryConfig {
   syncMaxRounds: number;
   /** Pages of XOR bases the sender keeps (the sent-page cache; 0: no deltas). */
   deltaCachePages: number;
+  /** Parts of at most this many pages are encoded on this thread, not by the page workers. */
+  inlinePages: number;
 }
 
 export const DEFAULT_PRIMARY_CONFIG: PrimaryConfig = {
@@ -145,6 +148,7 @@ export const DEFAULT_PRIMARY_CONFIG: PrimaryConfig = {
   syncRemainderPages: 1024,
   syncMaxRounds: 8,
   deltaCachePages: 16_384,
+  inlinePages: INLINE_PAGES,
 };
 
 export interface PrimaryHooks {
@@ -668,6 +672,7 @@ export class PrimaryMachine {
       cache,
       batchPages: cfg.batchPages,
       compress: cfg.compress,
+      inlinePages: cfg.inlinePages,
     };
   }
 
@@ -848,6 +853,16 @@ export class PrimaryMachine {
     this.pump(c);
   }
 
+  /**
+   * Sends what the page workers finished and submits more, and nothing else
+   * (no timers, no epoch boundary): for the host to call as soon as a page
+   * job ends, between its regular polls.
+   */
+  flush(): void {
+    const c = this.links.active;
+    if (c) this.pump(c);
+  }
+
   private shouldCheckpoint(now: number): boolean {
     if (!this.running || !this.links.active || this.inflight.length >= this.config.maxInFlight) return false;
     if (this.inflight.length > 0) {
@@ -949,14 +964,14 @@ export class PrimaryMachine {
       units: cfg.turnUnits,
       stopAt: this.hr() + cfg.turnMs,
       clock: this.hr,
-      maxQueued: Math.max(4, 4 * this.workers.threads),
+      maxQueued: Math.max(4, 12 * this.workers.threads),
     };
     const total: Sent = { raw: 0, wire: 0 };
     try {
       while (this.jobs.length > 0 && this.links.active === c) {
         const job = this.jobs[0] as Job;
         const sent: Sent = { raw: 0, wire: 0 };
-        job.stream.flush(c, sent);
+        job.stream.flush(c, sent, b);
         if (job.kind === "checkpoint") {
           job.flight.rawBytes += sent.raw;
           job.flight.wireBytes += sent.wire;

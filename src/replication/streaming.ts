@@ -89,6 +89,8 @@ export interface Encoding extends BatchOptions {
   readonly inline: PageWorkers;
   /** XOR bases of this sync (only toward a backup that set HELLO DELTA). */
   readonly cache: SentPageCache | undefined;
+  /** Parts of at most this many pages are encoded on this thread: two thread hops cost more than the work. */
+  readonly inlinePages: number;
 }
 
 /** What one turn may still do: submit `units` more pages or blocks, until `stopAt` on `clock`. */
@@ -103,6 +105,9 @@ export interface Budget {
 export function spent(b: Budget): boolean {
   return b.units <= 0 || b.clock() >= b.stopAt;
 }
+
+/** Default: parts of at most this many pages are encoded on the sending thread (latency over parallelism). */
+export const INLINE_PAGES = 128;
 
 /** A failure that is not the link's: the machine ends the link with it. */
 export class StreamError extends Error {}
@@ -158,7 +163,12 @@ type OutItem =
       readonly again: () => Ticket<EncodeResult>;
       retried: boolean;
     }
-  | { readonly kind: "send"; readonly send: (c: Conn, sent: Sent) => void };
+  | {
+      readonly kind: "send";
+      readonly send: (c: Conn, sent: Sent) => void;
+      /** Built here when sent (DISK_WRITES: zero checks, LZ4): waits for a turn with budget left. */
+      readonly costly: boolean;
+    };
 
 /** The streaming of one epoch's data. */
 export class StreamJob {
@@ -206,6 +216,7 @@ export class StreamJob {
               sent.raw += p.raw;
               sent.wire += c.send(p.record(c));
             },
+            costly: false,
           });
           this.part++;
           any = true;
@@ -233,6 +244,7 @@ export class StreamJob {
           this.out.push({
             kind: "send",
             send: (c, sent) => sendDisk(c, this.epoch, p.units, from, opts, 1, sent),
+            costly: true,
           });
           any = true;
           continue;
@@ -256,7 +268,7 @@ export class StreamJob {
             for (let i = 0; i < n; i++) pfns[i] = p.pages.pfn(from + i);
             return e.memoryPages(this.epoch, enc.domain.memory, pfns);
           };
-          const here = enc.workers.broken !== undefined;
+          const here = enc.workers.broken !== undefined || total <= enc.inlinePages;
           const ticket = submit(here ? enc.inline : enc.workers);
           this.open.push(ticket);
           this.out.push({
@@ -281,12 +293,14 @@ export class StreamJob {
 
   /**
    * Sends the ready items in submission order; stops at the first batch still
-   * being encoded. Throws `StreamError` for a batch that cannot be encoded.
+   * being encoded, and before a batch built here once `b` is spent. Throws
+   * `StreamError` for a batch that cannot be encoded.
    */
-  flush(c: Conn, sent: Sent): void {
+  flush(c: Conn, sent: Sent, b: Budget): void {
     while (this.head < this.out.length) {
       const item = this.out[this.head] as OutItem;
       if (item.kind === "send") {
+        if (item.costly && b.clock() >= b.stopAt) return;
         item.send(c, sent);
       } else {
         const t = item.ticket;

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
 import { CowCapturer } from "../../src/domain/capture.js";
+import { unitHashInto } from "../../src/domain/digest.js";
 import { Domain, geometryOfMiB } from "../../src/domain/domain.js";
 import { PAGE_SIZE } from "../../src/domain/memory.js";
 import { bootGuest } from "../../src/guest/guest.js";
@@ -76,5 +77,50 @@ test("digestStep interleaved with guest writes, applies and captures keeps the d
       },
     ),
     { seed: 31, numRuns: 40 },
+  );
+});
+
+test("digest work hashed elsewhere, finishing in any order, interleaved with writes and slices, keeps the digest exact (property)", () => {
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.oneof(
+          fc.record({ op: fc.constant("run" as const), n: fc.integer({ min: 1, max: 8 }) }),
+          fc.record({ op: fc.constant("take" as const), n: fc.integer({ min: 1, max: 300 }) }),
+          fc.record({ op: fc.constant("finish" as const), n: fc.nat(10) }),
+          fc.record({ op: fc.constant("step" as const), n: fc.integer({ min: 1, max: 200 }) }),
+          fc.record({ op: fc.constant("digest" as const), n: fc.constant(0) }),
+        ),
+        { maxLength: 40 },
+      ),
+      fc.nat(1000),
+      (steps, seed) => {
+        const d = new Domain(geometryOfMiB(2, 1));
+        const k = bootGuest(d, { seed, workload: parseWorkload("dirty:rate=40000,hot=0.5,pattern=uniform") });
+        // Work out on "other threads": hashed when taken (as a worker would read the page then),
+        // folded later in any order.
+        const out: { w: NonNullable<ReturnType<Domain["takeDigestWork"]>>; hashes: Uint32Array }[] = [];
+        for (const s of steps) {
+          if (s.op === "run") k.run(s.n);
+          else if (s.op === "take") {
+            const w = d.takeDigestWork(s.n);
+            if (!w) continue;
+            const hashes = new Uint32Array(w.pfns.length * 4);
+            w.pfns.forEach((p, i) => {
+              unitHashInto(p, d.memory.page(p), hashes, i * 4);
+            });
+            out.push({ w, hashes });
+          } else if (s.op === "finish") {
+            const i = s.n % Math.max(1, out.length);
+            const [job] = out.splice(i, 1);
+            if (job) d.foldDigestWork(job.w, job.hashes);
+          } else if (s.op === "step") d.digestStep(s.n);
+          else assert.equal(d.digest(), d.digestFull());
+        }
+        for (const job of out) d.foldDigestWork(job.w, job.hashes);
+        assert.equal(d.digest(), d.digestFull());
+      },
+    ),
+    { seed: 47, numRuns: 60 },
   );
 });

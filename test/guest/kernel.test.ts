@@ -42,6 +42,31 @@ test("the dirtier dirties about `rate` pages per second of guest time", () => {
   assert.ok(dirty >= 500 && dirty < 540, `dirty pages ${dirty}`);
 });
 
+test("the dirtier's fill: whole pages of zeros, half-compressible or random template copies, stamped", () => {
+  for (const fill of ["zeros", "half", "random"] as const) {
+    const d = new Domain(geometryOfMiB(4, 1));
+    const k = bootGuest(d, {
+      seed: 5,
+      workload: parseWorkload(`dirty:rate=4000,hot=0.5,pattern=seq,fill=${fill}`),
+    });
+    k.run(50);
+    d.collectDirty();
+    k.run(50); // 200 sequential whole pages
+    const pfns = d.collectDirty();
+    assert.ok(pfns.length >= 200, `${fill}: ${pfns.length} pages`);
+    const pages = [...pfns].map((p) => d.memory.page(p)).filter((pg) => pg.readUInt32LE(2048) !== 0);
+    const zeros = [...pfns].filter((p) => d.memory.page(p).every((b) => b === 0)).length;
+    if (fill === "zeros") assert.ok(zeros >= 190, `zeros: ${zeros} zero pages`);
+    else {
+      // Whole pages of the mix: far more than a 32-byte record's worth of bytes set, and each write distinct.
+      assert.ok(pages.length >= 190, `${fill}: ${pages.length} full pages`);
+      const stamps = new Set(pages.map((pg) => pg.readUInt32LE(0)));
+      assert.ok(stamps.size >= 190, `${fill}: ${stamps.size} distinct stamps`);
+    }
+  }
+  assert.throws(() => parseWorkload("dirty:fill=ones"), /fill must be/);
+});
+
 test("heap: chunks are reused, large allocations take pages, all state in memory", () => {
   const d = new Domain(geometryOfMiB(2, 1));
   const k = bootGuest(d, { seed: 1, workload: parseWorkload("idle") });

@@ -10,7 +10,14 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { CowCapturer } from "../../src/domain/capture.js";
 import { InlineWorkers } from "../../src/pipeline/inline.js";
-import type { DecodeJob, DecodeResult, EncodeJob, EncodeResult } from "../../src/pipeline/jobs.js";
+import type {
+  DecodeJob,
+  DecodeResult,
+  EncodeJob,
+  EncodeResult,
+  HashJob,
+  HashResult,
+} from "../../src/pipeline/jobs.js";
 import type { PageWorkers, Ticket } from "../../src/pipeline/pool.js";
 import { HEADER_SIZE, PAGE_ENCODING } from "../../src/protocol/constants.js";
 import { pairOf, protectedPair } from "../sim/cluster.js";
@@ -33,7 +40,11 @@ function countEncodings(cluster: ReturnType<typeof pairOf>["cluster"]): Map<numb
 
 test("the simulations run the production pipeline: copy-on-write, XOR deltas, page jobs finishing out of order", () => {
   for (let seed = 1; seed <= 20; seed++) {
-    const p = pairOf(seed, { workload: "dirty:rate=20000,hot=0.1,pattern=zipf+disk:rate=256" });
+    const p = pairOf(seed, {
+      workload: "dirty:rate=20000,hot=0.1,pattern=zipf+disk:rate=256",
+      // Every batch through the (deferred) page jobs on even seeds; small ones on the node's thread on odd ones.
+      inlinePages: seed % 2 === 0 ? 0 : 24,
+    });
     const enc = countEncodings(p.cluster);
     p.world.run(() => p.a.node.state === "protected", 3000);
     p.world.runFor(300);
@@ -157,6 +168,9 @@ class BreakingWorkers implements PageWorkers {
   decode(job: DecodeJob): Ticket<DecodeResult> {
     return this.gate(this.inner.decode(job));
   }
+  hash(job: HashJob): Ticket<HashResult> {
+    return this.gate(this.inner.hash(job));
+  }
   close(): Promise<void> {
     return this.inner.close();
   }
@@ -166,6 +180,7 @@ test("when the page workers break, both sides carry on on their own thread and s
   for (let seed = 1; seed <= 8; seed++) {
     const p = pairOf(seed, {
       workers: (_name, defer) => new BreakingWorkers(new InlineWorkers({ defer }), 40 + seed * 7),
+      inlinePages: 0,
     });
     p.world.run(() => p.a.node.state === "protected", 3000);
     p.world.runFor(400);

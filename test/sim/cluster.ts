@@ -56,6 +56,8 @@ export interface ClusterOptions {
     | ((node: string, defer: (run: () => void) => void) => PageWorkers);
   /** The replication path's budget per step in pages and blocks (default 96: syncs take many steps). */
   readonly turnUnits?: number;
+  /** Batches of at most this many pages go inline (default: 0 on even seeds, 24 on odd ones). */
+  readonly inlinePages?: number;
   /** Checkpoints in flight at most, and their bytes (adaptive epochs). */
   readonly maxInFlight?: number;
   readonly maxInFlightBytes?: number;
@@ -233,6 +235,8 @@ export class SimNode implements Endpoint {
         batchPages: o.batchPages ?? 64,
         highWaterBytes: 1 << 20,
         turnUnits: o.turnUnits ?? 96,
+        // Half the seeds send every batch through the (deferred) workers, half keep small ones inline.
+        inlinePages: o.inlinePages ?? (w.seed % 2 === 0 ? 0 : 24),
       },
       workers,
       store: this.store,

@@ -6,7 +6,8 @@
 import { PAGE_SIZE } from "../../domain/memory.js";
 import { isRemusError } from "../../errors.js";
 import { type Kernel, type Proc, ProcState, registerProgram } from "../kernel.js";
-import { DirtyPattern } from "../workload.js";
+import { mixTemplates, TEMPLATE_PAGES } from "../pagemix.js";
+import { DirtyFill, DirtyPattern } from "../workload.js";
 
 export const PROGRAM = {
   init: 1,
@@ -107,11 +108,11 @@ export function verifyCounter(k: Kernel): CounterCheck {
   };
 }
 
-// dirtier state: 0 regionAddr · 4 regionPages · 8 rate (pages/s) · 12 pattern · 16 acc (millipages) · 20 cursor · 24 writes(u64)
+// dirtier state: 0 regionAddr · 4 regionPages · 8 rate (pages/s) · 12 pattern | fill << 8 · 16 acc (millipages) · 20 cursor · 24 writes(u64)
 /**
  * dirtier: writes `rate` pages per second of guest time within a working set of
  * `hot` x guest memory, choosing pages by pattern. args: [rate, hot in parts
- * per million, pattern].
+ * per million, pattern, fill (workload.ts DirtyFill)].
  */
 registerProgram({
   id: PROGRAM.dirtier,
@@ -132,7 +133,7 @@ registerProgram({
     k.mem.setU32(st, addr);
     k.mem.setU32(st + 4, n);
     k.mem.setU32(st + 8, p.arg(0));
-    k.mem.setU32(st + 12, p.arg(2));
+    k.mem.setU32(st + 12, p.arg(2) | (p.arg(3) << 8));
   },
   step(k, p) {
     const m = k.mem;
@@ -143,7 +144,14 @@ registerProgram({
     let count = Math.floor(acc / 1000);
     acc -= count * 1000;
     m.setU32(st + 16, acc);
-    const pattern = m.u32(st + 12);
+    const pattern = m.u32(st + 12) & 0xff;
+    const fill = m.u32(st + 12) >>> 8;
+    const tpl =
+      fill === DirtyFill.half
+        ? mixTemplates("half")
+        : fill === DirtyFill.random
+          ? mixTemplates("random")
+          : undefined;
     let cursor = m.u32(st + 20);
     let writes = m.u64(st + 24);
     while (count-- > 0) {
@@ -157,9 +165,19 @@ registerProgram({
       } else {
         idx = k.vcpu.randomInt(n);
       }
+      writes++;
+      if (fill !== DirtyFill.record) {
+        // The whole page: zeros, or a template page stamped with the write count.
+        const at = region + idx * PAGE_SIZE;
+        if (tpl === undefined) m.fill(at, PAGE_SIZE, 0);
+        else {
+          m.write(at, tpl, (writes % TEMPLATE_PAGES) * PAGE_SIZE, PAGE_SIZE);
+          m.setU64(at, writes);
+        }
+        continue;
+      }
       // A 32-byte record at a random 32-byte slot: the page keeps some structure, like real data.
       const a = region + idx * PAGE_SIZE + k.vcpu.randomInt(PAGE_SIZE / 32) * 32;
-      writes++;
       m.setU64(a, writes);
       m.setU32(a + 8, k.random32());
       m.setU32(a + 12, idx);
