@@ -28,7 +28,7 @@ import { loopbackTcpMBps } from "./tcp.js";
 export async function runPair(
   ctx: BenchContext,
   o: { domainMiB: number; intervalMs: number; workload: string; seconds: number; primaryArgs?: string[] },
-): Promise<{ commits: Ev[]; applied: Ev[]; cpu: { primary: number; backup: number }; seconds: number }> {
+): Promise<{ commits: Ev[]; cpu: { primary: number; backup: number }; seconds: number }> {
   const procs = new Procs(ctx.tempDir());
   try {
     // Both start at once (the primary redials until the backup listens): start-up is not measured here.
@@ -49,7 +49,7 @@ export async function runPair(
       primary: cpuSeconds(p.proc.pid) - c0.primary,
       backup: cpuSeconds(b.proc.pid) - c0.backup,
     };
-    return { commits: steadyCommits(readEvents(p.eventLog)), applied: [], cpu, seconds };
+    return { commits: steadyCommits(readEvents(p.eventLog)), cpu, seconds };
   } finally {
     await procs.stopAll();
   }

@@ -151,9 +151,19 @@ export class Domain {
     }
   }
 
-  /** Hashes up to `max` disk blocks written since they were last hashed (never cancels page work). */
-  digestDiskStep(max: number): number {
-    return this.diskHash.update(max);
+  /**
+   * Hashes up to `max` disk blocks written since they were last hashed, 64 at
+   * a time until `budgetMs` of `clock` have passed (a slice never holds the
+   * event loop long); never cancels page work. Returns the blocks still pending.
+   */
+  digestDiskStep(max: number, clock: () => number, budgetMs: number): number {
+    const stopAt = clock() + budgetMs;
+    let left = max;
+    while (left > 0 && this.disk.hashLog.count > 0) {
+      left -= this.diskHash.update(Math.min(left, 64));
+      if (clock() >= stopAt) break;
+    }
+    return this.disk.hashLog.count;
   }
 
   /** Digest work out on other threads. */

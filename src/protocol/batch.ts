@@ -2,9 +2,9 @@
  * PAGE_BATCH and DISK_WRITES: one layout, one codec (proto/SPEC.md §6.4).
  *
  * The send path (`encodeBatchFrame`) builds one output buffer per batch: it
- * detects zero pages against a shared zero page, compresses into a
- * module-level scratch area sized for a full batch, and copies each page at
- * most once. With a `SentPageCache` it sends a page the receiver already has a
+ * detects zero pages against a shared zero page, compresses straight into
+ * the output buffer (sized for a batch of raw pages), and copies each page
+ * at most once. With a `SentPageCache` it sends a page the receiver already has a
  * version of as XOR_LZ4 (delta.ts) and records what it sent. The receive path
  * returns views into the frame, and `decodePageInto` writes a page straight
  * into the caller's staging memory (an XOR_LZ4 page against the base the
@@ -308,8 +308,8 @@ export interface BatchOptions {
  * cache changes only once the frame is complete. Without `header` the frame
  * is built unsealed (session, seq and trailer zero; `bodyCrc` set) for
  * `sealFrame` to finish on the thread that sends it. The frame is a view at
- * the start of a buffer of its own (sized for the batch's largest frame), so
- * a worker can transfer that buffer as it is.
+ * the start of a buffer of its own, at most twice its size (`ownedPrefix`),
+ * so a worker can transfer that buffer as it is.
  */
 export function encodeBatchFrame(
   kind: BatchKind,
@@ -414,7 +414,7 @@ export function encodeBatchFrame(
     }
   }
   return {
-    frame: out.subarray(0, total),
+    frame: ownedPrefix(out, total),
     rawBytes: count * PAGE_SIZE,
     wireBytes: total,
     zeroPages,
@@ -423,6 +423,20 @@ export function encodeBatchFrame(
     xorPages,
     ...(bodyCrc === undefined ? {} : { bodyCrc }),
   };
+}
+
+/**
+ * The first `total` bytes of `out` as a view at the start of a buffer of its
+ * own. When the frame fills less than half of `out` it is copied into one of
+ * its size: a queued frame must not hold a whole batch's worth of memory (a
+ * batch of zero pages is a few hundred bytes of frame in a buffer of a
+ * megabyte, and a sync queues thousands of them).
+ */
+function ownedPrefix(out: Buffer, total: number): Buffer {
+  if (total * 2 >= out.length) return out.subarray(0, total);
+  const own = Buffer.allocUnsafeSlow(total);
+  out.copy(own, 0, 0, total);
+  return own;
 }
 
 // ---- frames built elsewhere (worker threads), sealed on the sending thread ----

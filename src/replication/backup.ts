@@ -535,7 +535,7 @@ export class BackupMachine {
       d.digestStep(65_536, this.hr, 1);
       return;
     }
-    d.digestDiskStep(4096);
+    d.digestDiskStep(65_536, this.hr, 1);
     const memKey = this.workers.share(d.memory.shared);
     while (this.hashing.length < 2) {
       const work = d.takeDigestWork(2048);
@@ -647,8 +647,10 @@ export class BackupMachine {
         busy[p] = (busy[p] as number) - 1;
       }
       const res = d.ticket.result;
-      if (d.direct && res?.ok) {
+      if (d.direct) {
         // The job wrote into the image behind the accessors: mark the pages as a write would have.
+        // Even when it failed part way: the pages it wrote are no longer what the logs, the digest
+        // and the pristine bits say (a later full sync must not skip them as never written).
         this.domain.memory.noteWritten(d.pfns);
       }
       if (res?.ok) continue;

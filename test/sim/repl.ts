@@ -122,7 +122,14 @@ export class ReplNet {
   transmit(from: SimPort, data: Buffer): void {
     const f = frameOf(from, data);
     for (const o of this.observers) o(f, "sent");
-    const fate = this.link(f.from, f.to).fate(this.world.now, f, from.lastAt);
+    // A GOODBYE is spared the link's faults: it is the last frame before a graceful close, whose
+    // FIN follows it on the same stream (a WebSocket close handshake keeps reading, so no reset
+    // discards it); losing it but not the close has no counterpart on a real link, and would
+    // pass a live backup off as a dead one.
+    const fate =
+      f.type === "goodbye"
+        ? { times: [Math.max(this.world.now + this.base.delayMs, from.lastAt)], corrupt: false }
+        : this.link(f.from, f.to).fate(this.world.now, f, from.lastAt);
     const payload = fate.corrupt ? this.link(f.from, f.to).flip(data) : data;
     for (const at of fate.times) {
       from.lastAt = at;
