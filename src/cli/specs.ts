@@ -147,6 +147,20 @@ const daemonCommon: OptSpec[] = [
     placeholder: "N",
     help: "seed of the guest's random state",
   },
+  {
+    name: "mode",
+    type: "choice",
+    choices: ["remus", "colo"],
+    default: "remus",
+    placeholder: "MODE",
+    help: "remus: checkpoints on a timer, output held until acknowledged; colo: a lock-stepped secondary, output released when both replicas produced it (both daemons must agree)",
+  },
+  {
+    name: "inject-divergence",
+    type: "string",
+    placeholder: "SPEC",
+    help: "make this replica's guest diverge on purpose, e.g. reply=0.02,stall=0.05,seed=1 (needs --allow-fault-injection; COLO rehearsals)",
+  },
   logLevel,
   config,
 ];

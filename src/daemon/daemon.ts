@@ -120,6 +120,7 @@ export class Daemon {
     this.metrics.netbufSource = () => this.netbufStats();
     this.stateFile = new NodeStateFile(settings.dataDir);
     this.domain = new Domain(settings.geometry);
+    this.domain.divergence = settings.divergence;
   }
 
   /** The replica this daemon runs (from `start`). */
@@ -353,6 +354,7 @@ export class Daemon {
         maxInFlightBytes: s.maxInFlightBytes,
         verify: s.verify,
         outputCommit: s.netbuf,
+        mode: s.mode,
       },
       capturer: (d) => (s.capture === "copy" ? new CopyCapturer(d.memory) : new CowCapturer(d.memory)),
       ...(this.pool ? { workers: this.pool } : {}),

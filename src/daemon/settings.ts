@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { INTERVAL_MS } from "../bounds.js";
+import { type DivergenceSwitch, parseDivergence } from "../domain/divergence.js";
 import { type DomainGeometry, geometryOfMiB } from "../domain/domain.js";
 import { isRemusError, usageError } from "../errors.js";
 import { parseWorkload, type WorkloadSpec } from "../guest/workload.js";
@@ -49,6 +50,10 @@ export interface DaemonSettings {
   readonly capture: "cow" | "copy";
   /** POST /v1/faults/* may crash, stall or cut this daemon (never without --allow-fault-injection). */
   readonly allowFaultInjection: boolean;
+  /** Remus or COLO (both daemons of a pair must agree). */
+  readonly mode: "remus" | "colo";
+  /** Divergence injected into this replica's guest (--inject-divergence, a rehearsal switch). */
+  readonly divergence: DivergenceSwitch | undefined;
 }
 
 /**
@@ -98,11 +103,19 @@ export function resolveSettings(
       "--no-netbuf gives up output commit (clients may see output the backup cannot reproduce); add --unsafe to confirm",
     );
   }
+  const divSpec = v["inject-divergence"] as string | undefined;
+  if (divSpec !== undefined && v["allow-fault-injection"] !== true) {
+    throw usageError(
+      "--inject-divergence needs --allow-fault-injection (it is for rehearsals, never production)",
+    );
+  }
+  let divergence: DivergenceSwitch | undefined;
   let geometry: DomainGeometry;
   let workload: WorkloadSpec;
   try {
     geometry = geometryOfMiB(v["domain-mib"] as number, v["disk-mib"] as number);
     workload = parseWorkload((v.workload as string | undefined) ?? "idle");
+    divergence = divSpec !== undefined ? parseDivergence(divSpec) : undefined;
   } catch (e) {
     if (isRemusError(e)) throw usageError(e.message, { cause: e });
     throw e;
@@ -136,5 +149,7 @@ export function resolveSettings(
     workers: (v.workers as number | undefined) ?? availableParallelism(),
     capture: (v.capture as "cow" | "copy" | undefined) ?? "cow",
     allowFaultInjection: v["allow-fault-injection"] === true,
+    mode: (v.mode as "remus" | "colo" | undefined) ?? "remus",
+    divergence,
   };
 }

@@ -45,6 +45,9 @@
  *  - An activated domain continues its own history: a new kernel over the
  *    same bytes, epochs from the resumed epoch + 1, a new generation.
  */
+
+import type { CompareConfig } from "../colo/compare.js";
+import type { SeqRewriter } from "../colo/rewriter.js";
 import { type Capturer, CowCapturer } from "../domain/capture.js";
 import type { Domain } from "../domain/domain.js";
 import { RemusError } from "../errors.js";
@@ -60,6 +63,7 @@ import type { HeartbeatConfig } from "../replication/heartbeat.js";
 import { DEFAULT_NETBUF_LIMITS, type NetbufLimits } from "../replication/netbuf.js";
 import { NetDevice } from "../replication/netdev.js";
 import { DEFAULT_PRIMARY_CONFIG, PrimaryMachine } from "../replication/primary.js";
+import { ColoPrimary, ColoSecondary, type ReplicationMode } from "./colo.js";
 import { GuestPacer } from "./pacing.js";
 
 export type NodeRole = "primary" | "backup";
@@ -110,6 +114,10 @@ export interface NodeConfig {
   readonly turnUnits?: number;
   /** Batches of at most this many pages are encoded and decoded on the node's thread (default 128). */
   readonly inlinePages?: number;
+  /** Remus (default) or COLO (src/node/colo.ts): fixed for the node's life, both roles. */
+  readonly mode?: ReplicationMode;
+  /** COLO: the comparator's limits (timeout, period, queue). */
+  readonly compare?: Partial<CompareConfig>;
 }
 
 /** The node's outputs other than replication frames (those go to the `Port`s it was handed). */
@@ -171,6 +179,12 @@ export class Node {
   private capturerRef: Capturer | undefined;
   /** Primaries demoted while page workers still read their captures. */
   private retired: PrimaryMachine[] = [];
+  /** COLO: the primary's comparator side, while this node is a COLO primary. */
+  private coloP: ColoPrimary | undefined;
+  /** COLO: the secondary's own guest, while this node is a COLO backup. */
+  private coloS: ColoSecondary | undefined;
+  /** COLO: the rewriter of a secondary that took over, kept for good between the LAN and the guest. */
+  private edge: SeqRewriter | undefined;
 
   constructor(private readonly opts: NodeOptions) {
     this.domain = opts.domain;
@@ -179,7 +193,11 @@ export class Node {
       domain: opts.domain,
       outputCommit: opts.config.outputCommit,
       limits: opts.config.netbufLimits ?? DEFAULT_NETBUF_LIMITS,
-      sendFrame: (f, epoch) => opts.io.sendLan(f, epoch),
+      sendFrame: (f, epoch) => {
+        // After a COLO failover every frame to the LAN is renumbered (in place) for the clients.
+        this.edge?.outbound(f);
+        opts.io.sendLan(f, epoch);
+      },
       ...(opts.observeReleaseDelay ? { observeDelay: opts.observeReleaseDelay } : {}),
     });
     if (opts.start.role === "primary") {
@@ -228,6 +246,26 @@ export class Node {
     return this.kernelRef;
   }
 
+  /** The replication mode (fixed for the node's life). */
+  get mode(): ReplicationMode {
+    return this.config.mode ?? "remus";
+  }
+
+  /** COLO: the comparator side while this node is a COLO primary. */
+  get coloPrimary(): ColoPrimary | undefined {
+    return this.coloP;
+  }
+
+  /** COLO: the secondary's own guest while this node is a COLO backup. */
+  get coloSecondary(): ColoSecondary | undefined {
+    return this.coloS;
+  }
+
+  /** COLO: the rewriter kept at the LAN edge after this node took over as a secondary. */
+  get coloEdge(): SeqRewriter | undefined {
+    return this.edge;
+  }
+
   /** Whether the shell should (re)connect to the backup it knows (a primary without one). */
   get wantsPeer(): boolean {
     return this.primary?.wantsPeer ?? false;
@@ -257,14 +295,20 @@ export class Node {
       const p = r.m;
       const k = this.kernelRef;
       if (p.isRunning && k) {
-        const n = this.pacer.due(now, this.domain.vcpu.ticks);
-        for (let i = 0; i < n; i++) k.tick();
-        this.dev.pump(p.epoch, p.outputMustWait, now);
+        const colo = p.coloRunning ? this.coloP : undefined;
+        // COLO: the domain is paused between COLO_CHECKPOINT and its capture.
+        if (!colo || colo.resume(now)) {
+          const n = this.pacer.due(now, this.domain.vcpu.ticks);
+          for (let i = 0; i < n; i++) k.tick();
+        }
+        if (colo) colo.pump(now);
+        else this.dev.pump(p.epoch, p.outputMustWait, now);
       }
       p.poll(now, judge);
       this.announceDue(now);
     } else {
       r.m.poll(now, judge);
+      this.coloS?.step(now);
     }
     this.afterInput();
   }
@@ -345,7 +389,15 @@ export class Node {
 
   /** A frame from the LAN for the guest's NIC (ignored unless the domain runs here). */
   lanInput(frame: Buffer): void {
-    this.dev.input(frame);
+    if (this.edge && this.dev.active) this.edge.inbound(frame);
+    else this.guestInput(frame);
+  }
+
+  /** Input for the guest: through the COLO primary (mirrored) while a session runs, else straight in. */
+  private guestInput(frame: Buffer): void {
+    const p = this.primary;
+    if (p?.coloRunning && this.coloP) this.coloP.input(frame);
+    else this.dev.input(frame);
   }
 
   // ---- commands ----
@@ -428,6 +480,8 @@ export class Node {
     }
     this.kernelRef = undefined;
     this.dev.deactivate();
+    this.coloP = undefined;
+    this.edge = undefined;
     if (!p.retire()) this.retired.push(p);
     const b = this.newBackup(p.generation);
     this.role = { name: "backup", m: b };
@@ -509,6 +563,14 @@ export class Node {
       throw new RemusError("REMUSD_ERR_INTERNAL", "promote: the backup has not activated");
     }
     this.opts.io.saveGeneration(a.generation);
+    const sec = this.coloS;
+    this.coloS = undefined;
+    if (sec?.started) {
+      // COLO: the guest goes on from its own state (no rollback); its rewriter keeps the clients'
+      // sequence numbers valid for every connection opened while it was the secondary.
+      this.edge = sec.failover();
+      sec.deliver = (f) => this.guestInput(f);
+    }
     this.kernelRef = new Kernel(this.domain);
     this.role = { name: "primary", m: this.newPrimary(a.generation, a.epoch + 1) };
     // Only the active side talks on the LAN; announce the guest's new port with a gratuitous ARP.
@@ -546,10 +608,21 @@ export class Node {
         ...(c.turnMs !== undefined ? { turnMs: c.turnMs } : {}),
         ...(c.turnUnits !== undefined ? { turnUnits: c.turnUnits } : {}),
         ...(c.inlinePages !== undefined ? { inlinePages: c.inlinePages } : {}),
+        colo: c.mode === "colo",
       },
       hooks: {
-        // Output commit: the frames of epoch N go into the netbuf at its pause and leave when N is acked.
-        beforeCapture: (epoch) => this.dev.pump(epoch, p.outputMustWait, this.now),
+        // Output commit: the frames of epoch N go into the netbuf at its pause and leave when N is acked
+        // (COLO: those the comparator still holds).
+        beforeCapture: (epoch) => {
+          if (p.coloRunning && this.coloP) this.coloP.settle(epoch, this.now);
+          else this.dev.pump(epoch, p.outputMustWait, this.now);
+        },
+        onColoOutput: (epoch, frame) => this.coloP?.output(epoch, frame, this.now),
+        onColoEnd: () => {
+          // The secondary is gone: what the comparator held waits for the output mode (`onState`).
+          this.coloP?.settle(p.epoch, this.now);
+          this.coloP?.flushInput(this.now);
+        },
         onCommitted: (epoch) => this.dev.committed(epoch, this.now),
         onState: (state) => {
           // The one place that applies what becomes of held output (PrimaryMachine.output decides):
@@ -567,6 +640,10 @@ export class Node {
       )),
       ...(o.workers ? { workers: o.workers } : {}),
     });
+    this.coloP =
+      c.mode === "colo"
+        ? new ColoPrimary(c.compare ?? {}, p, this.dev, this.now, o.observeReleaseDelay)
+        : undefined;
     return p;
   }
 
@@ -574,10 +651,29 @@ export class Node {
     const o = this.opts;
     if (!o.store)
       throw new RemusError("REMUSD_ERR_WRONG_ROLE", "this node has no store: it cannot be a backup");
-    return new BackupMachine({
+    const colo = this.config.mode === "colo";
+    // The secondary's guest sends its output through the machine built just below.
+    let machine: BackupMachine | undefined;
+    const sec = colo
+      ? new ColoSecondary(this.domain, o.entropy, (f) => machine?.sendColoOutput(f))
+      : undefined;
+    this.coloS = sec;
+    machine = new BackupMachine({
       ...this.machineParts(),
       generation,
+      ...(sec
+        ? {
+            colo: {
+              start: () => sec.start(this.now),
+              input: (f) => sec.input(f),
+              pause: () => sec.pause(),
+              resume: () => sec.start(this.now),
+              stop: () => sec.stop(),
+            },
+          }
+        : {}),
       config: {
+        colo,
         heartbeat: this.config.heartbeat,
         verify: this.config.verify,
         ...(this.config.turnMs !== undefined ? { turnMs: this.config.turnMs } : {}),
@@ -587,6 +683,7 @@ export class Node {
       store: o.store,
       ...(o.workers ? { workers: o.workers } : {}),
     });
+    return machine;
   }
 
   /** What every machine of this node is built with. */

@@ -49,6 +49,19 @@
  *       CHECKPOINT_END ─► once its decodes are done: apply in slices ─► digest
  *                     (in slices) ─► store ─► ACK
  *
+ * COLO mode (`config.colo`, SPEC §7.6): after a sync this backup is the
+ * secondary. COLO_START starts its own copy of the guest on the image it just
+ * applied (`colo.start`: the node runs it); COLO_INPUT frames go to that
+ * guest in order (`colo.input`) and its output goes back as COLO_OUTPUT
+ * (`sendColoOutput`). COLO_CHECKPOINT pauses the guest and answers with the
+ * pages and blocks it wrote (COLO_DIRTY); the checkpoint that follows is
+ * staged and applied as any other, after which the guest resumes from the
+ * primary's state (`colo.resume`). Records are worked off in order, so the
+ * next epoch's inputs reach the guest only after that apply. The image then
+ * runs ahead of the committed epoch: activation continues from it (no
+ * rollback: everything the primary released was produced by this guest too),
+ * and a COLO primary never resyncs it incrementally.
+ *
  * Invariants:
  *  - Records take effect in stream order: an item waits until everything
  *    before it that it depends on is done (a page another decode job still
@@ -74,6 +87,7 @@ import type { DecodeJob, DecodeResult, HashResult } from "../pipeline/jobs.js";
 import type { PageWorkers, Ticket } from "../pipeline/pool.js";
 import type { Entropy } from "../prng.js";
 import { decodePageInto, isZeroPage } from "../protocol/batch.js";
+import { toBitmap } from "../protocol/colo.js";
 import {
   CHECKPOINT_FLAG,
   GOODBYE_REASON,
@@ -121,8 +135,24 @@ export interface BackupStore {
   saveGeneration(generation: number): void;
 }
 
+/** What a COLO secondary's node does with its guest (see the header). */
+export interface ColoSecondaryHooks {
+  /** COLO_START: start the guest on the image just applied, in COLO epoch `epoch`. */
+  start(epoch: number): void;
+  /** COLO_INPUT: a frame for the guest, in order. */
+  input(frame: Buffer): void;
+  /** COLO_CHECKPOINT(epoch): pause the guest (its output so far sent first) and return what it wrote since it last resumed. */
+  pause(epoch: number): { pages: Uint32Array; blocks: Uint32Array };
+  /** Checkpoint `epoch` is applied: the guest resumes from it in epoch + 1. */
+  resume(epoch: number): void;
+  /** The COLO session ended (a new sync, the link lost, activation, a stop): the guest stops until told otherwise. */
+  stop(): void;
+}
+
 export interface BackupConfig {
   heartbeat: HeartbeatConfig;
+  /** COLO mode (see the header). */
+  colo?: boolean;
   /** Compute the digest after every apply (and check the primary's, when it sends one). */
   verify: boolean;
   /**
@@ -154,6 +184,8 @@ export interface BackupOptions {
   readonly hrClock?: () => number;
   /** Where page batches are decoded (default: this thread). */
   readonly workers?: PageWorkers;
+  /** The node's COLO secondary (with `config.colo`). */
+  readonly colo?: ColoSecondaryHooks;
 }
 
 export interface Activation {
@@ -275,6 +307,13 @@ export class BackupMachine {
    * at this time): the primary's reply to a heartbeat sent after it disproves it.
    */
   private staleByStallUntil: number | undefined;
+  /** COLO: the epoch the secondary's guest runs (or is paused in), while a session is on. */
+  private coloEpoch: number | undefined;
+  /** COLO_OUTPUT records sent in `coloEpoch`. */
+  private coloOut = 0;
+  /** A COLO sync was applied: the next checkpoint data must follow a COLO_START. */
+  private awaitColoStart = false;
+  private readonly coloHooks: ColoSecondaryHooks | undefined;
 
   constructor(opts: BackupOptions) {
     this.domain = opts.domain;
@@ -284,12 +323,14 @@ export class BackupMachine {
     this.hr = opts.hrClock ?? (() => performance.now());
     this.generation = opts.generation;
     this.workers = opts.workers ?? this.inline;
+    this.coloHooks = opts.colo;
     this.identity = localIdentity("backup", opts, {
       generation: () => this.generation,
       committedEpoch: () => this.committed,
       // DELTA: this backup decodes XOR_LZ4 against its staged copy or its image (SPEC §6.4.1).
       helloFlags: () => (this.imageValid ? HELLO_FLAG.imageValid : 0) | HELLO_FLAG.delta,
       claimEpoch: () => this.committed,
+      colo: this.config.colo === true,
     });
     this.links = new Links(this.identity, () => this.config.heartbeat, this.emit);
   }
@@ -438,6 +479,7 @@ export class BackupMachine {
    * `goodbye`: the primary's reason, when it said one; neither: we closed it.
    */
   private lost(reason: string, now: number, said: PeerGoodbye | undefined, abrupt = false): void {
+    this.coloEnd();
     const c = this.links.active;
     this.links.active = undefined;
     c?.abort(reason);
@@ -665,6 +707,13 @@ export class BackupMachine {
   }
 
   private record(c: Conn, r: ReplicationRecord, frame: Uint8Array, now: number): void {
+    if (this.awaitColoStart && (r.type === "pageBatch" || r.type === "vcpu" || r.type === "device")) {
+      // SPEC §7.6: a Remus primary talking to a COLO backup; the modes must match.
+      throw new RemusError(
+        "REMUSD_ERR_PROTOCOL",
+        "the primary is not in COLO mode (no COLO_START after the sync)",
+      );
+    }
     switch (r.type) {
       case "syncBegin":
         this.syncBegin(r.epoch, (r.flags & SYNC_FLAG.incremental) !== 0, now);
@@ -684,12 +733,52 @@ export class BackupMachine {
       case "checkpointEnd":
         this.end(c, r, now);
         return;
+      case "coloStart":
+        this.awaitColoStart = false;
+        this.coloEpoch = r.epoch;
+        this.coloOut = 0;
+        this.coloHooks?.start(r.epoch);
+        return;
+      case "coloInput":
+        if (this.coloEpoch !== undefined) this.coloHooks?.input(Buffer.from(r.frame));
+        return;
+      case "coloCheckpoint": {
+        const d = this.coloHooks?.pause(r.epoch) ?? { pages: new Uint32Array(0), blocks: new Uint32Array(0) };
+        c.send({
+          type: "coloDirty",
+          epoch: r.epoch,
+          pageBitmap: toBitmap(d.pages, this.domain.pages),
+          blockBitmap: toBitmap(d.blocks, this.domain.disk.blocks),
+        });
+        return;
+      }
       default:
         return;
     }
   }
 
+  /** COLO: a frame the secondary's guest sent (after its sequence rewriter), for the primary's comparator. */
+  sendColoOutput(frame: Buffer): void {
+    const c = this.links.active;
+    if (this.coloEpoch === undefined || !c || c.phase !== "open") return;
+    c.send({ type: "coloOutput", epoch: this.coloEpoch, index: this.coloOut++, frame });
+  }
+
+  /** COLO: the epoch the secondary runs, while a session is on. */
+  get coloRunning(): number | undefined {
+    return this.coloEpoch;
+  }
+
+  /** Ends the COLO session, if one is on: the node stops the secondary's guest. */
+  private coloEnd(): void {
+    this.awaitColoStart = false;
+    if (this.coloEpoch === undefined) return;
+    this.coloEpoch = undefined;
+    this.coloHooks?.stop();
+  }
+
   private syncBegin(epoch: number, incremental: boolean, now: number): void {
+    this.coloEnd();
     this.syncStartedAt = now;
     this.discardStaging("a new sync began");
     if (incremental && this.imageValid) {
@@ -934,6 +1023,13 @@ export class BackupMachine {
       return;
     }
     const sync = (r.flags & CHECKPOINT_FLAG.sync) !== 0;
+    if (sync && this.config.colo) this.awaitColoStart = true;
+    if (this.coloEpoch !== undefined && r.epoch >= this.coloEpoch) {
+      // The guest resumes from the primary's state, in the next epoch.
+      this.coloEpoch = r.epoch + 1;
+      this.coloOut = 0;
+      this.coloHooks?.resume(r.epoch);
+    }
     // After a full sync the whole disk is new; otherwise just this epoch's writes.
     const blockList: ArrayLike<number> = a.full
       ? (a.written ?? new Uint32Array(0))
@@ -1031,6 +1127,7 @@ export class BackupMachine {
     if (c) {
       // Records that arrived and still wait their turn are signs of life: work them off first.
       if (judge && this.idle && c.heartbeat.expired(now)) {
+        this.coloEnd();
         this.discardStaging("heartbeat timeout");
         this.emit({
           type: "peer.lost",
@@ -1123,6 +1220,7 @@ export class BackupMachine {
       throw new RemusError("REMUSD_ERR_WRONG_ROLE", `cannot activate: the image is stale (${this.stale})`);
     }
     this.discardStaging(`activation (${reason})`);
+    this.coloEnd();
     const generation = this.generation + 1;
     const c = this.links.active;
     this.links.active = undefined;
@@ -1148,6 +1246,7 @@ export class BackupMachine {
 
   /** Planned stop of the backup: says goodbye so the primary does not take it for a failure. */
   stop(): void {
+    this.coloEnd();
     const c = this.links.active;
     this.links.active = undefined;
     c?.goodbye(GOODBYE_REASON.shutdown, "the backup is shutting down (planned stop)");

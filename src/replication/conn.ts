@@ -66,6 +66,8 @@ export interface LocalIdentity {
   helloFlags(): number;
   /** The epoch this side's fencing claims carry (fencing.ts): a primary's base, a backup's committed epoch. */
   claimEpoch(): number;
+  /** COLO mode: sessions follow the COLO rules (SPEC §7.6); without, COLO records are `bad-order`. */
+  readonly colo?: boolean;
 }
 
 export type ConnPhase = "handshake" | "open" | "closed";
@@ -88,7 +90,7 @@ export interface IdentityParts {
 export function localIdentity(
   role: "primary" | "backup",
   p: IdentityParts,
-  live: Pick<LocalIdentity, "generation" | "committedEpoch" | "helloFlags" | "claimEpoch">,
+  live: Pick<LocalIdentity, "generation" | "committedEpoch" | "helloFlags" | "claimEpoch" | "colo">,
 ): LocalIdentity {
   return {
     role,
@@ -146,7 +148,7 @@ export class Conn {
     hb: HeartbeatConfig,
     now: number,
   ) {
-    this.order = new StreamOrder(me.role);
+    this.order = new StreamOrder(me.role, { colo: me.colo === true });
     this.heartbeat = new Heartbeat(hb, now);
     this.own = {
       type: "hello",

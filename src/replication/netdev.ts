@@ -91,6 +91,31 @@ export class NetDevice {
     }
   }
 
+  /** COLO: the guest's next transmitted frame, for the comparator (nothing while inactive). */
+  takeTx(): Buffer | undefined {
+    if (!this.active || !this.nic.configured) return undefined;
+    return this.nic.takeTx();
+  }
+
+  /**
+   * COLO: a frame that may leave now (the secondary produced it too), tagged
+   * `epoch` (the last committed one). While suspended it waits in the netbuf
+   * like acknowledged output; once deactivated it is dropped.
+   */
+  sendNow(frame: Buffer, epoch: number, now: number): void {
+    if (!this.active) return;
+    if (this.suspended) this.netbuf.hold(frame, epoch, now);
+    else {
+      this.sent++;
+      this.opts.sendFrame(frame, epoch);
+    }
+  }
+
+  /** COLO: a frame that leaves once `epoch` is acknowledged (output the comparator still held at a checkpoint). */
+  hold(frame: Buffer, epoch: number, now: number): void {
+    if (this.active) this.netbuf.hold(frame, epoch, now);
+  }
+
   /** Epoch `epoch` is acknowledged: its output may leave. */
   committed(epoch: number, now: number): void {
     this.acked = Math.max(this.acked, epoch);

@@ -59,6 +59,21 @@
  * sync checkpoint then captures the rest like any epoch. Pages a round
  * drained are marked dirty again if the sync fails.
  *
+ * COLO mode (`config.colo`, SPEC §7.6). The sync is Remus's; when the sync
+ * checkpoint s is captured, a COLO session begins with epoch s+1: right after
+ * CHECKPOINT_END(s) goes out, COLO_START(s+1), then every LAN frame the node
+ * delivers to the guest is mirrored (`mirror`, COLO_INPUT) and the
+ * secondary's output comes back (`hooks.onColoOutput`) for the node's
+ * comparator. Epochs no longer end on a timer: only when the comparator (or
+ * an operator, or a stop) asks (`requestColoCheckpoint`). Then the domain
+ * pauses (`coloPaused`: the node neither runs the guest nor delivers input),
+ * COLO_CHECKPOINT(e) goes out, and when COLO_DIRTY(e) arrives the pages and
+ * blocks the secondary wrote are marked dirty here too and checkpoint e is
+ * captured as in Remus: its dirty set is both sides'. Why the pause lasts a
+ * round trip: the checkpoint must carry the secondary's pages with their
+ * content at the primary's pause. Losing the link ends the session
+ * (`hooks.onColoEnd`, before the state change that decides the held output).
+ *
  * XOR deltas: toward a backup whose HELLO set DELTA, pages are sent against
  * the version this sync last sent of them (one `SentPageCache`, SPEC §6.4.1),
  * which is forgotten at every SYNC_BEGIN, when the link ends (a NACK ends it
@@ -73,8 +88,11 @@ import { RemusError } from "../errors.js";
 import { InlineWorkers } from "../pipeline/inline.js";
 import type { PageWorkers } from "../pipeline/pool.js";
 import type { Entropy } from "../prng.js";
+import { fromBitmap } from "../protocol/colo.js";
 import {
   CHECKPOINT_FLAG,
+  COLO_REASON,
+  type ColoReasonCode,
   GOODBYE_REASON,
   HELLO_FLAG,
   MAX_BATCH_ENTRIES,
@@ -132,6 +150,8 @@ export interface PrimaryConfig {
   deltaCachePages: number;
   /** Parts of at most this many pages are encoded on this thread, not by the page workers. */
   inlinePages: number;
+  /** COLO mode (see the header): after the sync, a lock-stepped secondary and checkpoints on request. */
+  colo: boolean;
 }
 
 export const DEFAULT_PRIMARY_CONFIG: PrimaryConfig = {
@@ -149,6 +169,7 @@ export const DEFAULT_PRIMARY_CONFIG: PrimaryConfig = {
   syncMaxRounds: 8,
   deltaCachePages: 16_384,
   inlinePages: INLINE_PAGES,
+  colo: false,
 };
 
 export interface PrimaryHooks {
@@ -160,7 +181,30 @@ export interface PrimaryHooks {
   onState?(state: PrimaryStateName, reason: string): void;
   /** This primary refused or fenced a stale primary: announce the guest on the LAN again. */
   onStaleRefused?(): void;
+  /** COLO: a frame the secondary's guest sent while it ran `epoch` (for the comparator). */
+  onColoOutput?(epoch: number, frame: Buffer): void;
+  /** COLO: the session ended (the secondary's link is gone): what the comparator holds must be settled. */
+  onColoEnd?(): void;
 }
+
+/** A COLO session on the active link (see the header). */
+interface ColoSession {
+  /** The first COLO epoch (the sync's + 1). */
+  readonly start: number;
+  /** COLO_START went out (right after the sync's END). */
+  started: boolean;
+  /** Inputs of the first epoch delivered before COLO_START could go out. */
+  queued: Buffer[];
+  /** COLO_INPUT records sent in the running epoch. */
+  inputs: number;
+  /** A checkpoint asked for and not yet begun. */
+  reason: ColoReasonCode | undefined;
+  /** The epoch whose COLO_CHECKPOINT went out and whose COLO_DIRTY has not arrived yet. */
+  awaiting: number | undefined;
+}
+
+/** Inputs queued for a COLO session before its COLO_START, at most (beyond: dropped, TCP resends). */
+const COLO_QUEUE_MAX = 4096;
 
 /** What becomes of the guest's output now (see the header). */
 export type OutputMode = "hold" | "release" | "discard";
@@ -285,6 +329,10 @@ export class PrimaryMachine {
   private doubtUntilAck: number | undefined;
   private stopKind: "switchover" | "shutdown" | undefined;
   private finalEpoch: number | undefined;
+  /** The COLO session on the active link, if any. */
+  private colo: ColoSession | undefined;
+  /** COLO checkpoints begun, by reason code. */
+  readonly coloCheckpoints = new Map<ColoReasonCode, number>();
   /** Interval/compression changes waiting for the open epoch to end (see `reconfigure`). */
   private nextConfig: Partial<Pick<PrimaryConfig, "intervalMs" | "compress">> | undefined;
 
@@ -307,6 +355,7 @@ export class PrimaryMachine {
       committedEpoch: () => this.committed,
       helloFlags: () => 0,
       claimEpoch: () => this.base,
+      colo: this.config.colo,
     });
     this.links = new Links(this.identity, () => this.config.heartbeat, this.emit);
   }
@@ -349,6 +398,35 @@ export class PrimaryMachine {
   /** Whether guest output must be held until commit. */
   get outputMustWait(): boolean {
     return this.output === "hold";
+  }
+
+  /** COLO: a session runs (or begins at the sync's END): the guest's output goes to the comparator. */
+  get coloRunning(): boolean {
+    return this.colo !== undefined;
+  }
+
+  /** COLO: the domain is paused until the secondary's dirty set arrives (no guest ticks, no input). */
+  get coloPaused(): boolean {
+    return this.colo?.awaiting !== undefined;
+  }
+
+  /**
+   * COLO: mirrors a LAN frame the node is about to deliver to the guest in
+   * the open epoch (sent before it is delivered, SPEC §6.13).
+   */
+  mirror(frame: Buffer): void {
+    const s = this.colo;
+    const c = this.links.active;
+    if (!s || !c) return;
+    if (s.started) {
+      c.send({ type: "coloInput", epoch: this.epoch, index: s.inputs++, frame });
+    } else if (s.queued.length < COLO_QUEUE_MAX) s.queued.push(Buffer.from(frame));
+  }
+
+  /** COLO: asks for a checkpoint (the comparator's reason); the first reason asked for is the one sent. */
+  requestColoCheckpoint(reason: ColoReasonCode): void {
+    const s = this.colo;
+    if (s && s.reason === undefined && s.awaiting === undefined) s.reason = reason;
   }
 
   status(): PrimaryStatus {
@@ -442,6 +520,7 @@ export class PrimaryMachine {
       );
     }
     this.forceCheckpoint = true;
+    this.requestColoCheckpoint(COLO_REASON.requested);
   }
 
   /**
@@ -456,6 +535,7 @@ export class PrimaryMachine {
       return;
     }
     this.forceCheckpoint = true;
+    this.requestColoCheckpoint(COLO_REASON.requested);
   }
 
   private finish(kind: "switchover" | "shutdown", _now: number): void {
@@ -584,7 +664,9 @@ export class PrimaryMachine {
     this.emit({ type: "peer.connected", remote: c.port.remote, peerNode, peerGeneration: peer.generation });
     // Why: an incremental resync is safe only onto the same backup's intact image of an epoch
     // this primary produced; every page changed since then is still marked dirty here.
+    // COLO: the secondary's guest ran ahead of its committed image, so only a full sync is safe.
     const incremental =
+      !this.config.colo &&
       imageValid &&
       peerNode === this.lastBackupNode &&
       peer.generation === this.generation &&
@@ -727,6 +809,10 @@ export class PrimaryMachine {
     this.jobs = [];
     this.syncEpoch = undefined;
     this.forceCheckpoint = false;
+    if (this.colo) {
+      this.colo = undefined;
+      this.hooks.onColoEnd?.();
+    }
     this.emit({ type: "peer.lost", reason, planned: how.planned });
     // (A primary whose domain stopped, fenced or finishing, goes straight to its final state.)
     if (this.running && (this._state === "syncing" || this._state === "protected")) {
@@ -756,6 +842,12 @@ export class PrimaryMachine {
         return;
       case "switchoverRequest":
         this.requestStop("switchover", now);
+        return;
+      case "coloOutput":
+        if (this.colo) this.hooks.onColoOutput?.(r.epoch, Buffer.from(r.frame));
+        return;
+      case "coloDirty":
+        this.coloDirty(r.epoch, r.pageBitmap, r.blockBitmap, now);
         return;
       default:
         return;
@@ -848,7 +940,10 @@ export class PrimaryMachine {
       this.committed,
       this.generation,
     );
-    if (this.shouldCheckpoint(now)) this.checkpoint(now);
+    if (this.shouldCheckpoint(now)) {
+      if (this.colo?.started) this.coloPause(c);
+      else this.checkpoint(now);
+    }
     this.flushDisk(c);
     this.pump(c);
   }
@@ -875,7 +970,47 @@ export class PrimaryMachine {
       return this.syncStreamDone && this.lastEndSent < (this.syncEpoch ?? 0) && this.inflight.length === 0;
     }
     if (this._state !== "protected") return false;
+    const s = this.colo;
+    // COLO: epochs end only when asked (the comparator, an operator, a stop), one at a time.
+    if (s?.started) return s.awaiting === undefined && this.inflight.length === 0 && s.reason !== undefined;
     return this.forceCheckpoint || now - this.epochStartedAt >= this.config.intervalMs;
+  }
+
+  /** COLO: pauses the domain at the end of the open epoch and asks the secondary for its dirty set. */
+  private coloPause(c: Conn): void {
+    const s = this.colo as ColoSession;
+    const reason = s.reason ?? COLO_REASON.requested;
+    s.awaiting = this.epoch;
+    s.reason = undefined;
+    this.coloCheckpoints.set(reason, (this.coloCheckpoints.get(reason) ?? 0) + 1);
+    c.send({
+      type: "coloCheckpoint",
+      epoch: this.epoch,
+      generation: this.generation,
+      reason,
+      inputs: s.inputs,
+    });
+    s.inputs = 0;
+  }
+
+  /**
+   * COLO_DIRTY: the pages and blocks the secondary wrote during the epoch
+   * join this side's dirty logs, and the paused epoch is captured. Why both:
+   * a page only the secondary wrote must still be brought back to the
+   * primary's content, or the two replicas differ after the checkpoint.
+   */
+  private coloDirty(epoch: number, pageBitmap: Uint8Array, blockBitmap: Uint8Array, now: number): void {
+    const s = this.colo;
+    if (!s || s.awaiting !== epoch) return;
+    const pfns = fromBitmap(pageBitmap);
+    this.domain.memory.log.markAll(pfns, pfns.length);
+    // Why: the secondary's copy of these pages is its own now, not the version last sent: no XOR base.
+    const cache = this.cache;
+    if (cache) for (const pfn of pfns) cache.forget(pfn);
+    const blocks = fromBitmap(blockBitmap);
+    this.domain.disk.log.markAll(blocks, blocks.length);
+    s.awaiting = undefined;
+    this.checkpoint(now);
   }
 
   /** Pause, capture, resume: the end of the open epoch. */
@@ -894,7 +1029,20 @@ export class PrimaryMachine {
     const device = Buffer.from(this.domain.device.regs);
     const digest = this.config.verify ? Buffer.from(this.domain.digest(), "hex") : undefined;
     let flags = digest ? CHECKPOINT_FLAG.hasDigest : 0;
-    if (this._state === "syncing") flags |= CHECKPOINT_FLAG.sync;
+    if (this._state === "syncing") {
+      flags |= CHECKPOINT_FLAG.sync;
+      // COLO begins with the next epoch; COLO_START follows this checkpoint's END (`endSent`).
+      if (this.config.colo) {
+        this.colo = {
+          start: n + 1,
+          started: false,
+          queued: [],
+          inputs: 0,
+          reason: undefined,
+          awaiting: undefined,
+        };
+      }
+    }
     if (this.stopKind && this._state === "protected") {
       // Why: the final checkpoint is the last state; the domain must not run past it.
       flags |= CHECKPOINT_FLAG.final;
@@ -998,6 +1146,16 @@ export class PrimaryMachine {
   /** A checkpoint's END went out: the backup may now apply it. */
   private endSent(f: InFlight): void {
     this.lastEndSent = f.epoch;
+    const s = this.colo;
+    const c = this.links.active;
+    if (s && !s.started && c && f.epoch === s.start - 1) {
+      // Why here: COLO_START must follow the sync's END before anything else of the new epoch.
+      s.started = true;
+      c.send({ type: "coloStart", epoch: s.start, generation: this.generation });
+      for (const frame of s.queued)
+        c.send({ type: "coloInput", epoch: this.epoch, index: s.inputs++, frame });
+      s.queued = [];
+    }
   }
 
   /**

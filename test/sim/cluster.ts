@@ -16,6 +16,8 @@
  * `Cluster` holds the nodes, the replication network, the LAN, the clients
  * and the history the checkers read.
  */
+import type { CompareConfig } from "../../src/colo/compare.js";
+import type { DivergenceSwitch } from "../../src/domain/divergence.js";
 import { Domain, geometryOfMiB } from "../../src/domain/domain.js";
 import { PlainMemory } from "../../src/domain/memory.js";
 import { formatStandaloneHeap } from "../../src/guest/mm.js";
@@ -67,6 +69,12 @@ export interface ClusterOptions {
    * opens (the daemon's Dialer: 100 ms doubling to 5 s, with jitter).
    */
   readonly redialMs?: number;
+  /** Replication mode of every node (default remus). */
+  readonly mode?: "remus" | "colo";
+  /** COLO: the comparator's limits. */
+  readonly compare?: Partial<CompareConfig>;
+  /** Divergence injected into each node's guest (COLO tests), by node name. */
+  readonly divergence?: (node: string) => DivergenceSwitch | undefined;
 }
 
 /** A store whose commits complete after a persistence delay (`slow`), in order. */
@@ -204,6 +212,7 @@ export class SimNode implements Endpoint {
     const o = c.opts;
     const w = this.world;
     this.domain = new Domain(geometryOfMiB(o.domainMiB ?? 2, o.diskMiB ?? 1));
+    this.domain.divergence = o.divergence?.(this.name);
     const generation =
       this.startRole === "primary"
         ? this.persistedGeneration
@@ -237,6 +246,8 @@ export class SimNode implements Endpoint {
         turnUnits: o.turnUnits ?? 96,
         // Half the seeds send every batch through the (deferred) workers, half keep small ones inline.
         inlinePages: o.inlinePages ?? (w.seed % 2 === 0 ? 0 : 24),
+        ...(o.mode ? { mode: o.mode } : {}),
+        ...(o.compare ? { compare: o.compare } : {}),
       },
       workers,
       store: this.store,
