@@ -108,4 +108,6 @@ export const EVENTS = [
   "daemon.stopped",
   "fault.injected",
   "output.resumed",
+  "domain.config",
+  "config.conflict",
 ] as const;

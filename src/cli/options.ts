@@ -116,6 +116,8 @@ export interface ParsedOptions {
   readonly help: boolean;
   /** Arguments that are not options, in order (only when the command allows them). */
   readonly positionals: string[];
+  /** The options that were given (flag, environment or config file), not left to their default. */
+  readonly given: ReadonlySet<string>;
 }
 
 /** Parses `argv` (after the command name) for `cmd`, reading env and the config file. */
@@ -162,7 +164,7 @@ export function parseOptions(
     }
     fromFlags.set(name, value);
   }
-  if (help) return { values: {}, help, positionals };
+  if (help) return { values: {}, help, positionals, given: new Set() };
 
   let config: Record<string, unknown> = {};
   const configPath = (fromFlags.get("config") as string | undefined) ?? env.REMUSD_CONFIG;
@@ -191,6 +193,7 @@ export function parseOptions(
   }
 
   const values: OptValues = {};
+  const given = new Set<string>();
   for (const spec of cmd.options) {
     let raw: string | number | boolean | undefined;
     let source = "option";
@@ -211,6 +214,7 @@ export function parseOptions(
     } else {
       raw = spec.default;
     }
+    if (source !== "option") given.add(spec.name);
     if (raw === undefined) {
       if (spec.required) {
         const or = variable === undefined ? "" : ` (or ${variable})`;
@@ -221,7 +225,7 @@ export function parseOptions(
     }
     values[spec.name] = coerce(spec, raw, source === "option --" ? "--" : source).valueOf();
   }
-  return { values, help, positionals };
+  return { values, help, positionals, given };
 }
 
 /** The `--help` text of a command. */

@@ -72,12 +72,12 @@ function usage(): string {
 }
 
 async function runDaemon(role: "primary" | "backup", spec: CommandSpec, argv: string[]): Promise<void> {
-  const { values, help } = parseOptions(spec, argv);
+  const { values, help, given } = parseOptions(spec, argv);
   if (help) {
     process.stdout.write(`${helpText(spec)}\n`);
     return;
   }
-  const settings = resolveSettings(role, values);
+  const settings = resolveSettings(role, values, process.env, given);
   const d = new Daemon(settings);
   await d.start();
   const api = await startApi(d, settings.control.host, settings.control.port);
@@ -122,6 +122,16 @@ async function runDaemon(role: "primary" | "backup", spec: CommandSpec, argv: st
       d.flushLog();
       process.exit(code);
     })();
+  };
+  // A conflict the daemon cannot resolve itself (its settings contradict its primary's domain):
+  // it has changed nothing; it stops and exits with the error's code.
+  d.onFatal = (e) => {
+    process.stderr.write(`remusd: ${failureLine(e)}\n`);
+    d.log.error({ code: e.code }, e.message);
+    void d.stop(0).finally(() => {
+      d.flushLog();
+      process.exit(exitCodeOf(e));
+    });
   };
   process.on("SIGTERM", () => onSignal("SIGTERM"));
   process.on("SIGINT", () => onSignal("SIGINT"));

@@ -12,7 +12,7 @@ import type { Logger } from "pino";
 import { EVENTS, type FaultKind } from "../contract.js";
 import { CopyCapturer, CowCapturer } from "../domain/capture.js";
 import { Domain } from "../domain/domain.js";
-import { RemusError } from "../errors.js";
+import { RemusError, usageError } from "../errors.js";
 import type { ProcessInfo } from "../guest/kernel.js";
 import type { CounterCheck } from "../guest/programs/basic.js";
 import { Metrics, type NetbufStats } from "../metrics.js";
@@ -102,6 +102,12 @@ export class Daemon {
   private resumedAt: number | undefined;
   /** Replication bytes since the last `sync.started`, logged with `sync.completed`. */
   private syncBytes = { raw: 0, wire: 0 };
+  /**
+   * Called when the daemon cannot go on by its own settings (a backup whose
+   * primary's domain contradicts them): nothing was changed; the process
+   * stops and exits with the error's code.
+   */
+  onFatal: ((e: RemusError) => void) | undefined;
 
   constructor(settings: DaemonSettings, logger?: Logger) {
     this.settings = settings;
@@ -215,6 +221,11 @@ export class Daemon {
         ? { rawBytes: this.syncBytes.raw, wireBytes: this.syncBytes.wire }
         : {};
     this.events.write(type, this.role, epoch, { ...fields, ...extra });
+    if (e.type === "config.conflict") {
+      this.log.error(fields, type);
+      this.onFatal?.(usageError(`the primary's domain conflicts with this backup's settings: ${e.message}`));
+      return;
+    }
     switch (type) {
       case "checkpoint.sent":
       case "checkpoint.committed":
@@ -370,7 +381,7 @@ export class Daemon {
               role: "primary",
               boot: { seed: s.seed, workload: s.workload, net: { mac: s.guestMac, ip: s.guestIp } },
             }
-          : { role: "backup" },
+          : { role: "backup", pinned: s.pinned },
       generation,
       observeReleaseDelay: (sec) => this.metrics.releaseDelay.observe(sec),
     });

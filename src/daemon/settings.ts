@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { INTERVAL_MS } from "../bounds.js";
+import type { PinnedConfig } from "../domain/config.js";
 import { type DivergenceSwitch, parseDivergence } from "../domain/divergence.js";
 import { type DomainGeometry, geometryOfMiB } from "../domain/domain.js";
 import { isRemusError, usageError } from "../errors.js";
@@ -54,6 +55,8 @@ export interface DaemonSettings {
   readonly mode: "remus" | "colo";
   /** Divergence injected into this replica's guest (--inject-divergence, a rehearsal switch). */
   readonly divergence: DivergenceSwitch | undefined;
+  /** The domain settings given explicitly: a backup's primary must agree with them (the rest it adopts). */
+  readonly pinned: PinnedConfig;
 }
 
 /**
@@ -81,10 +84,29 @@ export function readSecret(
   return undefined;
 }
 
+/**
+ * The domain settings among `given` (the options set explicitly), as the
+ * domain's configuration names them (src/domain/config.ts).
+ */
+export function pinnedConfig(
+  given: ReadonlySet<string>,
+  s: Pick<DaemonSettings, "geometry" | "intervalMs" | "guestMac" | "guestIp" | "workload">,
+): PinnedConfig {
+  return {
+    ...(given.has("domain-mib") ? { pages: s.geometry.memoryBytes / 4096 } : {}),
+    ...(given.has("disk-mib") ? { diskBlocks: s.geometry.diskBytes / 4096 } : {}),
+    ...(given.has("interval-ms") ? { intervalMs: s.intervalMs } : {}),
+    ...(given.has("guest-mac") ? { guestMac: s.guestMac } : {}),
+    ...(given.has("guest-ip") ? { guestIp: s.guestIp } : {}),
+    ...(given.has("workload") ? { workload: s.workload.text } : {}),
+  };
+}
+
 export function resolveSettings(
   role: "primary" | "backup",
   v: OptionValues,
   env: NodeJS.ProcessEnv = process.env,
+  given: ReadonlySet<string> = new Set(),
 ): DaemonSettings {
   const key = readSecret(v["auth-key-file"] as string | undefined, env.REMUSD_AUTH_KEY, "replication key");
   const insecure = v.insecure === true;
@@ -120,6 +142,9 @@ export function resolveSettings(
     if (isRemusError(e)) throw usageError(e.message, { cause: e });
     throw e;
   }
+  const guestMac = parseMacOption(v["guest-mac"] as string, "--guest-mac");
+  const guestIp = parseIpOption(v["guest-ip"] as string, "--guest-ip");
+  const intervalMs = (v["interval-ms"] as number | undefined) ?? INTERVAL_MS.default;
   return {
     role,
     control: parseHostPort(v.control as string, "--control"),
@@ -136,12 +161,12 @@ export function resolveSettings(
     unsafeOpenApi: v["unsafe-open-api"] === true,
     heartbeat: { intervalMs: v["heartbeat-ms"] as number, misses: v["heartbeat-misses"] as number },
     switchAddr: v.switch ? parseHostPort(v.switch as string, "--switch") : undefined,
-    guestMac: parseMacOption(v["guest-mac"] as string, "--guest-mac"),
-    guestIp: parseIpOption(v["guest-ip"] as string, "--guest-ip"),
+    guestMac,
+    guestIp,
     netbuf: v["no-netbuf"] !== true,
     seed: v.seed as number,
     logLevel: (v["log-level"] as string | undefined) ?? "info",
-    intervalMs: (v["interval-ms"] as number | undefined) ?? INTERVAL_MS.default,
+    intervalMs,
     workload,
     maxInFlight: (v["max-inflight"] as number | undefined) ?? 1,
     maxInFlightBytes: ((v["max-inflight-mib"] as number | undefined) ?? 256) * 1024 * 1024,
@@ -151,5 +176,6 @@ export function resolveSettings(
     allowFaultInjection: v["allow-fault-injection"] === true,
     mode: (v.mode as "remus" | "colo" | undefined) ?? "remus",
     divergence,
+    pinned: pinnedConfig(given, { geometry, intervalMs, guestMac, guestIp, workload }),
   };
 }

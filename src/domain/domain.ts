@@ -46,10 +46,11 @@ export interface DigestWork {
 }
 
 export class Domain {
-  readonly memory: GuestMemory;
+  private mem: GuestMemory;
   /** Digest work taken and not folded yet, in the order taken. */
   private digestWork: DigestWork[] = [];
-  readonly disk: VirtualDisk;
+  private dsk: VirtualDisk;
+  private geo: DomainGeometry;
   readonly vcpu: Vcpu;
   readonly device: DeviceState;
   /**
@@ -57,16 +58,53 @@ export class Domain {
    * part of the state, so neither checkpoints nor `copyFrom` touch it.
    */
   divergence: DivergenceSwitch | undefined;
-  private readonly memHash: SumHasher;
-  private readonly diskHash: SumHasher;
+  private memHash: SumHasher;
+  private diskHash: SumHasher;
 
-  constructor(readonly geometry: DomainGeometry) {
-    this.memory = new GuestMemory(geometry.memoryBytes);
-    this.disk = new VirtualDisk(geometry.diskBytes);
+  constructor(geometry: DomainGeometry) {
+    this.geo = geometry;
+    this.mem = new GuestMemory(geometry.memoryBytes);
+    this.dsk = new VirtualDisk(geometry.diskBytes);
     this.vcpu = new Vcpu();
     this.device = new DeviceState();
-    this.memHash = new SumHasher(this.memory.pages, (p) => this.memory.page(p), this.memory.hashLog);
-    this.diskHash = new SumHasher(this.disk.blocks, (b) => this.disk.view(b), this.disk.hashLog);
+    this.memHash = new SumHasher(this.mem.pages, (p) => this.mem.page(p), this.mem.hashLog);
+    this.diskHash = new SumHasher(this.dsk.blocks, (b) => this.dsk.view(b), this.dsk.hashLog);
+  }
+
+  /** Guest memory (replaced only by `reshape`). */
+  get memory(): GuestMemory {
+    return this.mem;
+  }
+
+  /** The virtual disk (replaced only by `reshape`). */
+  get disk(): VirtualDisk {
+    return this.dsk;
+  }
+
+  get geometry(): DomainGeometry {
+    return this.geo;
+  }
+
+  /**
+   * Gives the domain another geometry: fresh zeroed memory and disk, reset
+   * vCPU and device blocks. Only for a domain that holds nothing yet (a
+   * backup that adopts its primary's domain before its first sync, src/domain/config.ts):
+   * everything it held is gone, and whoever kept a reference to the old
+   * memory or disk (a capturer, a stage) must take the new ones.
+   */
+  reshape(geometry: DomainGeometry): void {
+    const mem = new GuestMemory(geometry.memoryBytes);
+    const dsk = new VirtualDisk(geometry.diskBytes);
+    this.geo = geometry;
+    this.mem = mem;
+    this.dsk = dsk;
+    this.vcpu.reset(0);
+    this.device.reset();
+    // Digest work taken from the old memory's log describes pages that are gone.
+    for (const w of this.digestWork) w.cancelled = true;
+    this.digestWork = [];
+    this.memHash = new SumHasher(mem.pages, (p) => mem.page(p), mem.hashLog);
+    this.diskHash = new SumHasher(dsk.blocks, (b) => dsk.view(b), dsk.hashLog);
   }
 
   get pages(): number {

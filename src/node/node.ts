@@ -49,6 +49,7 @@
 import type { CompareConfig } from "../colo/compare.js";
 import type { SeqRewriter } from "../colo/rewriter.js";
 import { type Capturer, CowCapturer } from "../domain/capture.js";
+import type { DomainConfig, PinnedConfig } from "../domain/config.js";
 import type { Domain } from "../domain/domain.js";
 import { RemusError } from "../errors.js";
 import { bootGuest, type GuestOptions } from "../guest/guest.js";
@@ -62,7 +63,7 @@ import type { BackupStateName, PrimaryStateName, ReplicationEvent } from "../rep
 import type { HeartbeatConfig } from "../replication/heartbeat.js";
 import { DEFAULT_NETBUF_LIMITS, type NetbufLimits } from "../replication/netbuf.js";
 import { NetDevice } from "../replication/netdev.js";
-import { DEFAULT_PRIMARY_CONFIG, PrimaryMachine } from "../replication/primary.js";
+import { DEFAULT_PRIMARY_CONFIG, type DomainSettings, PrimaryMachine } from "../replication/primary.js";
 import { ColoPrimary, ColoSecondary, type ReplicationMode } from "./colo.js";
 import { GuestPacer } from "./pacing.js";
 
@@ -141,8 +142,14 @@ export interface NodeOptions {
   /** Durable storage for the backup role (a node without one cannot be a backup). */
   readonly store?: BackupStore;
   readonly io: NodeIo;
-  /** How the node starts: a primary boots a fresh guest; a backup waits for a primary. */
-  readonly start: { readonly role: "primary"; readonly boot: GuestOptions } | { readonly role: "backup" };
+  /**
+   * How the node starts: a primary boots a fresh guest; a backup waits for a
+   * primary and takes the domain's configuration from its stream (DOMAIN_CONFIG),
+   * except that what it was given explicitly (`pinned`) must agree.
+   */
+  readonly start:
+    | { readonly role: "primary"; readonly boot: GuestOptions }
+    | { readonly role: "backup"; readonly pinned?: PinnedConfig };
   /** The highest generation persisted by this node (0 if none). */
   readonly generation: number;
   /** Monotonic ms for pause and apply measurements (default performance.now; a simulation passes its clock). */
@@ -185,6 +192,11 @@ export class Node {
   private coloS: ColoSecondary | undefined;
   /** COLO: the rewriter of a secondary that took over, kept for good between the LAN and the guest. */
   private edge: SeqRewriter | undefined;
+  /**
+   * What DOMAIN_CONFIG carries besides geometry and interval: from the boot
+   * (a primary), or adopted from the primary's stream (a backup).
+   */
+  private settingsRef: DomainSettings | undefined;
 
   constructor(private readonly opts: NodeOptions) {
     this.domain = opts.domain;
@@ -201,7 +213,13 @@ export class Node {
       ...(opts.observeReleaseDelay ? { observeDelay: opts.observeReleaseDelay } : {}),
     });
     if (opts.start.role === "primary") {
-      this.kernelRef = bootGuest(this.domain, opts.start.boot);
+      const boot = opts.start.boot;
+      this.kernelRef = bootGuest(this.domain, boot);
+      this.settingsRef = {
+        guestMac: boot.net?.mac ?? this.domain.device.mac,
+        guestIp: boot.net?.ip ?? this.domain.device.get("ip"),
+        workload: boot.workload.text,
+      };
       const generation = opts.generation || 1;
       this.role = { name: "primary", m: this.newPrimary(generation, 1) };
       this.dev.activate(1);
@@ -264,6 +282,26 @@ export class Node {
   /** COLO: the rewriter kept at the LAN edge after this node took over as a secondary. */
   get coloEdge(): SeqRewriter | undefined {
     return this.edge;
+  }
+
+  /**
+   * The domain's configuration as this node knows it: its own (a primary), or
+   * the one its primary sent (a backup; undefined until the first DOMAIN_CONFIG).
+   */
+  get domainConfig(): DomainConfig | undefined {
+    const s = this.settingsRef;
+    if (!s) return undefined;
+    return {
+      pages: this.domain.pages,
+      diskBlocks: this.domain.disk.blocks,
+      intervalMs: this.config.intervalMs,
+      ...s,
+    };
+  }
+
+  /** Why this backup refused its primary's domain (a DOMAIN_CONFIG that conflicts with its settings), if it did. */
+  get configError(): string | undefined {
+    return this.backup?.configError;
   }
 
   /** Whether the shell should (re)connect to the backup it knows (a primary without one). */
@@ -635,6 +673,12 @@ export class Node {
         },
         onStaleRefused: () => this.announceSoon(this.now),
       },
+      domainSettings: () =>
+        this.settingsRef ?? {
+          guestMac: this.domain.device.mac,
+          guestIp: this.domain.device.get("ip"),
+          workload: "idle",
+        },
       capturer: (this.capturerRef ??= (o.capturer ?? ((d: Domain) => new CowCapturer(d.memory)))(
         this.domain,
       )),
@@ -681,9 +725,18 @@ export class Node {
         ...(this.config.inlinePages !== undefined ? { inlinePages: this.config.inlinePages } : {}),
       },
       store: o.store,
+      ...(o.start.role === "backup" && o.start.pinned ? { pinned: o.start.pinned } : {}),
       ...(o.workers ? { workers: o.workers } : {}),
     });
     return machine;
+  }
+
+  /** A backup adopted its primary's domain configuration: a later promotion runs the domain with it. */
+  private adopted(b: BackupMachine): void {
+    const cfg = b.domainConfig;
+    if (!cfg) return;
+    this.config.intervalMs = cfg.intervalMs;
+    this.settingsRef = { guestMac: cfg.guestMac, guestIp: cfg.guestIp, workload: cfg.workload };
   }
 
   /** What every machine of this node is built with. */
@@ -695,7 +748,11 @@ export class Node {
       nodeId: o.nodeId,
       software: o.software,
       entropy: o.entropy,
-      emit: (e: ReplicationEvent) => o.io.emit(e),
+      emit: (e: ReplicationEvent) => {
+        const b = this.backup;
+        if (e.type === "domain.config" && b) this.adopted(b);
+        o.io.emit(e);
+      },
       ...(o.hrClock ? { hrClock: o.hrClock } : {}),
     };
   }

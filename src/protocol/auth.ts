@@ -7,7 +7,15 @@
  */
 
 import { createHmac, timingSafeEqual } from "node:crypto";
-import { GOODBYE_REASON, MAC_SIZE, NONCE_SIZE, PAGE_SIZE, ROLE, type RoleCode } from "./constants.js";
+import {
+  GOODBYE_REASON,
+  HELLO_FLAG,
+  MAC_SIZE,
+  NONCE_SIZE,
+  PAGE_SIZE,
+  ROLE,
+  type RoleCode,
+} from "./constants.js";
 import type { Geometry, Hello } from "./records.js";
 
 const AUTH_LABEL = Buffer.from("remusd-auth-v1\0", "latin1");
@@ -91,6 +99,8 @@ export interface HelloRejection {
  * about generations must wait for AUTH. Returns the GOODBYE to send, or null
  * when the handshake may go on.
  */
+const GEOMETRY_FIELDS = ["pages", "diskBlocks", "vcpuSize", "deviceSize"] as const;
+
 export function checkPeerHello(own: Hello, peer: Hello): HelloRejection | null {
   if (own.role === ROLE.backup && peer.role === ROLE.backup) {
     return { reason: GOODBYE_REASON.protocolError, message: "both sides are backup" };
@@ -104,7 +114,12 @@ export function checkPeerHello(own: Hello, peer: Hello): HelloRejection | null {
     }
     if (h.pages === 0) return { reason: GOODBYE_REASON.geometryMismatch, message: "a domain of zero pages" };
   }
-  for (const k of ["pages", "diskBlocks", "vcpuSize", "deviceSize"] as const) {
+  // Why: a backup that adopts the domain judges pages and blocks against DOMAIN_CONFIG after AUTH,
+  // where a conflict is an authenticated member's word (§5.3); a stranger's HELLO decides nothing.
+  const backup = own.role === ROLE.backup ? own : peer;
+  const adopts = (backup.flags & HELLO_FLAG.adopt) !== 0;
+  const compared = adopts ? (["vcpuSize", "deviceSize"] as const) : GEOMETRY_FIELDS;
+  for (const k of compared) {
     if (own[k] !== peer[k]) {
       return { reason: GOODBYE_REASON.geometryMismatch, message: `${k}: ours ${own[k]}, peer's ${peer[k]}` };
     }

@@ -21,6 +21,7 @@ import {
   type RoleCode,
   SYNC_FLAGS_DEFINED,
 } from "./constants.js";
+import { domainConfig } from "./domainconfig.js";
 import { ProtocolError } from "./errors.js";
 import type {
   Ack,
@@ -409,6 +410,7 @@ export const BODY_CODECS: {
   vcpu: stateCodec("vcpu"),
   device: stateCodec("device"),
   checkpointEnd,
+  domainConfig,
   ack,
   nack,
   heartbeat,

@@ -27,6 +27,7 @@ export const RECORD_TYPE = {
   vcpu: 0x13,
   device: 0x14,
   checkpointEnd: 0x15,
+  domainConfig: 0x16,
   ack: 0x20,
   nack: 0x21,
   heartbeat: 0x30,
@@ -113,8 +114,14 @@ export const HELLO_FLAG = {
   imageValid: 1 << 0,
   /** Sent by a backup: it decodes XOR_LZ4 page entries, so the primary may send them. */
   delta: 1 << 1,
+  /**
+   * Sent by a backup: it takes the domain's geometry and configuration from the
+   * primary's DOMAIN_CONFIG and judges them there, after AUTH, rather than
+   * comparing `pages` and `diskBlocks` in HELLO (SPEC §5.3, §6.16).
+   */
+  adopt: 1 << 2,
 } as const;
-export const HELLO_FLAGS_DEFINED = HELLO_FLAG.imageValid | HELLO_FLAG.delta;
+export const HELLO_FLAGS_DEFINED = HELLO_FLAG.imageValid | HELLO_FLAG.delta | HELLO_FLAG.adopt;
 
 /** SYNC_BEGIN flag bits. Undefined bits must be zero. */
 export const SYNC_FLAG = {
@@ -166,6 +173,11 @@ export const GOODBYE_REASON = {
    * rejoins by resync (SPEC §6.10).
    */
   continuing: 10,
+  /**
+   * Sent by a backup: the primary's DOMAIN_CONFIG conflicts with a setting the
+   * backup was given (or with the image it holds); it changes nothing and stops.
+   */
+  configMismatch: 11,
 } as const;
 
 /** NACK reason codes. Receivers accept unknown codes. */
@@ -196,5 +208,10 @@ export type ColoReasonCode = (typeof COLO_REASON)[keyof typeof COLO_REASON];
 /** Ethernet frames carried by COLO_INPUT and COLO_OUTPUT: header to a 1500-byte MTU, no FCS. */
 export const COLO_MIN_FRAME = 14;
 export const COLO_MAX_FRAME = 1514;
+/** Longest workload spec in DOMAIN_CONFIG, in UTF-8 bytes (the `--workload` limit). */
+export const MAX_WORKLOAD_SPEC = 1024;
+/** Checkpoint interval bounds in DOMAIN_CONFIG (the `--interval-ms` bounds). */
+export const DOMAIN_CONFIG_INTERVAL = { min: 1, max: 60_000 } as const;
+
 /** A COLO_DIRTY bitmap covers at most 2^20 pages or blocks (4096 MiB): 131,072 bytes. */
 export const COLO_MAX_BITMAP = 131_072;

@@ -103,6 +103,25 @@ export interface CheckpointEnd {
   digest: Uint8Array;
 }
 
+/**
+ * The domain's configuration, sent by the primary before its first SYNC_BEGIN
+ * of a session, so a backup needs no domain settings of its own (SPEC §6.16).
+ */
+export interface DomainConfig {
+  type: "domainConfig";
+  /** Must equal the primary's HELLO. */
+  pages: number;
+  diskBlocks: number;
+  /** The checkpoint interval in ms (1..60000). */
+  intervalMs: number;
+  /** The guest NIC's MAC address, 6 bytes. */
+  guestMac: Uint8Array;
+  /** The guest's IPv4 address as a u32 (a.b.c.d is a<<24 | b<<16 | c<<8 | d). */
+  guestIp: number;
+  /** The `--workload` spec the guest was booted with (≤ 1024 UTF-8 bytes). */
+  workload: string;
+}
+
 export interface Ack {
   type: "ack";
   epoch: number;
@@ -207,6 +226,7 @@ export type ReplicationRecord =
   | Vcpu
   | Device
   | CheckpointEnd
+  | DomainConfig
   | Ack
   | Nack
   | Heartbeat

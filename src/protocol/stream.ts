@@ -218,6 +218,9 @@ export class StreamOrder {
   // The backup has an intact committed image the primary knows of (HELLO IMAGE_VALID,
   // or an ACK in this session): an incremental sync is allowed.
   #imageValid = false;
+  // DOMAIN_CONFIG (§6.16): whether it went by, and whether the backup's HELLO (ADOPT) needs it before SYNC_BEGIN.
+  #configSeen = false;
+  #adopt = false;
   // COLO sessions (§7.6): the rules of the COLO records, and whether the last END completed a sync.
   readonly #colo: ColoOrder | undefined;
   #lastEndSync = false;
@@ -306,6 +309,7 @@ export class StreamOrder {
         const r = decodeFrame(b, { session: null, seq: null });
         if (r.type === "syncBegin") {
           this.#checkSyncFlags(r.flags);
+          this.#checkConfigBeforeSync();
           this.#requireStream().syncBegin(r.epoch, r.generation);
           this.#colo?.reset();
           this.#syncEpoch = r.epoch;
@@ -319,6 +323,9 @@ export class StreamOrder {
         }
         return;
       }
+      case RECORD_TYPE.domainConfig:
+        this.#domainConfig();
+        return;
       case RECORD_TYPE.coloStart:
       case RECORD_TYPE.coloInput:
       case RECORD_TYPE.coloCheckpoint:
@@ -367,9 +374,13 @@ export class StreamOrder {
     switch (r.type) {
       case "syncBegin":
         this.#checkSyncFlags(r.flags);
+        this.#checkConfigBeforeSync();
         this.#requireStream().syncBegin(r.epoch, r.generation);
         this.#colo?.reset();
         this.#discarding = false;
+        return "accept";
+      case "domainConfig":
+        this.#domainConfig();
         return "accept";
       case "pageBatch":
       case "diskWrites":
@@ -451,7 +462,22 @@ export class StreamOrder {
       this.#stream = new CheckpointStream(h.generation);
     } else {
       this.#imageValid = (h.flags & HELLO_FLAG.imageValid) !== 0;
+      this.#adopt = (h.flags & HELLO_FLAG.adopt) !== 0;
     }
+  }
+
+  /** DOMAIN_CONFIG: once per session, before the first SYNC_BEGIN (§7.1). */
+  #domainConfig(): void {
+    if (this.#configSeen) throw new ProtocolError("bad-order", "a second DOMAIN_CONFIG");
+    if (this.#requireStream().openEpoch !== undefined)
+      throw new ProtocolError("bad-order", "DOMAIN_CONFIG after SYNC_BEGIN");
+    this.#configSeen = true;
+  }
+
+  #checkConfigBeforeSync(): void {
+    // Why: a backup that adopts the domain has no geometry of its own to receive a sync into.
+    if (this.#adopt && !this.#configSeen)
+      throw new ProtocolError("bad-order", "SYNC_BEGIN before DOMAIN_CONFIG to a backup that adopts");
   }
 
   #checkSyncFlags(flags: number): void {

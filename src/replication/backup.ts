@@ -80,6 +80,13 @@
  *    arrived are still being worked off (they are evidence of life).
  */
 
+import {
+  configConflicts,
+  configSummary,
+  type DomainConfig,
+  describeConflicts,
+  type PinnedConfig,
+} from "../domain/config.js";
 import type { DigestWork, Domain } from "../domain/domain.js";
 import { RemusError } from "../errors.js";
 import { InlineWorkers } from "../pipeline/inline.js";
@@ -98,7 +105,13 @@ import {
   PEER_STATE,
   SYNC_FLAG,
 } from "../protocol/constants.js";
-import type { CheckpointEnd, DiskWrites, PageBatch, ReplicationRecord } from "../protocol/records.js";
+import type {
+  CheckpointEnd,
+  DiskWrites,
+  DomainConfig as DomainConfigRecord,
+  PageBatch,
+  ReplicationRecord,
+} from "../protocol/records.js";
 import { type Conn, Links, type LocalIdentity, localIdentity, type PeerGoodbye, type Port } from "./conn.js";
 import type { BackupStateName, EventSink, FailoverReason } from "./events.js";
 import type { HeartbeatConfig } from "./heartbeat.js";
@@ -186,6 +199,11 @@ export interface BackupOptions {
   readonly workers?: PageWorkers;
   /** The node's COLO secondary (with `config.colo`). */
   readonly colo?: ColoSecondaryHooks;
+  /**
+   * The domain settings this node was given explicitly: the primary's
+   * DOMAIN_CONFIG must agree with them (anything else it adopts).
+   */
+  readonly pinned?: PinnedConfig;
 }
 
 export interface Activation {
@@ -262,6 +280,11 @@ export class BackupMachine {
   private readonly store: BackupStore;
   private readonly hr: () => number;
   private readonly identity: LocalIdentity;
+  private readonly pinned: PinnedConfig;
+  /** The domain's configuration, as the primary last sent it (DOMAIN_CONFIG). */
+  domainConfig: DomainConfig | undefined;
+  /** Why the primary's domain cannot be held here (a DOMAIN_CONFIG that conflicts); nothing changed. */
+  configError: string | undefined;
 
   private _state: BackupStateName = "waiting";
   private _lastChange = "started";
@@ -324,11 +347,13 @@ export class BackupMachine {
     this.generation = opts.generation;
     this.workers = opts.workers ?? this.inline;
     this.coloHooks = opts.colo;
+    this.pinned = opts.pinned ?? {};
     this.identity = localIdentity("backup", opts, {
       generation: () => this.generation,
       committedEpoch: () => this.committed,
       // DELTA: this backup decodes XOR_LZ4 against its staged copy or its image (SPEC §6.4.1).
-      helloFlags: () => (this.imageValid ? HELLO_FLAG.imageValid : 0) | HELLO_FLAG.delta,
+      // ADOPT: it judges the primary's geometry at DOMAIN_CONFIG, after AUTH (§5.3, §6.16).
+      helloFlags: () => (this.imageValid ? HELLO_FLAG.imageValid : 0) | HELLO_FLAG.delta | HELLO_FLAG.adopt,
       claimEpoch: () => this.committed,
       colo: this.config.colo === true,
     });
@@ -715,6 +740,9 @@ export class BackupMachine {
       );
     }
     switch (r.type) {
+      case "domainConfig":
+        this.adoptConfig(c, r);
+        return;
       case "syncBegin":
         this.syncBegin(r.epoch, (r.flags & SYNC_FLAG.incremental) !== 0, now);
         return;
@@ -775,6 +803,52 @@ export class BackupMachine {
     if (this.coloEpoch === undefined) return;
     this.coloEpoch = undefined;
     this.coloHooks?.stop();
+  }
+
+  /**
+   * DOMAIN_CONFIG: the domain this backup is to hold. Settings given here
+   * explicitly, and the geometry of an image it already holds, must agree;
+   * on a conflict nothing changes: the backup says CONFIG_MISMATCH, closes
+   * and reports `config.conflict` (the daemon exits with a usage error).
+   * Otherwise it takes the rest, resizing its still empty domain if needed.
+   */
+  private adoptConfig(c: Conn, r: DomainConfigRecord): void {
+    const cfg: DomainConfig = {
+      pages: r.pages,
+      diskBlocks: r.diskBlocks,
+      intervalMs: r.intervalMs,
+      guestMac: Buffer.from(r.guestMac),
+      guestIp: r.guestIp,
+      workload: r.workload,
+    };
+    const d = this.domain;
+    // Why: an image is this domain's memory and disk; another size would be another domain.
+    const pinned: PinnedConfig = this.imageValid
+      ? { pages: d.pages, diskBlocks: d.disk.blocks, ...this.pinned }
+      : this.pinned;
+    const conflicts = configConflicts(pinned, cfg);
+    if (conflicts.length > 0) {
+      const message = describeConflicts(conflicts);
+      this.configError = message;
+      this.emit({ type: "config.conflict", message, conflicts });
+      // It stops (it will not activate, the primary may release what it holds) and changes nothing.
+      this.links.active = undefined;
+      c.goodbye(GOODBYE_REASON.configMismatch, message);
+      this.links.closePending(GOODBYE_REASON.configMismatch, message);
+      this.discardStaging("configuration conflict");
+      this.emit({ type: "peer.lost", reason: `configuration conflict: ${message}`, planned: true });
+      this.setState("stopped", `configuration conflict: ${message}`);
+      return;
+    }
+    const reshaped = d.pages !== cfg.pages || d.disk.blocks !== cfg.diskBlocks;
+    if (reshaped) {
+      // Nothing valid is in the domain (else the geometry was pinned above): give it the primary's size.
+      this.spare.length = 0;
+      this.busyPages = undefined;
+      d.reshape({ memoryBytes: cfg.pages * PAGE_SIZE, diskBytes: cfg.diskBlocks * PAGE_SIZE });
+    }
+    this.domainConfig = cfg;
+    this.emit({ type: "domain.config", ...configSummary(cfg), reshaped });
   }
 
   private syncBegin(epoch: number, incremental: boolean, now: number): void {

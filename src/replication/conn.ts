@@ -92,14 +92,19 @@ export function localIdentity(
   p: IdentityParts,
   live: Pick<LocalIdentity, "generation" | "committedEpoch" | "helloFlags" | "claimEpoch" | "colo">,
 ): LocalIdentity {
+  // Getters: a backup that adopts its primary's domain may be reshaped (src/domain/domain.ts).
   return {
     role,
     key: p.key,
     nodeId: p.nodeId,
     software: p.software,
     entropy: p.entropy,
-    pages: p.domain.pages,
-    diskBlocks: p.domain.disk.blocks,
+    get pages() {
+      return p.domain.pages;
+    },
+    get diskBlocks() {
+      return p.domain.disk.blocks;
+    },
     vcpuSize: p.domain.vcpu.regs.length,
     deviceSize: p.domain.device.regs.length,
     ...live,

@@ -50,6 +50,23 @@ export type ReplicationEvent =
   | { type: "failover.impossible"; reason: string }
   | { type: "heartbeat.rtt"; ms: number }
   | { type: "fenced"; reason: string; peerGeneration: number }
-  | { type: "replication.bytes"; raw: number; wire: number };
+  | { type: "replication.bytes"; raw: number; wire: number }
+  /** A backup took its primary's domain configuration (DOMAIN_CONFIG); `reshaped`: its memory and disk were resized for it. */
+  | {
+      type: "domain.config";
+      memoryMiB: number;
+      diskMiB: number;
+      intervalMs: number;
+      guestMac: string;
+      guestIp: string;
+      workload: string;
+      reshaped: boolean;
+    }
+  /** The primary's DOMAIN_CONFIG contradicts a setting this backup was given (or its image): nothing changed. */
+  | {
+      type: "config.conflict";
+      message: string;
+      conflicts: { option: string; local: string; stream: string }[];
+    };
 
 export type EventSink = (e: ReplicationEvent) => void;

@@ -226,6 +226,18 @@ export interface PrimaryOptions {
   readonly startEpoch?: number;
   /** A monotonic high-resolution clock in ms for pause measurements (defaults to performance.now). */
   readonly hrClock?: () => number;
+  /**
+   * The domain's configuration besides geometry and interval (sent in DOMAIN_CONFIG before
+   * every sync; default: the NIC's MAC and IP from the device block, workload "idle").
+   */
+  readonly domainSettings?: () => DomainSettings;
+}
+
+/** What DOMAIN_CONFIG carries that the machine does not know itself. */
+export interface DomainSettings {
+  readonly guestMac: Uint8Array;
+  readonly guestIp: number;
+  readonly workload: string;
 }
 
 /** A captured checkpoint not yet acknowledged. */
@@ -285,6 +297,7 @@ export class PrimaryMachine {
   private readonly identity: LocalIdentity;
   private readonly workers: PageWorkers;
   private readonly inline = new InlineWorkers();
+  private readonly domainSettings: () => DomainSettings;
   /** The versions sent of pages this sync (XOR bases), while the backup takes DELTA. */
   private cache: SentPageCache | undefined;
   private deltaOn = false;
@@ -344,6 +357,13 @@ export class PrimaryMachine {
     this.capturer = opts.capturer ?? new CopyCapturer(opts.domain.memory);
     this.workers = opts.workers ?? this.inline;
     this.hr = opts.hrClock ?? (() => performance.now());
+    this.domainSettings =
+      opts.domainSettings ??
+      (() => ({
+        guestMac: opts.domain.device.mac,
+        guestIp: opts.domain.device.get("ip"),
+        workload: "idle",
+      }));
     this.generation = opts.generation;
     this.epoch = opts.startEpoch ?? 1;
     this.committed = this.epoch - 1;
@@ -599,9 +619,11 @@ export class PrimaryMachine {
           if (c !== this.links.active) return;
         }
         if (c === this.links.active) {
-          // A planned stop of the backup: it will not activate. Any other GOODBYE (or our own,
-          // after a protocol error): it is alive, may still activate, and expects us back.
-          const planned = g?.reason === GOODBYE_REASON.shutdown;
+          // A planned stop of the backup (or one that stopped on a configuration conflict): it will
+          // not activate. Any other GOODBYE (or our own, after a protocol error): it is alive, may
+          // still activate, and expects us back.
+          const planned =
+            g?.reason === GOODBYE_REASON.shutdown || g?.reason === GOODBYE_REASON.configMismatch;
           this.dropConn(c, r.reason, { planned, backupGone: planned });
         } else {
           this.emit({ type: "peer.refused", remote: port.remote, reason: r.reason });
@@ -682,6 +704,18 @@ export class PrimaryMachine {
     // XOR bases describe one sync (SPEC §6.4.1): forget them as SYNC_BEGIN goes out.
     this.deltaOn = (peer.flags & HELLO_FLAG.delta) !== 0 && this.config.deltaCachePages > 0;
     this.cache?.clear();
+    // The domain's configuration travels with the stream, so a backup needs no domain settings (§6.16).
+    const ds = this.domainSettings();
+    c.send({
+      type: "domainConfig",
+      pages: this.domain.pages,
+      diskBlocks: this.domain.disk.blocks,
+      // (A simulation may run epochs shorter than the format's 1 ms floor.)
+      intervalMs: Math.min(60_000, Math.max(1, Math.round(this.config.intervalMs))),
+      guestMac: ds.guestMac,
+      guestIp: ds.guestIp,
+      workload: ds.workload,
+    });
     c.send({
       type: "syncBegin",
       generation: this.generation,

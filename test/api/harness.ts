@@ -28,8 +28,8 @@ export function settingsOf(
   args: string[],
   env: NodeJS.ProcessEnv = {},
 ): DaemonSettings {
-  const { values } = parseOptions(role === "primary" ? PRIMARY_SPEC : BACKUP_SPEC, args, env);
-  return resolveSettings(role, values, env);
+  const { values, given } = parseOptions(role === "primary" ? PRIMARY_SPEC : BACKUP_SPEC, args, env);
+  return resolveSettings(role, values, env, given);
 }
 
 /** A daemon (not started) with a silent logger. */

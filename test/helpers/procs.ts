@@ -156,7 +156,8 @@ export interface DaemonArgOptions {
   readonly key?: string | false;
   /** An API token (written to DIR/token). */
   readonly token?: string;
-  readonly domainMib?: number;
+  /** The domain's size (default 8 and 4 MiB); null: no --domain-mib/--disk-mib at all (a backup adopts its primary's). */
+  readonly domainMib?: number | null;
   readonly diskMib?: number;
   readonly heartbeatMs?: number;
   readonly heartbeatMisses?: number;
@@ -195,7 +196,8 @@ export function daemonArgs(dir: string, name: string, o: DaemonArgOptions = {}):
     writeFileSync(tokenFileOf(dir), `${o.token}\n`);
     args.push("--api-token-file", tokenFileOf(dir));
   }
-  args.push("--domain-mib", String(o.domainMib ?? 8), "--disk-mib", String(o.diskMib ?? 4));
+  if (o.domainMib !== null)
+    args.push("--domain-mib", String(o.domainMib ?? 8), "--disk-mib", String(o.diskMib ?? 4));
   args.push(
     "--heartbeat-ms",
     String(o.heartbeatMs ?? 100),

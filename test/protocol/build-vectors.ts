@@ -183,6 +183,21 @@ const helloB = {
   nodeId: hex(NODE_B),
 };
 const helloBD = { ...helloB, flags: 3 };
+// A backup started with no domain of its own: DELTA and ADOPT, no image, placeholder geometry.
+const helloBA = { ...helloB, flags: 6, committedEpoch: 0, pages: 16384, diskBlocks: 16384 };
+// DOMAIN_CONFIG (§6.16): 256 pages, 64 blocks, 25 ms, 02:00:00:00:00:10, 10.0.0.10, workload "web".
+const domainConfigBody = (
+  o: { pages?: number; interval?: number; reserved?: number; workload?: string } = {},
+) =>
+  new W()
+    .u32(o.pages ?? 256)
+    .u32(64)
+    .u32(o.interval ?? 25)
+    .bytes(Buffer.from("020000000010", "hex"))
+    .u16(o.reserved ?? 0)
+    .u32(0x0a00000a)
+    .str16(o.workload ?? "web")
+    .done();
 const digest = seqBytes(32, 9);
 // Ethernet frames carried by the COLO records: the client (02:00:00:00:01:00, 10.0.0.100) asks for the
 // guest's MAC (10.0.0.10), and the guest (02:00:00:00:00:10) answers.
@@ -241,6 +256,30 @@ function valid(): VectorCase[] {
     { session: 0, seq: 0 },
     frame(0x01, 0, 0, helloBody(helloBD, NONCE_B, NODE_B)),
     helloBD,
+  );
+  add(
+    "hello-backup-adopt",
+    "HELLO from a backup with no domain of its own yet: DELTA and ADOPT (it takes the geometry from DOMAIN_CONFIG)",
+    "hello",
+    { session: 0, seq: 0 },
+    frame(0x01, 0, 0, helloBody(helloBA, NONCE_B, NODE_B)),
+    helloBA,
+  );
+  add(
+    "domain-config",
+    "DOMAIN_CONFIG: 256 pages, 64 blocks, 25 ms, guest 02:00:00:00:00:10 at 10.0.0.10, workload web",
+    "domainConfig",
+    ctx(2),
+    frame(0x16, SESSION, 2, domainConfigBody()),
+    {
+      type: "domainConfig",
+      pages: 256,
+      diskBlocks: 64,
+      intervalMs: 25,
+      guestMac: "020000000010",
+      guestIp: 0x0a00000a,
+      workload: "web",
+    },
   );
   const mac = seqBytes(32, 77);
   add("auth", "AUTH, second frame of a stream", "auth", { session: 0, seq: 1 }, frame(0x02, 0, 1, mac), {
@@ -747,11 +786,39 @@ function invalid(): VectorCase[] {
   );
   add(
     "hello-undefined-flag",
-    "HELLO with flag bit 2",
+    "HELLO with flag bit 3",
     "hello",
     "bad-value",
-    frame(0x01, 0, 0, helloBody({ ...helloP, flags: 4 }, NONCE_P, NODE_P)),
+    frame(0x01, 0, 0, helloBody({ ...helloP, flags: 8 }, NONCE_P, NODE_P)),
     { session: 0, seq: 0 },
+  );
+  add(
+    "domain-config-wrong-geometry",
+    "DOMAIN_CONFIG for 512 pages where HELLO said 256",
+    "domainConfig",
+    "bad-geometry",
+    frame(0x16, SESSION, 3, domainConfigBody({ pages: 512 })),
+  );
+  add(
+    "domain-config-interval-zero",
+    "DOMAIN_CONFIG with a checkpoint interval of 0 ms",
+    "domainConfig",
+    "bad-value",
+    frame(0x16, SESSION, 3, domainConfigBody({ interval: 0 })),
+  );
+  add(
+    "domain-config-reserved",
+    "DOMAIN_CONFIG with its reserved field set",
+    "domainConfig",
+    "bad-value",
+    frame(0x16, SESSION, 3, domainConfigBody({ reserved: 1 })),
+  );
+  add(
+    "domain-config-workload-too-long",
+    "DOMAIN_CONFIG with a workload spec of 1025 bytes",
+    "domainConfig",
+    "too-large",
+    frame(0x16, SESSION, 3, domainConfigBody({ workload: "x".repeat(1025) })),
   );
   add(
     "nack-message-too-long",

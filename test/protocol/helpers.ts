@@ -34,6 +34,7 @@ const BYTE_FIELDS = new Set([
   "frame",
   "pageBitmap",
   "blockBitmap",
+  "guestMac",
 ]);
 
 /** The JSON form of a record: byte fields as lowercase hex, `guestTimeNs` as a decimal string. */
@@ -126,7 +127,7 @@ export const arbRecords: {
   hello: fc.record({
     type: fc.constant("hello" as const),
     role: fc.constantFrom<RoleCode>(ROLE.primary, ROLE.backup),
-    flags: fc.nat({ max: 1 }),
+    flags: fc.nat({ max: 7 }),
     generation: counter,
     pageSize: u32,
     pages: u32,
@@ -199,6 +200,15 @@ export const arbRecords: {
       ...r,
       digest: (r.flags & CHECKPOINT_FLAG.hasDigest) !== 0 ? r.digest : Buffer.alloc(32),
     })),
+  domainConfig: fc.record({
+    type: fc.constant("domainConfig" as const),
+    pages: fc.constant(TEST_GEOMETRY.pages),
+    diskBlocks: fc.constant(TEST_GEOMETRY.diskBlocks),
+    intervalMs: fc.integer({ min: 1, max: 60_000 }),
+    guestMac: bytes(6),
+    guestIp: u32,
+    workload: text(1024),
+  }),
   ack: fc.record({ type: fc.constant("ack" as const), epoch: counter, generation: counter }),
   nack: fc.record({ type: fc.constant("nack" as const), epoch: counter, reason: u16, message: text(1024) }),
   heartbeat: fc.record({

@@ -423,6 +423,67 @@ describe("record order (StreamOrder, CheckpointStream)", () => {
   });
 });
 
+describe("DOMAIN_CONFIG order (§6.16, §7.1)", () => {
+  const config = {
+    type: "domainConfig" as const,
+    pages: 64,
+    diskBlocks: 16,
+    intervalMs: 25,
+    guestMac: Buffer.from("020000000010", "hex"),
+    guestIp: 0x0a00000a,
+    workload: "web",
+  };
+
+  it("once, before the first SYNC_BEGIN; a backup that adopts needs it before any sync", () => {
+    const c = connect({ backupFlags: HELLO_FLAG.adopt });
+    // The primary's own order check refuses a sync without it, and so does the backup's.
+    assert.equal(
+      reasonOf(() => c.sync(10)),
+      "bad-order",
+    );
+    const d = connect({ backupFlags: HELLO_FLAG.adopt });
+    assert.equal(
+      reasonOf(() => d.sendUnchecked(d.p, { ...config })),
+      "no error",
+    );
+    const e = connect({ backupFlags: HELLO_FLAG.adopt });
+    assert.equal(
+      reasonOf(() =>
+        e.sendUnchecked(e.p, {
+          type: "syncBegin",
+          generation: GEN,
+          epoch: 10,
+          pages: 64,
+          diskBlocks: 16,
+          flags: 0,
+        }),
+      ),
+      "bad-order",
+    );
+    const f = connect({ backupFlags: HELLO_FLAG.adopt });
+    assert.equal(f.send(f.p, config), "accept");
+    assert.equal(
+      reasonOf(() => f.sendUnchecked(f.p, config)),
+      "bad-order",
+    ); // a second one
+    assert.equal(f.sync(10), "accept");
+  });
+
+  it("never after a SYNC_BEGIN; a backup that does not adopt may go without it; never from a backup", () => {
+    const c = connect();
+    assert.equal(c.sync(10), "accept");
+    assert.equal(
+      reasonOf(() => c.sendUnchecked(c.p, config)),
+      "bad-order",
+    );
+    const d = connect();
+    assert.equal(
+      reasonOf(() => d.sendUnchecked(d.b, config)),
+      "bad-order",
+    );
+  });
+});
+
 describe("COLO record order (§7.6)", () => {
   const FRAME = Buffer.alloc(60, 0xab);
   const ack = (c: ReturnType<typeof connect>, epoch: number) =>

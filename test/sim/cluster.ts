@@ -17,6 +17,7 @@
  * and the history the checkers read.
  */
 import type { CompareConfig } from "../../src/colo/compare.js";
+import type { PinnedConfig } from "../../src/domain/config.js";
 import type { DivergenceSwitch } from "../../src/domain/divergence.js";
 import { Domain, geometryOfMiB } from "../../src/domain/domain.js";
 import { PlainMemory } from "../../src/domain/memory.js";
@@ -75,6 +76,10 @@ export interface ClusterOptions {
   readonly compare?: Partial<CompareConfig>;
   /** Divergence injected into each node's guest (COLO tests), by node name. */
   readonly divergence?: (node: string) => DivergenceSwitch | undefined;
+  /** A backup's own domain size before it adopts its primary's (DOMAIN_CONFIG; default: the primary's). */
+  readonly backupDomainMiB?: number;
+  /** The domain settings a backup is given explicitly (they must agree with its primary's). */
+  readonly pinned?: PinnedConfig;
 }
 
 /** A store whose commits complete after a persistence delay (`slow`), in order. */
@@ -211,7 +216,8 @@ export class SimNode implements Endpoint {
     const c = this.cluster;
     const o = c.opts;
     const w = this.world;
-    this.domain = new Domain(geometryOfMiB(o.domainMiB ?? 2, o.diskMiB ?? 1));
+    const mib = this.startRole === "backup" ? (o.backupDomainMiB ?? o.domainMiB ?? 2) : (o.domainMiB ?? 2);
+    this.domain = new Domain(geometryOfMiB(mib, o.diskMiB ?? 1));
     this.domain.divergence = o.divergence?.(this.name);
     const generation =
       this.startRole === "primary"
@@ -268,7 +274,7 @@ export class SimNode implements Endpoint {
                 ...(o.net ? { net: o.net } : {}),
               },
             }
-          : { role: "backup" },
+          : { role: "backup", ...(o.pinned ? { pinned: o.pinned } : {}) },
       generation,
       hrClock: () => w.now,
     });
