@@ -27,17 +27,30 @@ import { loopbackTcpMBps } from "./tcp.js";
 /** A protected pair run for `seconds` after its sync; the primary's committed checkpoints and both CPU times. */
 export async function runPair(
   ctx: BenchContext,
-  o: { domainMiB: number; intervalMs: number; workload: string; seconds: number; primaryArgs?: string[] },
+  o: {
+    domainMiB: number;
+    intervalMs: number;
+    workload: string;
+    seconds: number;
+    primaryArgs?: string[];
+    /** Flags for both daemons. */
+    bothArgs?: string[];
+  },
 ): Promise<{ commits: Ev[]; cpu: { primary: number; backup: number }; seconds: number }> {
   const procs = new Procs(ctx.tempDir());
   try {
     // Both start at once (the primary redials until the backup listens): start-up is not measured here.
-    const b = await procs.backup("backup", { domainMiB: o.domainMiB }, undefined, false);
+    const b = await procs.backup(
+      "backup",
+      { domainMiB: o.domainMiB, args: o.bothArgs ?? [] },
+      undefined,
+      false,
+    );
     const p = await procs.primary("primary", b.listen as string, {
       domainMiB: o.domainMiB,
       intervalMs: o.intervalMs,
       workload: o.workload,
-      args: o.primaryArgs ?? [],
+      args: [...(o.bothArgs ?? []), ...(o.primaryArgs ?? [])],
     });
     const synced = await procs.waitEvent(p.eventLog, (e) => e.event === "sync.completed", 120_000);
     if (!synced) throw new Error("the pair never synced");
@@ -87,8 +100,11 @@ async function sustained(
   ctx: BenchContext,
   mix: PageMix,
   seconds: number,
+  /** Page worker threads per daemon (undefined: the default, one per core). */
+  workers?: number,
   inflight = Number(process.env.REMUSD_BENCH_INFLIGHT ?? 1),
 ): Promise<Figure[]> {
+  const tag = workers === undefined ? mix : `${mix}_workers${workers}`;
   const run = await runPair(ctx, {
     domainMiB: 1024,
     intervalMs: 25,
@@ -97,16 +113,17 @@ async function sustained(
     workload: `dirty:rate=250000,hot=0.0625,pattern=seq,fill=${mix}`,
     seconds,
     primaryArgs: inflight > 1 ? ["--max-inflight", String(inflight)] : [],
+    bothArgs: workers === undefined ? [] : ["--workers", String(workers)],
   });
   const mbps = betweenCommits(run.commits, (e) => ((e.dirtyPages as number) * PAGE_SIZE) / 1e6);
   const wire = betweenCommits(run.commits, (e) => (e.wireBytes as number) / 1e6);
   const rate = betweenCommits(run.commits, () => 1);
   const pages = run.commits.map((e) => e.dirtyPages as number);
   return [
-    figure(`pipeline_${mix}_MBps`, "MB/s", mbps, {
+    figure(`pipeline_${tag}_MBps`, "MB/s", mbps, {
       detail: `committed dirty bytes per second, per checkpoint; ${Math.round(percentile(pages, 50))} pages a checkpoint, ${percentile(rate, 50).toFixed(1)} checkpoints/s, CPU s/s primary ${(run.cpu.primary / run.seconds).toFixed(2)} backup ${(run.cpu.backup / run.seconds).toFixed(2)}`,
     }),
-    figure(`pipeline_${mix}_wire_MBps`, "MB/s", wire),
+    figure(`pipeline_${tag}_wire_MBps`, "MB/s", wire),
   ];
 }
 
@@ -123,6 +140,9 @@ export async function benchThroughput(ctx: BenchContext, mixes: readonly PageMix
     ctx.log(`  ${mix}`);
     const figs = await sustained(ctx, mix, seconds);
     out.push(...figs);
+    // The target's mix once more with one page worker a side: the pipeline as if on one core each.
+    const one = mix === "half" && !ctx.quick ? await sustained(ctx, mix, seconds, 1) : [];
+    out.push(...one);
     // lz4 -b1 on the pages the guest wrote (its template pages), in this run.
     const file = join(ctx.tempDir(), `${mix}.bin`);
     writeFileSync(file, mixTemplates(mix));
@@ -137,6 +157,13 @@ export async function benchThroughput(ctx: BenchContext, mixes: readonly PageMix
           detail: "the pipeline's median over lz4 -b1's compression speed on the same pages",
         }),
       );
+      if (one.length > 0) {
+        out.push(
+          figure(`pipeline_${mix}_workers1_vs_lz4_cli`, "ratio", [(one[0] as Figure).median / cli.compress], {
+            detail: "with one page worker a side",
+          }),
+        );
+      }
     }
     out.push(figure(`pipeline_${mix}_vs_loopback_tcp`, "ratio", [main.median / (percentile(tcp, 50) || 1)]));
   }
