@@ -59,6 +59,9 @@ export const METRICS = {
   remusd_role: "gauge",
   remusd_last_checkpoint_timestamp_seconds: "gauge",
   remusd_build_info: "gauge",
+  remusd_colo_compared_packets_total: "counter",
+  remusd_colo_checkpoints_total: "counter",
+  remusd_colo_release_delay_seconds: "histogram",
 } as const;
 
 /**
@@ -81,6 +84,8 @@ export const METRIC_LABELS = {
   replicationStage: ["raw", "wire"],
   failoverReason: ["peer_lost", "heartbeat_timeout", "manual", "planned"],
   role: ["primary", "backup"],
+  coloCompareResult: ["match", "mismatch", "timeout"],
+  coloCheckpointReason: ["mismatch", "timeout", "periodic", "queue_full", "requested"],
 } as const;
 
 /** Event names that DESIGN.md Part 1 requires in the event log. */

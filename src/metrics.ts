@@ -33,6 +33,12 @@ export interface NetbufStats {
   readonly oldestAgeMs: number;
 }
 
+/** What COLO compared and checkpointed so far (cumulative), read at every scrape. */
+export interface ColoStats {
+  readonly compared: Readonly<Record<(typeof METRIC_LABELS.coloCompareResult)[number], number>>;
+  readonly checkpoints: Readonly<Record<(typeof METRIC_LABELS.coloCheckpointReason)[number], number>>;
+}
+
 /** The daemon's metrics on their own Registry, fed by replication events. */
 export class Metrics {
   readonly registry = new Registry();
@@ -53,8 +59,13 @@ export class Metrics {
   readonly lastCheckpoint: Gauge;
   readonly buildInfo: Gauge<"version" | "node">;
   readonly state: Gauge<"state">;
+  readonly coloCompared: Counter<"result">;
+  readonly coloCheckpoints: Counter<"reason">;
+  readonly coloReleaseDelay: Histogram;
   /** Where the netbuf gauges read from at each scrape (the daemon sets it). */
   netbufSource: (() => NetbufStats) | undefined;
+  /** Where the COLO counters read from at each scrape (the daemon sets it). */
+  coloSource: (() => ColoStats) | undefined;
 
   constructor(version: string, withDefaults = true) {
     const r = this.registry;
@@ -163,6 +174,43 @@ export class Metrics {
       labelNames: ["state"],
       ...reg,
     });
+    // Counters fed from cumulative counts: each scrape adds what happened since the last one.
+    const seen = new Map<string, number>();
+    const catchUp = (c: Counter<string>, label: string, key: string, total: number): void => {
+      const k = `${label}:${key}`;
+      const d = total - (seen.get(k) ?? 0);
+      if (d > 0) c.inc({ [label]: key }, d);
+      seen.set(k, total);
+    };
+    this.coloCompared = new Counter({
+      name: "remusd_colo_compared_packets_total",
+      help: "COLO: the primary's output frames by comparison result (match: released as the secondary produced the same; mismatch; timeout: held past the comparator's timeout)",
+      labelNames: ["result"],
+      collect() {
+        const s = self.coloSource?.();
+        if (s) for (const r of METRIC_LABELS.coloCompareResult) catchUp(this, "result", r, s.compared[r]);
+      },
+      ...reg,
+    });
+    this.coloCheckpoints = new Counter({
+      name: "remusd_colo_checkpoints_total",
+      help: "COLO: checkpoints taken, by reason (mismatch, timeout, periodic, queue_full, requested)",
+      labelNames: ["reason"],
+      collect() {
+        const s = self.coloSource?.();
+        if (s)
+          for (const r of METRIC_LABELS.coloCheckpointReason) catchUp(this, "reason", r, s.checkpoints[r]);
+      },
+      ...reg,
+    });
+    this.coloReleaseDelay = new Histogram({
+      name: "remusd_colo_release_delay_seconds",
+      help: "COLO: how long a frame of the primary's output waited for the secondary's twin before release",
+      buckets: MS_BUCKETS,
+      ...reg,
+    });
+    for (const result of METRIC_LABELS.coloCompareResult) this.coloCompared.inc({ result }, 0);
+    for (const reason of METRIC_LABELS.coloCheckpointReason) this.coloCheckpoints.inc({ reason }, 0);
     this.buildInfo.set({ version, node: process.version }, 1);
     for (const result of METRIC_LABELS.checkpointResult) this.checkpoints.inc({ result }, 0);
     for (const stage of METRIC_LABELS.replicationStage) this.bytes.inc({ stage }, 0);

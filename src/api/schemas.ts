@@ -124,6 +124,45 @@ export const Status = Type.Object(
     }),
     lastStateChange: Type.String({ description: "the reason of the last state change" }),
     pid: Type.Integer({ description: "the daemon's process id (remusd drill kills a local daemon by it)" }),
+    mode: Type.Union([Type.Literal("remus"), Type.Literal("colo")], {
+      description:
+        "remus: checkpoints on a timer, output held until acknowledged; colo: output released when both replicas produced it",
+    }),
+    colo: Nullable(
+      Type.Object({
+        compared: Type.Object(
+          { match: Type.Integer(), mismatch: Type.Integer(), timeout: Type.Integer() },
+          { description: "the primary's output frames by comparison result, since the daemon started" },
+        ),
+        checkpoints: Type.Object(
+          {
+            mismatch: Type.Integer(),
+            timeout: Type.Integer(),
+            periodic: Type.Integer(),
+            queue_full: Type.Integer(),
+            requested: Type.Integer(),
+          },
+          { description: "COLO checkpoints taken, by reason, since the daemon started" },
+        ),
+        divergencePerSecond: Type.Number({
+          description:
+            "checkpoints forced by divergence (mismatch, timeout, queue_full) per second since the daemon started",
+        }),
+        mismatchRatio: Type.Number({ description: "the fraction of compared frames that differed" }),
+        rewriter: Nullable(
+          Type.Object({
+            connections: Type.Integer({ description: "TCP connections the rewriter tracks" }),
+            offsets: Type.Integer({
+              description:
+                "of those, the ones whose sequence numbers differ between the replicas (renumbered)",
+            }),
+            failedOver: Type.Boolean({ description: "kept for good: this secondary took over" }),
+          }),
+          "the TCP sequence rewriter (a secondary, or a secondary that took over)",
+        ),
+      }),
+      "COLO mode's comparator and checkpoints (null in Remus mode)",
+    ),
   },
   { title: "Status" },
 );

@@ -31,6 +31,8 @@ export function statusOf(d: Daemon): Status {
     },
     lastRoleChange: d.lastRoleChange,
     pid: process.pid,
+    mode: d.node.mode,
+    colo: coloOf(d),
   };
   const geometry = { pages: d.domain.pages, pageSize: 4096, diskBlocks: d.domain.disk.blocks };
   if (d.primary) {
@@ -70,6 +72,27 @@ export function statusOf(d: Daemon): Status {
     domain: { ...geometry, imageValid: s.imageValid, running: false, ...digest },
     lastStateChange: s.lastChange,
     ...common,
+  };
+}
+
+/** COLO mode's counts and divergence rate (null in Remus mode). */
+function coloOf(d: Daemon): Status["colo"] {
+  if (d.node.mode !== "colo") return null;
+  const c = d.node.coloCounts();
+  const r = d.node.coloDivergence();
+  const rw = d.node.coloSecondary?.rewriter ?? d.node.coloEdge;
+  return {
+    rewriter: rw
+      ? {
+          connections: rw.size,
+          offsets: rw.entries().filter((e) => e.learned && e.delta !== 0).length,
+          failedOver: rw.failedOver,
+        }
+      : null,
+    compared: c.compared,
+    checkpoints: c.checkpoints,
+    divergencePerSecond: r.checkpointsPerSecond,
+    mismatchRatio: r.mismatchRatio,
   };
 }
 

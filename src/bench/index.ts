@@ -14,6 +14,7 @@ import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { VERSION } from "../version.js";
 import type { BenchCase, BenchContext } from "./case.js";
+import { COLO_CASES } from "./colo.js";
 import { DOMAIN_CASES } from "./domain.js";
 import { ENCODE_CASES } from "./encode.js";
 import { EPOCH_CASES } from "./epoch.js";
@@ -33,6 +34,7 @@ export const CASES: BenchCase[] = [
   ...ENCODE_CASES,
   ...PIPELINE_CASES,
   ...SERVICE_CASES,
+  ...COLO_CASES,
 ];
 
 export interface BenchOptions {

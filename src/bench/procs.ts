@@ -47,6 +47,8 @@ export interface Daemon {
   readonly eventLog: string;
   /** The replication address (a backup's), for the primary's --peer. */
   readonly listen?: string;
+  /** The control API's address. */
+  readonly control?: string;
 }
 
 export function readEvents(file: string): Ev[] {
@@ -187,7 +189,7 @@ export class Procs {
       { looplag: join(dir, "looplag.json") },
     );
     if (healthy) await this.healthy(control, 30_000);
-    return { name, proc, dir, eventLog };
+    return { name, proc, dir, eventLog, control };
   }
 
   /** `remusd client` against the guest's kvd; resolves with its JSON summary (undefined if it printed none). */

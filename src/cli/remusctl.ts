@@ -159,8 +159,29 @@ export function formatStatus(s: Status): string {
       ? "no digest (--verify off)"
       : `digest ${dom.digest.slice(0, 16)}… at epoch ${dom.digestEpoch}`;
   const rc = s.lastRoleChange;
+  const colo = s.colo;
+  const mode =
+    colo === null
+      ? s.mode
+      : `${s.mode}: ${colo.compared.match} frames matched, ${colo.compared.mismatch} differed, ${colo.compared.timeout} timed out; checkpoints ${Object.entries(
+          colo.checkpoints,
+        )
+          .map(([k, v]) => `${k} ${v}`)
+          .join(
+            ", ",
+          )}; divergence ${colo.divergencePerSecond.toFixed(2)} checkpoints/s, ${(colo.mismatchRatio * 100).toFixed(2)}% of frames`;
+  const rw = colo?.rewriter;
   return table([
     ["role", `${s.role}, ${s.state}, generation ${s.generation} (remusd ${s.version})`],
+    ["mode", mode],
+    ...(rw
+      ? [
+          [
+            "rewriter",
+            `${rw.connections} connections, ${rw.offsets} renumbered${rw.failedOver ? " (kept after taking over)" : ""}`,
+          ] as [string, string],
+        ]
+      : []),
     [
       "epoch",
       `${s.epoch.committed} committed, ${s.epoch.current} ${s.role === "primary" ? "open" : "current"}`,

@@ -16,6 +16,7 @@ import { RemusError, usageError } from "../errors.js";
 import type { ProcessInfo } from "../guest/kernel.js";
 import type { CounterCheck } from "../guest/programs/basic.js";
 import { Metrics, type NetbufStats } from "../metrics.js";
+import { noColoCounts } from "../node/colo.js";
 import { Node, type NodeEvent, type NodeRole } from "../node/node.js";
 import { PagePool } from "../pipeline/pool.js";
 import { systemEntropy } from "../prng.js";
@@ -124,6 +125,7 @@ export class Daemon {
     this.events = new EventLog(settings.eventLog);
     this.metrics = new Metrics(VERSION);
     this.metrics.netbufSource = () => this.netbufStats();
+    this.metrics.coloSource = () => this.nodeRef?.coloCounts() ?? noColoCounts();
     this.stateFile = new NodeStateFile(settings.dataDir);
     this.domain = new Domain(settings.geometry);
     this.domain.divergence = settings.divergence;
@@ -384,6 +386,7 @@ export class Daemon {
           : { role: "backup", pinned: s.pinned },
       generation,
       observeReleaseDelay: (sec) => this.metrics.releaseDelay.observe(sec),
+      observeColoReleaseDelay: (sec) => this.metrics.coloReleaseDelay.observe(sec),
     });
     this.metrics.setRole(this.node.roleName);
     this.metrics.setState(this.node.state);

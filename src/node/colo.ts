@@ -61,6 +61,41 @@ export function coloReasonName(code: ColoReasonCode): CheckpointReason | "reques
   return CHECKPOINT_REASONS.find((r) => COLO_REASON_CODE[r] === code) ?? "requested";
 }
 
+/** Why a COLO checkpoint was taken: the comparator's reasons, or an operator's (or a stop's) request. */
+export type ColoCheckpointName = CheckpointReason | "requested";
+export const COLO_CHECKPOINT_NAMES: readonly ColoCheckpointName[] = [...CHECKPOINT_REASONS, "requested"];
+
+/** What a node's COLO primaries did, in all (metrics and status). */
+export interface ColoCounts {
+  /** The primary's frames by outcome (see Comparator: released on a match, found different, held past the timeout). */
+  readonly compared: { match: number; mismatch: number; timeout: number };
+  /** Checkpoints begun, by reason. */
+  readonly checkpoints: Record<ColoCheckpointName, number>;
+}
+
+/** Zero counts. */
+export function noColoCounts(): ColoCounts {
+  return {
+    compared: { match: 0, mismatch: 0, timeout: 0 },
+    checkpoints: { mismatch: 0, timeout: 0, periodic: 0, queue_full: 0, requested: 0 },
+  };
+}
+
+/** Adds what the COLO primary `c` (and its machine `m`) did to `into`. */
+export function addColoCounts(
+  into: ColoCounts,
+  c: ColoPrimary | undefined,
+  m: PrimaryMachine | undefined,
+): void {
+  if (c) {
+    const s = c.comparator.stats.compared;
+    into.compared.match += s.match;
+    into.compared.mismatch += s.mismatch;
+    into.compared.timeout += s.timeout;
+  }
+  for (const [code, n] of m?.coloCheckpoints ?? []) into.checkpoints[coloReasonName(code)] += n;
+}
+
 /** Bytes of the secondary's own entropy its guest RNG is reseeded with after each checkpoint. */
 const RESEED_BYTES = 16;
 /** LAN frames held while the primary is paused for a checkpoint, at most (beyond: dropped, TCP resends). */
@@ -157,7 +192,8 @@ export class ColoPrimary {
 /** The secondary's own copy of the guest: run on the mirrored input, its output sent back through the rewriter. */
 export class ColoSecondary {
   readonly rewriter: SeqRewriter;
-  private readonly nic: Nic;
+  /** The guest's NIC (taken anew at each start: a backup may reshape its domain before its first sync). */
+  private nic: Nic;
   private readonly pacer = new GuestPacer();
   private kernel: Kernel | undefined;
   private pending: Buffer[] = [];
@@ -186,15 +222,22 @@ export class ColoSecondary {
     });
   }
 
-  /** COLO_START, or the apply of a checkpoint: the guest runs from the image as it is, in a new epoch. */
-  start(now: number): void {
+  /**
+   * COLO_START, or the apply of a checkpoint: the guest holds the primary's
+   * state, so every sequence offset is 0 again; it runs from it in a new
+   * epoch (unless `run` is false: a FINAL checkpoint, after which it runs
+   * only if this node takes over).
+   */
+  start(now: number, run = true): void {
     // Why reseed: the two replicas must diverge only where real machines do (their own entropy).
     this.domain.vcpu.reseed(this.entropy.bytes(RESEED_BYTES));
+    this.nic = new Nic(this.domain);
     this.rewriter.reset();
     this.kernel = new Kernel(this.domain);
     this.pacer.reset(now, this.domain.vcpu.ticks);
-    this.running = true;
     this.started = true;
+    if (!run) return;
+    this.running = true;
     const pending = this.pending;
     this.pending = [];
     for (const f of pending) this.rewriter.inbound(f);

@@ -64,7 +64,14 @@ import type { HeartbeatConfig } from "../replication/heartbeat.js";
 import { DEFAULT_NETBUF_LIMITS, type NetbufLimits } from "../replication/netbuf.js";
 import { NetDevice } from "../replication/netdev.js";
 import { DEFAULT_PRIMARY_CONFIG, type DomainSettings, PrimaryMachine } from "../replication/primary.js";
-import { ColoPrimary, ColoSecondary, type ReplicationMode } from "./colo.js";
+import {
+  addColoCounts,
+  type ColoCounts,
+  ColoPrimary,
+  ColoSecondary,
+  noColoCounts,
+  type ReplicationMode,
+} from "./colo.js";
 import { GuestPacer } from "./pacing.js";
 
 export type NodeRole = "primary" | "backup";
@@ -160,6 +167,8 @@ export interface NodeOptions {
   readonly workers?: PageWorkers;
   /** Observes each released frame's wait in the netbuf, in seconds. */
   readonly observeReleaseDelay?: (seconds: number) => void;
+  /** COLO: observes each frame the comparator released on a match: how long it waited for its twin, in seconds. */
+  readonly observeColoReleaseDelay?: (seconds: number) => void;
 }
 
 export class Node {
@@ -197,6 +206,10 @@ export class Node {
    * (a primary), or adopted from the primary's stream (a backup).
    */
   private settingsRef: DomainSettings | undefined;
+  /** COLO: what the primaries this node was before the current one did. */
+  private readonly coloDone: ColoCounts = noColoCounts();
+  /** The node's clock at its first input (rates in status). */
+  private startedAt: number | undefined;
 
   constructor(private readonly opts: NodeOptions) {
     this.domain = opts.domain;
@@ -304,6 +317,30 @@ export class Node {
     return this.backup?.configError;
   }
 
+  /** COLO: what this node's primaries compared and checkpoints they took, since the node started. */
+  coloCounts(): ColoCounts {
+    const d = this.coloDone;
+    const c: ColoCounts = { compared: { ...d.compared }, checkpoints: { ...d.checkpoints } };
+    addColoCounts(c, this.coloP, this.primary);
+    return c;
+  }
+
+  /**
+   * COLO: checkpoints forced by divergence (a mismatch, a timeout, a full
+   * queue) per second since the node started, and the fraction of the
+   * primary's compared frames that differed.
+   */
+  coloDivergence(): { checkpointsPerSecond: number; mismatchRatio: number } {
+    const c = this.coloCounts();
+    const forced = c.checkpoints.mismatch + c.checkpoints.timeout + c.checkpoints.queue_full;
+    const seconds = Math.max(0.001, (this.now - (this.startedAt ?? this.now)) / 1000);
+    const compared = c.compared.match + c.compared.mismatch;
+    return {
+      checkpointsPerSecond: this.startedAt === undefined ? 0 : forced / seconds,
+      mismatchRatio: compared === 0 ? 0 : c.compared.mismatch / compared,
+    };
+  }
+
   /** Whether the shell should (re)connect to the backup it knows (a primary without one). */
   get wantsPeer(): boolean {
     return this.primary?.wantsPeer ?? false;
@@ -320,6 +357,7 @@ export class Node {
   /** Runs what is due at `now` (one loop turn): the guest (primary), then the machine's timers and streaming. */
   step(now: number): void {
     this.now = now;
+    this.startedAt ??= now;
     if (!this.noteTurn(now, true) && this.settling) {
       // This turn began after the stall was seen, so the links were read meanwhile.
       this.settling = false;
@@ -518,6 +556,7 @@ export class Node {
     }
     this.kernelRef = undefined;
     this.dev.deactivate();
+    addColoCounts(this.coloDone, this.coloP, p);
     this.coloP = undefined;
     this.edge = undefined;
     if (!p.retire()) this.retired.push(p);
@@ -686,7 +725,7 @@ export class Node {
     });
     this.coloP =
       c.mode === "colo"
-        ? new ColoPrimary(c.compare ?? {}, p, this.dev, this.now, o.observeReleaseDelay)
+        ? new ColoPrimary(c.compare ?? {}, p, this.dev, this.now, o.observeColoReleaseDelay)
         : undefined;
     return p;
   }
@@ -711,7 +750,7 @@ export class Node {
               start: () => sec.start(this.now),
               input: (f) => sec.input(f),
               pause: () => sec.pause(),
-              resume: () => sec.start(this.now),
+              resume: (_epoch, run) => sec.start(this.now, run),
               stop: () => sec.stop(),
             },
           }

@@ -156,8 +156,8 @@ export interface ColoSecondaryHooks {
   input(frame: Buffer): void;
   /** COLO_CHECKPOINT(epoch): pause the guest (its output so far sent first) and return what it wrote since it last resumed. */
   pause(epoch: number): { pages: Uint32Array; blocks: Uint32Array };
-  /** Checkpoint `epoch` is applied: the guest resumes from it in epoch + 1. */
-  resume(epoch: number): void;
+  /** Checkpoint `epoch` is applied: the guest holds the primary's state; it runs on from it in epoch + 1 when `run`. */
+  resume(epoch: number, run: boolean): void;
   /** The COLO session ended (a new sync, the link lost, activation, a stop): the guest stops until told otherwise. */
   stop(): void;
 }
@@ -1099,10 +1099,11 @@ export class BackupMachine {
     const sync = (r.flags & CHECKPOINT_FLAG.sync) !== 0;
     if (sync && this.config.colo) this.awaitColoStart = true;
     if (this.coloEpoch !== undefined && r.epoch >= this.coloEpoch) {
-      // The guest resumes from the primary's state, in the next epoch.
+      // The guest resumes from the primary's state, in the next epoch; after a FINAL checkpoint
+      // (a switchover, a planned stop) it waits: it runs again only if this backup activates.
       this.coloEpoch = r.epoch + 1;
       this.coloOut = 0;
-      this.coloHooks?.resume(r.epoch);
+      this.coloHooks?.resume(r.epoch, (r.flags & CHECKPOINT_FLAG.final) === 0);
     }
     // After a full sync the whole disk is new; otherwise just this epoch's writes.
     const blockList: ArrayLike<number> = a.full

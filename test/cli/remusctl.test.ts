@@ -110,6 +110,14 @@ test("status: the readable summary names every part of the status", () => {
     },
     lastRoleChange: { from: null, to: "backup", reason: "started", at: new Date().toISOString() },
     lastStateChange: "synced at epoch 1",
+    mode: "colo",
+    colo: {
+      compared: { match: 900, mismatch: 3, timeout: 1 },
+      checkpoints: { mismatch: 3, timeout: 1, periodic: 2, queue_full: 0, requested: 0 },
+      divergencePerSecond: 0.25,
+      mismatchRatio: 3 / 903,
+      rewriter: { connections: 8, offsets: 8, failedOver: false },
+    },
   };
   const text = formatStatus(s);
   for (const part of [
@@ -124,6 +132,9 @@ test("status: the readable summary names every part of the status", () => {
     "abababab",
     "started",
     "synced at epoch 1",
+    "colo: 900 frames matched, 3 differed, 1 timed out",
+    "periodic 2",
+    "divergence 0.25 checkpoints/s",
   ]) {
     assert.ok(text.includes(part), `missing '${part}' in:\n${text}`);
   }

@@ -10,6 +10,7 @@ import { describe, it } from "node:test";
 import type { KvLoadSummary } from "../../src/client/kvload.js";
 import { DivergenceSwitch } from "../../src/domain/divergence.js";
 import type { RecordType } from "../../src/protocol/constants.js";
+import { GUEST, pairOf } from "../sim/cluster.js";
 import { ColoPair, runKv } from "./colopair.js";
 
 const SEEDS = Number(process.env.REMUSD_COLO_SEEDS ?? 2);
@@ -82,6 +83,43 @@ describe("COLO on the Node: comparator, rewriter, checkpoints", () => {
       const edge = pair.b.node.coloEdge;
       assert.ok(edge?.failedOver && edge.stats.outbound > 100 && edge.stats.inbound > 100);
       assert.equal(pair.b.node.roleName, "primary");
+    });
+  }
+
+  it("a planned switchover in COLO mode: the secondary takes over after the final checkpoint, clients see nothing", () => {
+    const pair = new ColoPair({ seed: 31 });
+    const start = pair.now;
+    let asked = false;
+    const run = runKv(pair, 1200, (now) => {
+      if (asked || now - start < 400) return false;
+      asked = true;
+      assert.deepEqual(pair.b.node.failover(true, now), { activated: false, pending: true });
+      return true;
+    });
+    assertClean(pair, run.summary);
+    assert.equal(pair.b.node.roleName, "primary");
+    assert.equal(pair.a.node.state, "stopped");
+    assert.ok(run.repliesAfter > 100);
+    const activated = pair.cluster.history.events("failover.activated", "b");
+    assert.equal(activated[0]?.e.reason, "planned");
+  });
+
+  for (const [pm, bm] of [
+    ["colo", "remus"],
+    ["remus", "colo"],
+  ] as const) {
+    it(`a ${pm} primary and a ${bm} backup never pair: the session ends at the first record of the other mode`, () => {
+      const p = pairOf(41, { mode: (n) => (n === "a" ? pm : bm), net: GUEST, domainMiB: 8 });
+      const refused: string[] = [];
+      p.cluster.listeners.push((_n, e) => {
+        if (e.type === "peer.lost") refused.push(e.reason);
+      });
+      p.world.run(() => refused.length >= 2, 3000);
+      assert.notEqual(p.a.node.state, "protected");
+      assert.ok(
+        refused.some((r) => /bad-order|not in COLO mode/.test(r)),
+        refused.join("; "),
+      );
     });
   }
 

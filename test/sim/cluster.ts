@@ -70,8 +70,8 @@ export interface ClusterOptions {
    * opens (the daemon's Dialer: 100 ms doubling to 5 s, with jitter).
    */
   readonly redialMs?: number;
-  /** Replication mode of every node (default remus). */
-  readonly mode?: "remus" | "colo";
+  /** Replication mode of every node, or of each by name (default remus). */
+  readonly mode?: "remus" | "colo" | ((node: string) => "remus" | "colo");
   /** COLO: the comparator's limits. */
   readonly compare?: Partial<CompareConfig>;
   /** Divergence injected into each node's guest (COLO tests), by node name. */
@@ -252,7 +252,7 @@ export class SimNode implements Endpoint {
         turnUnits: o.turnUnits ?? 96,
         // Half the seeds send every batch through the (deferred) workers, half keep small ones inline.
         inlinePages: o.inlinePages ?? (w.seed % 2 === 0 ? 0 : 24),
-        ...(o.mode ? { mode: o.mode } : {}),
+        ...(o.mode ? { mode: typeof o.mode === "function" ? o.mode(this.name) : o.mode } : {}),
         ...(o.compare ? { compare: o.compare } : {}),
       },
       workers,
