@@ -115,4 +115,5 @@ export const EVENTS = [
   "output.resumed",
   "domain.config",
   "config.conflict",
+  "rewind.refused",
 ] as const;

@@ -26,7 +26,18 @@
  * |  72 |    8 | txFrames     | frames the guest transmitted                        |
  * |  80 |    8 | rxDropped    | frames dropped because the receive ring was full    |
  * |  88 |    8 | txStalls     | transmit attempts refused because the ring was full |
- * |  96 |  160 | reserved     | zero                                                |
+ * |  96 |   16 | generationId | the VM Generation ID (below)                        |
+ * | 112 |  144 | reserved     | zero                                                |
+ *
+ * The VM Generation ID (the idea of Hyper-V's and QEMU's vmgenid device) is
+ * 128 bits the guest reads to learn that it may have been duplicated: it
+ * stays the same while the domain continues (every checkpoint carries the
+ * device block, so a failover or switchover resumes it unchanged), and it is
+ * drawn anew from the node's entropy whenever the domain starts from an
+ * image that may also exist elsewhere (a restore from a saved image, a
+ * restart from a persisted one: `Domain.restoreFrom`), so a guest that keeps
+ * secrets or unique ids derived from its state knows to reseed them. A fresh
+ * boot draws one too.
  */
 import { RemusError } from "../errors.js";
 
@@ -51,11 +62,15 @@ export const NIC_REG = {
   txFrames: 72,
   rxDropped: 80,
   txStalls: 88,
+  generationId: 96,
 } as const;
+
+/** Bytes of the VM Generation ID. */
+export const GENERATION_ID_SIZE = 16;
 
 export type NicU32Reg = Exclude<
   keyof typeof NIC_REG,
-  "mac" | "rxFrames" | "txFrames" | "rxDropped" | "txStalls"
+  "mac" | "rxFrames" | "txFrames" | "rxDropped" | "txStalls" | "generationId"
 >;
 export type NicCounter = "rxFrames" | "txFrames" | "rxDropped" | "txStalls";
 
@@ -95,6 +110,17 @@ export class DeviceState {
     this.regs.writeUInt32LE(v % 0x1_0000_0000, o);
     this.regs.writeUInt32LE(Math.floor(v / 0x1_0000_0000), o + 4);
   }
+  /** The VM Generation ID (a copy). */
+  get generationId(): Buffer {
+    const o = NIC_REG.generationId;
+    return Buffer.from(this.regs.subarray(o, o + GENERATION_ID_SIZE));
+  }
+  set generationId(id: Uint8Array) {
+    if (id.length !== GENERATION_ID_SIZE)
+      throw new RemusError("REMUSD_ERR_BAD_USAGE", "a VM Generation ID has 16 bytes");
+    this.regs.set(id, NIC_REG.generationId);
+  }
+
   get mac(): Buffer {
     return Buffer.from(this.regs.subarray(NIC_REG.mac, NIC_REG.mac + 6));
   }

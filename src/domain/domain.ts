@@ -5,11 +5,12 @@
  * anywhere else.
  */
 import { RemusError } from "../errors.js";
-import { DEVICE_SIZE, DeviceState } from "./device.js";
+import type { Entropy } from "../prng.js";
+import { DEVICE_SIZE, DeviceState, GENERATION_ID_SIZE } from "./device.js";
 import { combineDigest, fullDigest, SumHasher } from "./digest.js";
 import { BLOCK_SIZE, VirtualDisk } from "./disk.js";
 import type { DivergenceSwitch } from "./divergence.js";
-import { GuestMemory, PAGE_SIZE } from "./memory.js";
+import { DirtyLog, GuestMemory, PAGE_SIZE } from "./memory.js";
 import { VCPU_SIZE, Vcpu } from "./vcpu.js";
 
 export interface DomainGeometry {
@@ -60,6 +61,8 @@ export class Domain {
   divergence: DivergenceSwitch | undefined;
   private memHash: SumHasher;
   private diskHash: SumHasher;
+  /** Pages and blocks that left the replication logs since `trackDirtySince` (see `dirtySince`). */
+  private since: { readonly pages: DirtyLog; readonly blocks: DirtyLog } | undefined;
 
   constructor(geometry: DomainGeometry) {
     this.geo = geometry;
@@ -93,6 +96,7 @@ export class Domain {
    * memory or disk (a capturer, a stage) must take the new ones.
    */
   reshape(geometry: DomainGeometry): void {
+    this.untrackDirtySince();
     const mem = new GuestMemory(geometry.memoryBytes);
     const dsk = new VirtualDisk(geometry.diskBytes);
     this.geo = geometry;
@@ -271,6 +275,57 @@ export class Domain {
     if (bytes.length !== DEVICE_SIZE)
       throw new RemusError("REMUSD_ERR_BAD_GEOMETRY", "device block size mismatch");
     this.device.regs.set(bytes);
+  }
+
+  /**
+   * From now on, remembers every page and block written, across epochs and
+   * however often the replication logs are drained (a dirty-since bitmap:
+   * each log hands what leaves it to a sink). A primary starts it when it
+   * activates, so that it can rewind a former primary (src/replication/rewind.ts).
+   */
+  trackDirtySince(): void {
+    this.untrackDirtySince();
+    const pages = new DirtyLog(this.mem.pages);
+    const blocks = new DirtyLog(this.dsk.blocks);
+    this.mem.log.sink = pages;
+    this.dsk.log.sink = blocks;
+    this.since = { pages, blocks };
+  }
+
+  /** Stops `trackDirtySince`. */
+  untrackDirtySince(): void {
+    this.mem.log.sink = undefined;
+    this.dsk.log.sink = undefined;
+    this.since = undefined;
+  }
+
+  /**
+   * The pages (sorted) and blocks written since `trackDirtySince`, or
+   * undefined when nothing is tracked. Nothing is drained.
+   */
+  dirtySince(): { pages: Uint32Array; blocks: Uint32Array } | undefined {
+    const s = this.since;
+    if (!s) return undefined;
+    return { pages: s.pages.union(this.mem.log), blocks: s.blocks.union(this.dsk.log) };
+  }
+
+  /**
+   * Draws a new VM Generation ID (device.ts) from `entropy`: the domain now
+   * starts from an image that may also exist, and run, elsewhere.
+   */
+  newGenerationId(entropy: Entropy): void {
+    this.device.generationId = entropy.bytes(GENERATION_ID_SIZE);
+  }
+
+  /**
+   * Restores the complete state of `image` (same geometry) into this domain
+   * to run it from there, under a new VM Generation ID: the image may also
+   * exist elsewhere (it was saved, or another node holds it), and the guest
+   * must be able to tell the two copies apart.
+   */
+  restoreFrom(image: Domain, entropy: Entropy): void {
+    this.copyFrom(image);
+    this.newGenerationId(entropy);
   }
 
   /** Copies the complete state of `src` (same geometry) into this domain. */

@@ -65,6 +65,13 @@ export class DirtyLog {
   private readonly bits: Uint32Array;
   private readonly list: Uint32Array;
   private n = 0;
+  /**
+   * Where members go when they leave this log (drain, take, clear): with a
+   * sink, the sink and this log together hold everything marked since the
+   * sink was attached (a primary's pages dirtied since its activation,
+   * src/replication/rewind.ts), however often this log is drained.
+   */
+  sink: DirtyLog | undefined;
 
   constructor(pages: number) {
     this.pages = pages;
@@ -132,6 +139,7 @@ export class DirtyLog {
         }
       }
       this.n = 0;
+      this.sink?.markAll(res, n);
       return res;
     }
     res.set(this.list.subarray(0, n));
@@ -141,6 +149,7 @@ export class DirtyLog {
       this.bits[pfn >>> 5] = 0;
     }
     this.n = 0;
+    this.sink?.markAll(res, n);
     return res;
   }
 
@@ -156,6 +165,7 @@ export class DirtyLog {
       this.bits[pfn >>> 5] = (this.bits[pfn >>> 5] as number) & ~(1 << (pfn & 31));
     }
     this.n -= k;
+    this.sink?.markAll(res, k);
     return res;
   }
 
@@ -165,8 +175,17 @@ export class DirtyLog {
   }
 
   clear(): void {
+    this.sink?.markAll(this.list, this.n);
     for (let i = 0; i < this.n; i++) this.bits[(this.list[i] as number) >>> 5] = 0;
     this.n = 0;
+  }
+
+  /** The members of this log and of `other` (same size), sorted, without changing either. */
+  union(other: DirtyLog): Uint32Array {
+    const u = new DirtyLog(this.pages);
+    u.markAll(this.list, this.n);
+    u.markAll(other.list, other.n);
+    return u.drain();
   }
 }
 

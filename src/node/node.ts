@@ -64,6 +64,7 @@ import type { HeartbeatConfig } from "../replication/heartbeat.js";
 import { DEFAULT_NETBUF_LIMITS, type NetbufLimits } from "../replication/netbuf.js";
 import { NetDevice } from "../replication/netdev.js";
 import { DEFAULT_PRIMARY_CONFIG, type DomainSettings, PrimaryMachine } from "../replication/primary.js";
+import { type Lineage, type RewindBase, rewindBaseOf } from "../replication/rewind.js";
 import {
   addColoCounts,
   type ColoCounts,
@@ -228,6 +229,8 @@ export class Node {
     if (opts.start.role === "primary") {
       const boot = opts.start.boot;
       this.kernelRef = bootGuest(this.domain, boot);
+      // A fresh domain: its own VM Generation ID (it then travels with every checkpoint, unchanged).
+      this.domain.newGenerationId(opts.entropy);
       this.settingsRef = {
         guestMac: boot.net?.mac ?? this.domain.device.mac,
         guestIp: boot.net?.ip ?? this.domain.device.get("ip"),
@@ -544,8 +547,11 @@ export class Node {
   /**
    * Primary to backup. Precondition: the domain no longer runs here (the
    * primary was fenced by a newer generation, or stopped after a switchover).
-   * The node keeps its memory; the new backup holds no valid image and takes
-   * a full sync from whichever primary connects.
+   * The node keeps its memory: the new backup holds no valid image, but it
+   * offers that memory to be rewound (src/replication/rewind.ts): its last
+   * acknowledged epoch and the pages and blocks it wrote after it. A primary
+   * whose own history contains that epoch sends only what differs; any other
+   * syncs it in full.
    */
   demote(now: number, reason: "fenced" | "stopped"): void {
     this.now = now;
@@ -560,7 +566,10 @@ export class Node {
     this.coloP = undefined;
     this.edge = undefined;
     if (!p.retire()) this.retired.push(p);
-    const b = this.newBackup(p.generation);
+    // Read before the backup's applies touch the logs; nothing the guest writes after this.
+    const base = rewindBaseOf(this.domain, p.generation, p.committed);
+    this.domain.untrackDirtySince();
+    const b = this.newBackup(p.generation, base);
     this.role = { name: "backup", m: b };
     this.opts.io.emit({
       type: "role.changed",
@@ -649,7 +658,11 @@ export class Node {
       sec.deliver = (f) => this.guestInput(f);
     }
     this.kernelRef = new Kernel(this.domain);
-    this.role = { name: "primary", m: this.newPrimary(a.generation, a.epoch + 1) };
+    // From here on every page and block written is remembered (across epochs), so that the primary
+    // this node superseded can rejoin by rewind: it continues generation `fromGeneration` from `epoch`.
+    this.domain.trackDirtySince();
+    const lineage = { generation: a.fromGeneration, epoch: a.epoch };
+    this.role = { name: "primary", m: this.newPrimary(a.generation, a.epoch + 1, lineage) };
     // Only the active side talks on the LAN; announce the guest's new port with a gratuitous ARP.
     this.dev.activate(a.epoch + 1);
     this.announceSoon(this.now);
@@ -665,13 +678,14 @@ export class Node {
     });
   }
 
-  private newPrimary(generation: number, startEpoch: number): PrimaryMachine {
+  private newPrimary(generation: number, startEpoch: number, lineage?: Lineage): PrimaryMachine {
     const o = this.opts;
     const c = this.config;
     const p: PrimaryMachine = new PrimaryMachine({
       ...this.machineParts(),
       generation,
       startEpoch,
+      ...(lineage ? { lineage } : {}),
       config: {
         ...DEFAULT_PRIMARY_CONFIG,
         intervalMs: c.intervalMs,
@@ -730,7 +744,7 @@ export class Node {
     return p;
   }
 
-  private newBackup(generation: number): BackupMachine {
+  private newBackup(generation: number, rewind?: RewindBase): BackupMachine {
     const o = this.opts;
     if (!o.store)
       throw new RemusError("REMUSD_ERR_WRONG_ROLE", "this node has no store: it cannot be a backup");
@@ -765,6 +779,7 @@ export class Node {
       },
       store: o.store,
       ...(o.start.role === "backup" && o.start.pinned ? { pinned: o.start.pinned } : {}),
+      ...(rewind ? { rewind } : {}),
       ...(o.workers ? { workers: o.workers } : {}),
     });
     return machine;

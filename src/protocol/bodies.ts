@@ -10,6 +10,7 @@ import {
   CHECKPOINT_FLAG,
   CHECKPOINT_FLAGS_DEFINED,
   DIGEST_SIZE,
+  HELLO_FLAG,
   HELLO_FLAGS_DEFINED,
   LIMITS,
   MAC_SIZE,
@@ -19,6 +20,7 @@ import {
   type PeerStateCode,
   ROLE,
   type RoleCode,
+  SYNC_FLAG,
   SYNC_FLAGS_DEFINED,
 } from "./constants.js";
 import { domainConfig } from "./domainconfig.js";
@@ -39,6 +41,7 @@ import type {
   SyncBegin,
   Vcpu,
 } from "./records.js";
+import { rewind } from "./rewind.js";
 import {
   expectEnd,
   preencodeString,
@@ -84,7 +87,7 @@ const hello: BodyCodec<Hello> = {
     if (r.vcpuSize > LIMITS.maxVcpuState) throw new ProtocolError("too-large", `vcpuSize ${r.vcpuSize}`);
     if (r.deviceSize > LIMITS.maxDeviceState)
       throw new ProtocolError("too-large", `deviceSize ${r.deviceSize}`);
-    checkFlags(r.flags, HELLO_FLAGS_DEFINED, "HELLO");
+    checkHelloFlags(r.flags);
     writeU8(s, r.role, "role");
     writeU8(s, r.flags, "flags");
     writeU16(s, 0, "reserved");
@@ -104,7 +107,7 @@ const hello: BodyCodec<Hello> = {
     const role = readU8(s, "role");
     if (role !== ROLE.primary && role !== ROLE.backup) throw new ProtocolError("bad-value", `role ${role}`);
     const flags = readU8(s, "flags");
-    checkFlags(flags, HELLO_FLAGS_DEFINED, "HELLO");
+    checkHelloFlags(flags);
     const reserved = readU16(s, "reserved");
     if (reserved !== 0) throw new ProtocolError("bad-value", `HELLO reserved ${reserved}`);
     const generation = readU64(s, "generation");
@@ -156,7 +159,7 @@ const syncBegin: BodyCodec<SyncBegin> = {
     s.end += 28;
   },
   encode(s, r) {
-    checkFlags(r.flags, SYNC_FLAGS_DEFINED, "SYNC_BEGIN");
+    checkSyncFlags(r.flags);
     writeU64(s, r.generation, "generation");
     writeU64(s, r.epoch, "epoch");
     writeU32(s, r.pages, "pages");
@@ -169,7 +172,7 @@ const syncBegin: BodyCodec<SyncBegin> = {
     const pages = readU32(s, "pages");
     const diskBlocks = readU32(s, "diskBlocks");
     const flags = readU32(s, "flags");
-    checkFlags(flags, SYNC_FLAGS_DEFINED, "SYNC_BEGIN");
+    checkSyncFlags(flags);
     const g = ctx.geometry;
     // Why: a sync for another domain size would overrun or under-fill the backup's memory.
     if (g !== undefined && (pages !== g.pages || diskBlocks !== g.diskBlocks)) {
@@ -266,6 +269,20 @@ function checkFlags(flags: number, defined: number, what: string): void {
   if (!Number.isInteger(flags) || flags < 0 || flags > 0xffff_ffff || (flags & ~defined) !== 0) {
     throw new ProtocolError("bad-value", `${what} flags 0x${flags.toString(16)}`);
   }
+}
+
+/** SYNC_BEGIN: defined bits only, and a sync is incremental or a rewind, not both. */
+function checkSyncFlags(flags: number): void {
+  checkFlags(flags, SYNC_FLAGS_DEFINED, "SYNC_BEGIN");
+  if ((flags & SYNC_FLAG.incremental) !== 0 && (flags & SYNC_FLAG.rewind) !== 0)
+    throw new ProtocolError("bad-value", "SYNC_BEGIN both INCREMENTAL and REWIND");
+}
+
+/** HELLO: defined bits only; an image is valid or offered for a rewind, not both. */
+function checkHelloFlags(flags: number): void {
+  checkFlags(flags, HELLO_FLAGS_DEFINED, "HELLO");
+  if ((flags & HELLO_FLAG.imageValid) !== 0 && (flags & HELLO_FLAG.rewind) !== 0)
+    throw new ProtocolError("bad-value", "HELLO both IMAGE_VALID and REWIND");
 }
 
 function checkEndFlags(flags: number, digest: Uint8Array): void {
@@ -413,6 +430,7 @@ export const BODY_CODECS: {
   domainConfig,
   ack,
   nack,
+  rewind,
   heartbeat,
   heartbeatReply,
   goodbye,

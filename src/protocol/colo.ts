@@ -142,7 +142,8 @@ function checkTail(bitmap: Uint8Array, count: number, what: string): void {
   }
 }
 
-function readBitmap(s: WireState, count: number | undefined, what: string): Buffer {
+/** A u32 length and a dirty-set bitmap of `count` units, checked as §9.1 orders (COLO_DIRTY, REWIND). */
+export function readBitmap(s: WireState, count: number | undefined, what: string): Buffer {
   const len = readU32(s, `${what} length`);
   if (len > COLO_MAX_BITMAP) throw new ProtocolError("too-large", `${what} of ${len} bytes`);
   if (count === undefined) throw new ProtocolError("bad-order", `${what} before the geometry is known`);
@@ -156,19 +157,11 @@ function readBitmap(s: WireState, count: number | undefined, what: string): Buff
 /** COLO_DIRTY: the bitmaps' sizes are checked against the geometry when decoded (as batches' indexes are). */
 export const coloDirty: BodyCodec<ColoDirty> = {
   preencode(s, r) {
-    for (const b of [r.pageBitmap, r.blockBitmap]) {
-      if (b.length > COLO_MAX_BITMAP)
-        throw new ProtocolError("too-large", `dirty bitmap of ${b.length} bytes`);
-    }
-    s.end += 16 + r.pageBitmap.length + r.blockBitmap.length;
+    s.end += 8 + bitmapsSize([r.pageBitmap, r.blockBitmap]);
   },
   encode(s, r) {
     writeU64(s, r.epoch, "epoch");
-    for (const b of [r.pageBitmap, r.blockBitmap]) {
-      writeU32(s, b.length, "bitmap length");
-      s.buf.set(b, s.start);
-      s.start += b.length;
-    }
+    writeBitmaps(s, [r.pageBitmap, r.blockBitmap]);
   },
   decode(s, ctx) {
     const epoch = readU64(s, "epoch");
@@ -177,6 +170,25 @@ export const coloDirty: BodyCodec<ColoDirty> = {
     return { type: "coloDirty", epoch, pageBitmap, blockBitmap };
   },
 };
+
+/** Bytes of length-prefixed bitmaps on the wire; each at most COLO_MAX_BITMAP (`too-large`). */
+export function bitmapsSize(bitmaps: readonly Uint8Array[]): number {
+  let n = 0;
+  for (const b of bitmaps) {
+    if (b.length > COLO_MAX_BITMAP) throw new ProtocolError("too-large", `dirty bitmap of ${b.length} bytes`);
+    n += 4 + b.length;
+  }
+  return n;
+}
+
+/** Writes each bitmap as a u32 length and its bytes. */
+export function writeBitmaps(s: WireState, bitmaps: readonly Uint8Array[]): void {
+  for (const b of bitmaps) {
+    writeU32(s, b.length, "bitmap length");
+    s.buf.set(b, s.start);
+    s.start += b.length;
+  }
+}
 
 /** The epoch field at the start of a record body, read from a whole frame. */
 export function bodyEpoch(frame: Buffer): number {

@@ -30,6 +30,7 @@ export const RECORD_TYPE = {
   domainConfig: 0x16,
   ack: 0x20,
   nack: 0x21,
+  rewind: 0x22,
   heartbeat: 0x30,
   heartbeatReply: 0x31,
   goodbye: 0x40,
@@ -120,8 +121,15 @@ export const HELLO_FLAG = {
    * comparing `pages` and `diskBlocks` in HELLO (SPEC §5.3, §6.16).
    */
   adopt: 1 << 2,
+  /**
+   * Sent by a backup: it holds the memory image of a former primary (which
+   * ran past the last epoch it had acknowledged) and offers to be rewound:
+   * REWIND follows its AUTH (SPEC §6.17). Not with IMAGE_VALID.
+   */
+  rewind: 1 << 3,
 } as const;
-export const HELLO_FLAGS_DEFINED = HELLO_FLAG.imageValid | HELLO_FLAG.delta | HELLO_FLAG.adopt;
+export const HELLO_FLAGS_DEFINED =
+  HELLO_FLAG.imageValid | HELLO_FLAG.delta | HELLO_FLAG.adopt | HELLO_FLAG.rewind;
 
 /** SYNC_BEGIN flag bits. Undefined bits must be zero. */
 export const SYNC_FLAG = {
@@ -131,8 +139,15 @@ export const SYNC_FLAG = {
    * image. Without it the sync carries every page and block.
    */
   incremental: 1 << 0,
+  /**
+   * The sync rewinds a former primary's image (REWIND, SPEC §6.17): it carries
+   * the pages and blocks that backup dirtied after the common epoch plus those
+   * this primary's lineage changed since; applied staged on top of that image.
+   * Not with INCREMENTAL.
+   */
+  rewind: 1 << 1,
 } as const;
-export const SYNC_FLAGS_DEFINED = SYNC_FLAG.incremental;
+export const SYNC_FLAGS_DEFINED = SYNC_FLAG.incremental | SYNC_FLAG.rewind;
 
 /** CHECKPOINT_END flag bits. Undefined bits must be zero. */
 export const CHECKPOINT_FLAG = {

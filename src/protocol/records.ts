@@ -135,6 +135,22 @@ export interface Nack {
   message: string;
 }
 
+/**
+ * A former primary, rejoining as backup with its memory image, offers to be
+ * rewound (SPEC §6.17): what its image ran under, and what it wrote since.
+ */
+export interface Rewind {
+  type: "rewind";
+  /** The generation the image ran under (the former primary's). */
+  generation: number;
+  /** The last epoch the former primary had acknowledged: the one both sides committed. */
+  epoch: number;
+  /** The pages it wrote after `epoch` (bit i of byte i/8 = pfn i, LSB first), ceil(pages / 8) bytes. */
+  pageBitmap: Uint8Array;
+  /** The disk blocks it wrote after `epoch`, ceil(diskBlocks / 8) bytes. */
+  blockBitmap: Uint8Array;
+}
+
 export interface Heartbeat {
   type: "heartbeat";
   pingId: number;
@@ -229,6 +245,7 @@ export type ReplicationRecord =
   | DomainConfig
   | Ack
   | Nack
+  | Rewind
   | Heartbeat
   | HeartbeatReply
   | Goodbye

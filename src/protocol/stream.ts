@@ -221,6 +221,9 @@ export class StreamOrder {
   // DOMAIN_CONFIG (§6.16): whether it went by, and whether the backup's HELLO (ADOPT) needs it before SYNC_BEGIN.
   #configSeen = false;
   #adopt = false;
+  // REWIND (§6.17): offered in the backup's HELLO, then sent (or received) once, before any sync.
+  #rewindOffered = false;
+  #rewindSeen = false;
   // COLO sessions (§7.6): the rules of the COLO records, and whether the last END completed a sync.
   readonly #colo: ColoOrder | undefined;
   #lastEndSync = false;
@@ -274,6 +277,7 @@ export class StreamOrder {
       return;
     }
     if (this.#local === "backup") {
+      if (type === RECORD_TYPE.rewind) this.#rewind();
       if (type === RECORD_TYPE.nack) this.#discarding = true;
       if (type === RECORD_TYPE.ack) this.#imageValid = true;
       if (type === RECORD_TYPE.coloOutput)
@@ -435,6 +439,9 @@ export class StreamOrder {
         if (this.#syncEpoch !== undefined && r.epoch >= this.#syncEpoch) this.#synced = true;
         return "accept";
       }
+      case "rewind":
+        this.#rewind();
+        return "accept";
       case "switchoverRequest":
         if (r.generation !== this.#generation) {
           throw new ProtocolError(
@@ -463,7 +470,17 @@ export class StreamOrder {
     } else {
       this.#imageValid = (h.flags & HELLO_FLAG.imageValid) !== 0;
       this.#adopt = (h.flags & HELLO_FLAG.adopt) !== 0;
+      this.#rewindOffered = (h.flags & HELLO_FLAG.rewind) !== 0;
     }
+  }
+
+  /** REWIND: once, from a backup that offered it in its HELLO, before any SYNC_BEGIN or ACK (§7.3). */
+  #rewind(): void {
+    if (!this.#rewindOffered) throw new ProtocolError("bad-order", "REWIND from a backup that offered none");
+    if (this.#rewindSeen) throw new ProtocolError("bad-order", "a second REWIND");
+    if (this.#stream?.openEpoch !== undefined || this.#lastAcked > 0)
+      throw new ProtocolError("bad-order", "REWIND after a sync began");
+    this.#rewindSeen = true;
   }
 
   /** DOMAIN_CONFIG: once per session, before the first SYNC_BEGIN (§7.1). */
@@ -481,6 +498,11 @@ export class StreamOrder {
   }
 
   #checkSyncFlags(flags: number): void {
+    // Why: the primary decides on the rewind only once it knows what the backup's image holds.
+    if (this.#rewindOffered && !this.#rewindSeen)
+      throw new ProtocolError("bad-order", "SYNC_BEGIN before the backup's REWIND");
+    if ((flags & SYNC_FLAG.rewind) !== 0 && !this.#rewindSeen)
+      throw new ProtocolError("bad-order", "rewind SYNC_BEGIN to a backup that sent no REWIND");
     // Why: an incremental sync onto a backup without an intact image would leave stale pages in it.
     if ((flags & SYNC_FLAG.incremental) !== 0 && !this.#imageValid) {
       throw new ProtocolError("bad-order", "incremental SYNC_BEGIN to a backup without IMAGE_VALID");

@@ -113,8 +113,9 @@ import type {
   ReplicationRecord,
 } from "../protocol/records.js";
 import { type Conn, Links, type LocalIdentity, localIdentity, type PeerGoodbye, type Port } from "./conn.js";
-import type { BackupStateName, EventSink, FailoverReason } from "./events.js";
+import type { BackupStateName, EventSink, FailoverReason, SyncMode } from "./events.js";
 import type { HeartbeatConfig } from "./heartbeat.js";
+import { type RewindBase, rewindRecord } from "./rewind.js";
 import { Stage } from "./staging.js";
 import { INLINE_PAGES } from "./streaming.js";
 
@@ -204,10 +205,18 @@ export interface BackupOptions {
    * DOMAIN_CONFIG must agree with them (anything else it adopts).
    */
   readonly pinned?: PinnedConfig;
+  /**
+   * This node was the primary and still holds its memory image (it was
+   * demoted, not restarted): it offers to be rewound (rewind.ts) instead of
+   * taking a full sync.
+   */
+  readonly rewind?: RewindBase;
 }
 
 export interface Activation {
   readonly epoch: number;
+  /** The generation the resumed epoch was committed under (the lineage the new primary continues). */
+  readonly fromGeneration: number;
   readonly digest: string;
   readonly generation: number;
   readonly reason: FailoverReason;
@@ -293,7 +302,11 @@ export class BackupMachine {
   imageValid = false;
 
   private readonly links: Links;
-  private syncMode: "full" | "incremental" | undefined;
+  private syncMode: SyncMode | undefined;
+  /** The former primary's image and what it wrote after its last common epoch, until a sync replaces it. */
+  private rewindBase: RewindBase | undefined;
+  /** The generation the committed image was committed under. */
+  private committedGeneration = 0;
   /** The checkpoint being staged, and the next one's early disk writes. */
   private stage: Stage | undefined;
   private ahead: Stage | undefined;
@@ -348,12 +361,19 @@ export class BackupMachine {
     this.workers = opts.workers ?? this.inline;
     this.coloHooks = opts.colo;
     this.pinned = opts.pinned ?? {};
+    this.rewindBase = opts.rewind;
     this.identity = localIdentity("backup", opts, {
       generation: () => this.generation,
-      committedEpoch: () => this.committed,
+      // A rewind offer names the epoch its image has in common with the primary's lineage.
+      committedEpoch: () => (this.offersRewind ? (this.rewindBase?.epoch ?? 0) : this.committed),
       // DELTA: this backup decodes XOR_LZ4 against its staged copy or its image (SPEC §6.4.1).
       // ADOPT: it judges the primary's geometry at DOMAIN_CONFIG, after AUTH (§5.3, §6.16).
-      helloFlags: () => (this.imageValid ? HELLO_FLAG.imageValid : 0) | HELLO_FLAG.delta | HELLO_FLAG.adopt,
+      // REWIND: a former primary's image, offered to be rewound (rewind.ts).
+      helloFlags: () =>
+        (this.imageValid ? HELLO_FLAG.imageValid : 0) |
+        (this.offersRewind ? HELLO_FLAG.rewind : 0) |
+        HELLO_FLAG.delta |
+        HELLO_FLAG.adopt,
       claimEpoch: () => this.committed,
       colo: this.config.colo === true,
     });
@@ -362,6 +382,11 @@ export class BackupMachine {
 
   get state(): BackupStateName {
     return this._state;
+  }
+
+  /** Whether this backup holds a former primary's image and offers it to be rewound. */
+  get offersRewind(): boolean {
+    return this.rewindBase !== undefined && !this.imageValid;
   }
 
   get activated(): Activation | undefined {
@@ -497,6 +522,11 @@ export class BackupMachine {
       peerNode: Buffer.from(peer?.nodeId ?? []).toString("hex"),
       peerGeneration: peer?.generation ?? 0,
     });
+    const base = this.rewindBase;
+    // The offer made in HELLO: what the image holds beyond the common epoch, before any sync.
+    if (base && peer && (c.ownHelloFlags & HELLO_FLAG.rewind) !== 0) {
+      c.send(rewindRecord(base, this.domain.pages, this.domain.disk.blocks));
+    }
   }
 
   /**
@@ -744,7 +774,15 @@ export class BackupMachine {
         this.adoptConfig(c, r);
         return;
       case "syncBegin":
-        this.syncBegin(r.epoch, (r.flags & SYNC_FLAG.incremental) !== 0, now);
+        this.syncBegin(
+          r.epoch,
+          (r.flags & SYNC_FLAG.incremental) !== 0
+            ? "incremental"
+            : (r.flags & SYNC_FLAG.rewind) !== 0
+              ? "rewind"
+              : "full",
+          now,
+        );
         return;
       case "pageBatch":
         this.pages(c, r, frame);
@@ -823,9 +861,10 @@ export class BackupMachine {
     };
     const d = this.domain;
     // Why: an image is this domain's memory and disk; another size would be another domain.
-    const pinned: PinnedConfig = this.imageValid
-      ? { pages: d.pages, diskBlocks: d.disk.blocks, ...this.pinned }
-      : this.pinned;
+    const pinned: PinnedConfig =
+      this.imageValid || this.rewindBase
+        ? { pages: d.pages, diskBlocks: d.disk.blocks, ...this.pinned }
+        : this.pinned;
     const conflicts = configConflicts(pinned, cfg);
     if (conflicts.length > 0) {
       const message = describeConflicts(conflicts);
@@ -851,13 +890,19 @@ export class BackupMachine {
     this.emit({ type: "domain.config", ...configSummary(cfg), reshaped });
   }
 
-  private syncBegin(epoch: number, incremental: boolean, now: number): void {
+  private syncBegin(epoch: number, mode: SyncMode, now: number): void {
     this.coloEnd();
     this.syncStartedAt = now;
     this.discardStaging("a new sync began");
-    if (incremental && this.imageValid) {
+    if (mode === "incremental" && this.imageValid) {
       this.syncMode = "incremental";
+    } else if (mode === "rewind" && this.rewindBase && !this.imageValid) {
+      // Staged on top of the former primary's image; the image is nothing to resume from until it completes.
+      this.syncMode = "rewind";
+      this.store.invalidate();
     } else {
+      // The image is overwritten: no rewind base survives.
+      this.rewindBase = undefined;
       // A full sync overwrites the image in place: until it completes there is nothing to resume.
       this.syncMode = "full";
       this.imageValid = false;
@@ -1004,7 +1049,8 @@ export class BackupMachine {
       conn: c,
       end: r,
       stage: st,
-      full: sync && this.syncMode === "full",
+      // After a rewind too, the whole disk goes to the store: it never held this image's.
+      full: sync && (this.syncMode === "full" || this.syncMode === "rewind"),
       t0: this.hr(),
       next: 0,
       phase: "pages",
@@ -1050,9 +1096,16 @@ export class BackupMachine {
       d.loadDevice(st.device as Buffer);
       // Why here: the checkpoint is whole in the image now, and only now is it the committed epoch.
       this.committed = r.epoch;
+      this.committedGeneration = r.generation;
+      if ((r.flags & CHECKPOINT_FLAG.sync) !== 0) this.rewindBase = undefined;
       if (r.generation > this.generation) this.generation = r.generation;
       // A full sync wrote (or found zero) every block: the ones it wrote are all the store needs.
-      if (a.full) a.written = d.disk.log.drain(undefined, false);
+      // A rewind's image kept blocks the store never held: all of them go.
+      if (a.full)
+        a.written =
+          this.syncMode === "rewind"
+            ? Uint32Array.from({ length: d.disk.blocks }, (_, i) => i)
+            : d.disk.log.drain(undefined, false);
       d.resetLogs();
       a.phase = "digest";
     }
@@ -1313,7 +1366,13 @@ export class BackupMachine {
     this.store.saveGeneration(generation);
     this.domain.resetLogs();
     const digest = this.domain.digest();
-    this.activation = { epoch: this.committed, digest, generation, reason };
+    this.activation = {
+      epoch: this.committed,
+      fromGeneration: this.committedGeneration,
+      digest,
+      generation,
+      reason,
+    };
     this.emit({ type: "failover.activated", epoch: this.committed, digest, reason, generation });
     this.setState("activated", `activated (${reason}) from epoch ${this.committed}`);
     return this.activation;

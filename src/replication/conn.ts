@@ -177,6 +177,11 @@ export class Conn {
     return this.own.role;
   }
 
+  /** The flags of the HELLO this side sent (what it offered on this connection). */
+  get ownHelloFlags(): number {
+    return this.own.flags;
+  }
+
   /** Sends our HELLO; call once when the connection opens. */
   start(): void {
     const frame = this.codec.encode(this.own);

@@ -6,6 +6,8 @@
 import type { BackupStateName, PrimaryStateName } from "../states.js";
 
 export type { BackupStateName, PrimaryStateName };
+/** How a sync brings the backup's image up to date: every page, what changed since its image, or a rewind (rewind.ts). */
+export type SyncMode = "full" | "incremental" | "rewind";
 export type FailoverReason = "peer_lost" | "heartbeat_timeout" | "manual" | "planned";
 
 export type ReplicationEvent =
@@ -13,8 +15,10 @@ export type ReplicationEvent =
   | { type: "peer.lost"; reason: string; planned: boolean }
   | { type: "peer.refused"; remote: string; reason: string }
   | { type: "state.changed"; from: string; to: string; reason: string }
-  | { type: "sync.started"; epoch: number; mode: "full" | "incremental"; pages: number }
-  | { type: "sync.completed"; epoch: number; mode: "full" | "incremental"; durationMs: number }
+  | { type: "sync.started"; epoch: number; mode: SyncMode; pages: number }
+  | { type: "sync.completed"; epoch: number; mode: SyncMode; durationMs: number }
+  /** A primary refused a former primary's offer to be rewound (it syncs it in full instead). */
+  | { type: "rewind.refused"; reason: string }
   /** The primary sends again, from live memory, the pages written during the sync so far. */
   | { type: "sync.round"; epoch: number; round: number; pages: number }
   | {

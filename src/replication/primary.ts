@@ -100,11 +100,12 @@ import {
   SYNC_FLAG,
 } from "../protocol/constants.js";
 import { SentPageCache } from "../protocol/delta.js";
-import type { Hello, ReplicationRecord } from "../protocol/records.js";
+import type { Hello, ReplicationRecord, Rewind } from "../protocol/records.js";
 import { type Conn, Links, type LocalIdentity, localIdentity, type Port } from "./conn.js";
-import type { EventSink, PrimaryStateName } from "./events.js";
+import type { EventSink, PrimaryStateName, SyncMode } from "./events.js";
 import { refuteClaim } from "./fencing.js";
 import { DEFAULT_HEARTBEAT, type HeartbeatConfig } from "./heartbeat.js";
+import { type Lineage, rewindRefusal, rewindSet } from "./rewind.js";
 import {
   allBlocks,
   allPages,
@@ -231,6 +232,12 @@ export interface PrimaryOptions {
    * every sync; default: the NIC's MAC and IP from the device block, workload "idle").
    */
   readonly domainSettings?: () => DomainSettings;
+  /**
+   * The generation and epoch this primary activated from (an activated
+   * backup; its domain tracks what it wrote since): it may then rewind a
+   * former primary of that lineage (rewind.ts). Undefined for a booted domain.
+   */
+  readonly lineage?: Lineage;
 }
 
 /** What DOMAIN_CONFIG carries that the machine does not know itself. */
@@ -324,7 +331,10 @@ export class PrimaryMachine {
   private epochStartedAt: number;
   private forceCheckpoint = false;
   private syncEpoch: number | undefined;
-  private syncMode: "full" | "incremental" = "full";
+  private syncMode: SyncMode = "full";
+  /** A backup that offered a rewind (HELLO REWIND) whose REWIND record has not arrived yet. */
+  private rewindAwaited: { readonly conn: Conn; readonly peer: Hello } | undefined;
+  private readonly lineage: Lineage | undefined;
   private syncStartedAt = 0;
   private syncStreamDone = false;
   private lastBackupNode: string | undefined;
@@ -365,6 +375,7 @@ export class PrimaryMachine {
         workload: "idle",
       }));
     this.generation = opts.generation;
+    this.lineage = opts.lineage;
     this.epoch = opts.startEpoch ?? 1;
     this.committed = this.epoch - 1;
     this.base = this.epoch - 1;
@@ -684,6 +695,12 @@ export class PrimaryMachine {
     this.backupMayActivate =
       peerNode === this.lastBackupNode ? imageValid : this.backupMayActivate || imageValid;
     this.emit({ type: "peer.connected", remote: c.port.remote, peerNode, peerGeneration: peer.generation });
+    if ((peer.flags & HELLO_FLAG.rewind) !== 0) {
+      // A former primary with its image: what it sends next (REWIND) decides the sync.
+      this.rewindAwaited = { conn: c, peer };
+      this.lastBackupNode = peerNode;
+      return;
+    }
     // Why: an incremental resync is safe only onto the same backup's intact image of an epoch
     // this primary produced; every page changed since then is still marked dirty here.
     // COLO: the secondary's guest ran ahead of its committed image, so only a full sync is safe.
@@ -695,10 +712,39 @@ export class PrimaryMachine {
       peer.committedEpoch >= this.committed &&
       peer.committedEpoch <= this.lastEndSent;
     this.lastBackupNode = peerNode;
+    this.beginSync(c, peer, now, incremental ? "incremental" : "full");
+  }
+
+  /**
+   * REWIND from a former primary that offered it: rewind it when its image
+   * is of this primary's own history, else sync it in full (rewind.ts).
+   */
+  private rewindOffered(c: Conn, r: Rewind, now: number): void {
+    const w = this.rewindAwaited;
+    if (!w || w.conn !== c) return;
+    this.rewindAwaited = undefined;
+    const since = this.domain.dirtySince();
+    const refusal = rewindRefusal(r, this.lineage, since !== undefined);
+    if (refusal !== undefined || since === undefined) {
+      this.emit({ type: "rewind.refused", reason: refusal ?? "no dirty-since tracking" });
+      this.beginSync(c, w.peer, now, "full");
+      return;
+    }
+    this.beginSync(c, w.peer, now, "rewind", rewindSet(r, since, this.domain));
+  }
+
+  /** SYNC_BEGIN and the sync's stream: every page (full), the dirty ones (incremental), or a rewind's set. */
+  private beginSync(
+    c: Conn,
+    peer: Hello,
+    now: number,
+    mode: SyncMode,
+    rewind?: { pages: Uint32Array; blocks: Uint32Array },
+  ): void {
     const s = Math.max(this.epoch, this.lastEndSent + 1, peer.committedEpoch + 1);
     this.epoch = s;
     this.syncEpoch = s;
-    this.syncMode = incremental ? "incremental" : "full";
+    this.syncMode = mode;
     this.syncStartedAt = now;
     this.epochStartedAt = now;
     // XOR bases describe one sync (SPEC §6.4.1): forget them as SYNC_BEGIN goes out.
@@ -722,11 +768,29 @@ export class PrimaryMachine {
       epoch: s,
       pages: this.domain.pages,
       diskBlocks: this.domain.disk.blocks,
-      flags: incremental ? SYNC_FLAG.incremental : 0,
+      flags: mode === "incremental" ? SYNC_FLAG.incremental : mode === "rewind" ? SYNC_FLAG.rewind : 0,
     });
     this.syncStreamDone = false;
     const parts: Part[] = [];
-    if (!incremental) {
+    if (rewind) {
+      // The set already holds what the logs held (dirtySince); emptied, they collect what the
+      // guest writes from now on for the rounds and the sync checkpoint (the dirty-since bitmap keeps it all).
+      this.domain.resetLogs();
+      this.openEpochBlocks = [];
+      const disk = this.domain.disk;
+      const blocks = rewind.blocks;
+      parts.push(
+        { kind: "memory", pages: pageList(rewind.pages) },
+        {
+          kind: "disk",
+          units: {
+            count: blocks.length,
+            index: (i) => blocks[i] as number,
+            data: (i) => disk.view(blocks[i] as number),
+          },
+        },
+      );
+    } else if (mode === "full") {
       // Pre-copy: send every page and block from live memory while the guest runs; whatever it
       // writes meanwhile is in the (freshly emptied) dirty logs and goes in a round or the sync checkpoint.
       this.domain.resetLogs();
@@ -738,8 +802,14 @@ export class PrimaryMachine {
     }
     parts.push(this.syncRounds());
     this.jobs.push({ kind: "sync", stream: new StreamJob(s, parts) });
-    this.emit({ type: "sync.started", epoch: s, mode: this.syncMode, pages: this.domain.pages });
-    this.setState("syncing", `backup ${peerNode.slice(0, 8)} connected: ${this.syncMode} sync`);
+    this.emit({
+      type: "sync.started",
+      epoch: s,
+      mode,
+      pages: rewind ? rewind.pages.length : this.domain.pages,
+    });
+    const peerNode = Buffer.from(peer.nodeId).toString("hex");
+    this.setState("syncing", `backup ${peerNode.slice(0, 8)} connected: ${mode} sync`);
   }
 
   /**
@@ -811,6 +881,7 @@ export class PrimaryMachine {
   ): void {
     if (c !== this.links.active) return;
     this.links.active = undefined;
+    this.rewindAwaited = undefined;
     if (how.say) c.goodbye(how.say[0], how.say[1], how.claim);
     else c.goodbye(GOODBYE_REASON.resync, `the primary dropped this connection: ${reason}`);
     if (how.backupGone && this.doubtUntilAck === undefined) this.backupMayActivate = false;
@@ -882,6 +953,9 @@ export class PrimaryMachine {
         return;
       case "coloDirty":
         this.coloDirty(r.epoch, r.pageBitmap, r.blockBitmap, now);
+        return;
+      case "rewind":
+        this.rewindOffered(c, r, now);
         return;
       default:
         return;

@@ -48,14 +48,14 @@ test("a manual failover with the primary alive is a clean handover: final checkp
     h.events("role.changed", "a").map(({ e }) => [e.from, e.to, e.reason]),
     [["primary", "backup", "stopped"]],
   );
-  // The new primary syncs its former primary, in full (no rewind yet), and is protected again.
+  // The new primary resyncs its former primary by rewind (it still holds its memory), and is protected again.
   a.peer = undefined;
   b.peer = a;
   world.run(() => b.node.state === "protected", 3000);
   assert.equal(b.node.state, "protected");
   assert.equal(a.node.state, "standby");
   assert.equal(a.node.generation, 2);
-  assert.equal(h.events("sync.started", "b").at(-1)?.e.mode, "full");
+  assert.equal(h.events("sync.started", "b").at(-1)?.e.mode, "rewind");
   // And the pair can fail over again, the other way.
   world.runFor(50);
   b.kill("reset");

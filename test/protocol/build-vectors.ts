@@ -184,6 +184,8 @@ const helloB = {
 };
 const helloBD = { ...helloB, flags: 3 };
 // A backup started with no domain of its own: DELTA and ADOPT, no image, placeholder geometry.
+// A former primary rejoining: DELTA, ADOPT and REWIND, its image's last common epoch 41.
+const helloBR = { ...helloB, flags: 14 };
 const helloBA = { ...helloB, flags: 6, committedEpoch: 0, pages: 16384, diskBlocks: 16384 };
 // DOMAIN_CONFIG (§6.16): 256 pages, 64 blocks, 25 ms, 02:00:00:00:00:10, 10.0.0.10, workload "web".
 const domainConfigBody = (
@@ -549,6 +551,30 @@ function valid(): VectorCase[] {
     frame(0x64, SESSION, 7, new W().u64(43).u32(32).bytes(pageBits).u32(8).bytes(blockBits).done()),
     { type: "coloDirty", epoch: 43, pageBitmap: hex(pageBits), blockBitmap: hex(blockBits) },
   );
+  add(
+    "hello-backup-rewind",
+    "HELLO from a former primary offering its image of generation 2 to be rewound from epoch 41 (DELTA, ADOPT, REWIND)",
+    "hello",
+    { session: 0, seq: 0 },
+    frame(0x01, 0, 0, helloBody(helloBR, NONCE_B, NODE_B)),
+    helloBR,
+  );
+  add(
+    "rewind",
+    "REWIND: the image ran under generation 2, last common epoch 41; it wrote pfns 0, 5, 9, 255 and disk blocks 3, 10 after it",
+    "rewind",
+    ctx(2),
+    frame(0x22, SESSION, 2, new W().u64(2).u64(41).u32(32).bytes(pageBits).u32(8).bytes(blockBits).done()),
+    { type: "rewind", generation: 2, epoch: 41, pageBitmap: hex(pageBits), blockBitmap: hex(blockBits) },
+  );
+  add(
+    "sync-begin-rewind",
+    "SYNC_BEGIN of a rewind sync completing with epoch 45",
+    "syncBegin",
+    ctx(3),
+    frame(0x10, SESSION, 3, new W().u64(3).u64(45).u32(256).u32(64).u32(2).done()),
+    { type: "syncBegin", generation: 3, epoch: 45, pages: 256, diskBlocks: 64, flags: 2 },
+  );
   return cases;
 }
 
@@ -779,17 +805,44 @@ function invalid(): VectorCase[] {
   );
   add(
     "sync-begin-undefined-flag",
-    "SYNC_BEGIN with flag bit 1",
+    "SYNC_BEGIN with flag bit 2",
     "syncBegin",
     "bad-value",
-    frame(0x10, SESSION, 3, new W().u64(3).u64(42).u32(256).u32(64).u32(2).done()),
+    frame(0x10, SESSION, 3, new W().u64(3).u64(42).u32(256).u32(64).u32(4).done()),
+  );
+  add(
+    "sync-begin-incremental-and-rewind",
+    "SYNC_BEGIN both INCREMENTAL and REWIND",
+    "syncBegin",
+    "bad-value",
+    frame(0x10, SESSION, 3, new W().u64(3).u64(42).u32(256).u32(64).u32(3).done()),
+  );
+  add(
+    "hello-image-valid-and-rewind",
+    "HELLO from a backup with both IMAGE_VALID and REWIND",
+    "hello",
+    "bad-value",
+    frame(0x01, 0, 0, helloBody({ ...helloB, flags: 9 }, NONCE_B, NODE_B)),
+    { session: 0, seq: 0 },
+  );
+  add(
+    "rewind-wrong-geometry",
+    "REWIND with a page bitmap of 64 bytes for 256 pages",
+    "rewind",
+    "bad-geometry",
+    frame(
+      0x22,
+      SESSION,
+      3,
+      new W().u64(2).u64(41).u32(64).bytes(Buffer.alloc(64)).u32(8).bytes(Buffer.alloc(8)).done(),
+    ),
   );
   add(
     "hello-undefined-flag",
-    "HELLO with flag bit 3",
+    "HELLO with flag bit 4",
     "hello",
     "bad-value",
-    frame(0x01, 0, 0, helloBody({ ...helloP, flags: 8 }, NONCE_P, NODE_P)),
+    frame(0x01, 0, 0, helloBody({ ...helloP, flags: 16 }, NONCE_P, NODE_P)),
     { session: 0, seq: 0 },
   );
   add(

@@ -127,7 +127,8 @@ export const arbRecords: {
   hello: fc.record({
     type: fc.constant("hello" as const),
     role: fc.constantFrom<RoleCode>(ROLE.primary, ROLE.backup),
-    flags: fc.nat({ max: 7 }),
+    // Any defined flags but IMAGE_VALID with REWIND.
+    flags: fc.nat({ max: 15 }).map((f) => ((f & 9) === 9 ? f & ~8 : f)),
     generation: counter,
     pageSize: u32,
     pages: u32,
@@ -147,7 +148,7 @@ export const arbRecords: {
     epoch: counter,
     pages: fc.constant(TEST_GEOMETRY.pages),
     diskBlocks: fc.constant(TEST_GEOMETRY.diskBlocks),
-    flags: fc.nat({ max: 1 }),
+    flags: fc.nat({ max: 2 }),
   }),
   pageBatch: fc
     .record({
@@ -211,6 +212,20 @@ export const arbRecords: {
   }),
   ack: fc.record({ type: fc.constant("ack" as const), epoch: counter, generation: counter }),
   nack: fc.record({ type: fc.constant("nack" as const), epoch: counter, reason: u16, message: text(1024) }),
+  rewind: fc
+    .record({
+      generation: counter,
+      epoch: counter,
+      pfns: fc.uniqueArray(fc.nat({ max: TEST_GEOMETRY.pages - 1 }), { maxLength: 64 }),
+      blocks: fc.uniqueArray(fc.nat({ max: TEST_GEOMETRY.diskBlocks - 1 }), { maxLength: 64 }),
+    })
+    .map(({ generation, epoch, pfns, blocks }) => ({
+      type: "rewind" as const,
+      generation,
+      epoch,
+      pageBitmap: toBitmap(pfns, TEST_GEOMETRY.pages),
+      blockBitmap: toBitmap(blocks, TEST_GEOMETRY.diskBlocks),
+    })),
   heartbeat: fc.record({
     type: fc.constant("heartbeat" as const),
     pingId: u32,

@@ -484,6 +484,60 @@ describe("DOMAIN_CONFIG order (§6.16, §7.1)", () => {
   });
 });
 
+describe("REWIND order (§6.17, §7.3)", () => {
+  const offer = (epoch = 0) => ({
+    type: "rewind" as const,
+    generation: GEN - 1,
+    epoch,
+    pageBitmap: Buffer.alloc(8),
+    blockBitmap: Buffer.alloc(2),
+  });
+
+  it("a backup that offered a rewind sends REWIND first; the primary syncs it only after, and a rewind sync only to it", () => {
+    const c = connect({ backupFlags: HELLO_FLAG.rewind });
+    // No sync of any kind before the REWIND arrived.
+    assert.equal(
+      reasonOf(() => c.sync(10)),
+      "bad-order",
+    );
+    const d = connect({ backupFlags: HELLO_FLAG.rewind });
+    assert.equal(d.send(d.b, offer()), "accept");
+    assert.equal(
+      reasonOf(() => d.sendUnchecked(d.b, offer())),
+      "bad-order",
+    ); // once
+    assert.equal(d.sync(10, SYNC_FLAG.rewind), "accept");
+    assert.equal(d.pages(10, [1, 2]), "accept");
+    d.state(10);
+    assert.equal(d.end(10, CHECKPOINT_FLAG.sync), "accept");
+    assert.equal(d.send(d.b, { type: "ack", epoch: 10, generation: GEN }), "accept");
+    // A full sync answers a REWIND too (a primary that refuses the rewind).
+    const e = connect({ backupFlags: HELLO_FLAG.rewind });
+    assert.equal(e.send(e.b, offer()), "accept");
+    assert.equal(e.sync(10), "accept");
+  });
+
+  it("REWIND from a backup that offered none, or after a sync began, and a rewind sync to such a backup, are out of order", () => {
+    const c = connect();
+    assert.equal(
+      reasonOf(() => c.sendUnchecked(c.b, offer())),
+      "bad-order",
+    );
+    const d = connect();
+    assert.equal(
+      reasonOf(() => d.sync(10, SYNC_FLAG.rewind)),
+      "bad-order",
+    );
+    const e = connect({ backupFlags: HELLO_FLAG.rewind });
+    assert.equal(e.send(e.b, offer()), "accept");
+    assert.equal(e.sync(10), "accept");
+    assert.equal(
+      reasonOf(() => e.sendUnchecked(e.b, offer())),
+      "bad-order",
+    );
+  });
+});
+
 describe("COLO record order (§7.6)", () => {
   const FRAME = Buffer.alloc(60, 0xab);
   const ack = (c: ReturnType<typeof connect>, epoch: number) =>

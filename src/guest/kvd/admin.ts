@@ -276,6 +276,8 @@ const INFO_SECTIONS: readonly [string, (x: Exec) => [string, string | number][]]
         ["arch_bits", 64],
         ["process_id", x.pid],
         ["run_id", runId(x)],
+        // Read from the device block: it changes when this domain may have been duplicated (device.ts).
+        ["vm_generation_id", x.k.domain.device.generationId.toString("hex")],
         ["tcp_port", m.u32(x.st + KS.port)],
         ["server_time_usec", x.now * 1000],
         ["uptime_in_seconds", up],
