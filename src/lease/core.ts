@@ -145,6 +145,11 @@ export class LeaseCore {
     return true;
   }
 
+  /** The holder moved the lineage on (`advance`): the record now carries the new generation. */
+  advanced(record: LeaderRecord): void {
+    if (this.st === "held" && record.nodeId === this.rec?.nodeId) this.rec = record;
+  }
+
   /** The acquisition failed (refused, lost the race, no answer). */
   acquireFailed(): void {
     if (this.st === "acquiring") this.st = "none";

@@ -124,8 +124,18 @@ export class EtcdLeaseService implements LeaseService {
     );
   }
 
-  campaign(leaseId: string, candidate: Candidate, since: string, reply: Reply<CampaignResult>): void {
-    this.settle(this.swap(leaseId, candidate, since), (r) => ok(r), reply);
+  campaign(
+    leaseId: string,
+    candidate: Candidate,
+    since: string,
+    reply: Reply<CampaignResult>,
+    from?: number,
+  ): void {
+    this.settle(this.swap(leaseId, candidate, since, from), (r) => ok(r), reply);
+  }
+
+  advance(leaseId: string, from: number, reply: Reply<LeaderRecord | undefined>): void {
+    this.settle(this.bump(leaseId, from), (r) => ok(r), reply);
   }
 
   holder(reply: Reply<LeaderRecord | undefined>): void {
@@ -178,13 +188,21 @@ export class EtcdLeaseService implements LeaseService {
 
   // ---- internals ----
 
-  private async swap(leaseId: string, candidate: Candidate, since: string): Promise<CampaignResult> {
+  private async swap(
+    leaseId: string,
+    candidate: Candidate,
+    since: string,
+    from: number | undefined,
+  ): Promise<CampaignResult> {
     const leaderKey = Buffer.from(this.keys.leader);
     const genKey = Buffer.from(this.keys.generation);
     for (let i = 0; ; i++) {
       const gr = await this.etcd.kv.range({ key: genKey }, this.callOptions());
       const g = gr.kvs[0];
-      const generation = decodeGeneration(g?.value) + 1;
+      const current = decodeGeneration(g?.value);
+      // The compare on the counter's mod revision below makes this read part of the swap.
+      if (from !== undefined && current !== from) return { won: false, holder: undefined, stale: current };
+      const generation = current + 1;
       const record: LeaderRecord = { ...candidate, generation, since };
       const tx = await this.etcd.kv.txn(
         {
@@ -211,6 +229,47 @@ export class EtcdLeaseService implements LeaseService {
       const holder = recordOf(tx.responses[0]?.response_range?.kvs[0]);
       if (holder !== undefined || i + 1 >= CAMPAIGN_TRIES) return { won: false, holder };
     }
+  }
+
+  /** advance(): the counter from `from` to `from + 1`, and the record with it, while our lease holds the key. */
+  private async bump(leaseId: string, from: number): Promise<LeaderRecord | undefined> {
+    const leaderKey = Buffer.from(this.keys.leader);
+    const genKey = Buffer.from(this.keys.generation);
+    const [gr, lr] = await Promise.all([
+      this.etcd.kv.range({ key: genKey }, this.callOptions()),
+      this.etcd.kv.range({ key: leaderKey }, this.callOptions()),
+    ]);
+    const g = gr.kvs[0];
+    const l = lr.kvs[0];
+    if (decodeGeneration(g?.value) !== from || l === undefined) return undefined;
+    const record: LeaderRecord = { ...decodeRecord(l.value), generation: from + 1 };
+    const tx = await this.etcd.kv.txn(
+      {
+        compare: [
+          // Why the lease: only the holder moves the lineage on.
+          { key: leaderKey, target: CompareTarget.Lease, result: CompareResult.Equal, lease: leaseId },
+          {
+            key: leaderKey,
+            target: CompareTarget.Mod,
+            result: CompareResult.Equal,
+            mod_revision: l.mod_revision,
+          },
+          {
+            key: genKey,
+            target: CompareTarget.Mod,
+            result: CompareResult.Equal,
+            mod_revision: g ? g.mod_revision : 0,
+          },
+        ],
+        success: [
+          { request_put: { key: genKey, value: Buffer.from(String(from + 1)) } },
+          { request_put: { key: leaderKey, value: encodeRecord(record), lease: leaseId } },
+        ],
+        failure: [],
+      },
+      this.callOptions(),
+    );
+    return tx.succeeded ? record : undefined;
   }
 
   private callOptions(): { deadline: number } {

@@ -77,6 +77,9 @@ export class Lease {
   private stepping = false;
   private closed = false;
   private known: LeaderRecord | undefined;
+  /** The campaign's lineage (`campaign(from)`), and who hears that it is stale. */
+  private from: number | undefined;
+  private onStale: ((current: number) => void) | undefined;
 
   constructor(o: LeaseOptions) {
     this.service = o.service;
@@ -119,8 +122,12 @@ export class Lease {
     return this.core.mayRelease(now);
   }
 
-  /** One acquisition attempt: grant, then the swap; `done(true)` once held. */
-  tryAcquire(done: (won: boolean) => void = () => {}): void {
+  /**
+   * One acquisition attempt: grant, then the swap; `done(true)` once held.
+   * With `from`, only while the generation counter is still `from` (else
+   * `done(false, current)`: the candidate's image is of an older lineage).
+   */
+  tryAcquire(done: (won: boolean, stale?: number) => void = () => {}, from?: number): void {
     const now = this.clock.now();
     this.core.poll(now);
     if (this.closed || this.core.state === "held" || this.core.state === "acquiring") {
@@ -145,7 +152,7 @@ export class Lease {
           return;
         }
         this.call<CampaignResult>(
-          (r) => this.service.campaign(id, this.candidate, this.clock.wallTime(), r),
+          (r) => this.service.campaign(id, this.candidate, this.clock.wallTime(), r, from),
           (c) => {
             const won =
               c.ok &&
@@ -156,7 +163,13 @@ export class Lease {
               // Why revoke: a swap whose answer was lost may have taken the key under this lease.
               this.revoke(id);
               if (attempt === this.attempt) this.core.acquireFailed();
-              if (c.ok && !c.value.won) this.learn(c.value.holder);
+              if (c.ok && !c.value.won) {
+                if (c.value.stale !== undefined) {
+                  done(false, c.value.stale);
+                  return;
+                }
+                this.learn(c.value.holder);
+              }
               done(false);
               return;
             }
@@ -171,10 +184,16 @@ export class Lease {
     );
   }
 
-  /** Keeps trying to acquire until held (or `stopCampaign`, `release`, `close`). */
-  campaign(): void {
+  /**
+   * Keeps trying to acquire until held (or `stopCampaign`, `release`,
+   * `close`). With `from`: only from that lineage; once the counter has moved
+   * past it the campaign ends and `onStale` hears the counter.
+   */
+  campaign(from?: number, onStale?: (current: number) => void): void {
     if (this.closed || this.campaigning) return;
     this.campaigning = true;
+    this.from = from;
+    this.onStale = onStale;
     if (this.watch === undefined) this.startWatch();
     this.step();
   }
@@ -185,11 +204,33 @@ export class Lease {
    */
   stopCampaign(): void {
     this.campaigning = false;
+    this.onStale = undefined;
     this.cancelRetry();
     if (this.core.state === "acquiring") {
       this.attempt++;
       this.core.acquireFailed();
     }
+  }
+
+  /**
+   * Moves the lineage on while held (service.ts `advance`): the counter from
+   * `from` to `from + 1`. `done(record)` with the new record, or undefined
+   * when refused, not held, or unanswered.
+   */
+  advance(from: number, done: (record: LeaderRecord | undefined) => void): void {
+    const id = this.leaseId;
+    if (id === undefined || !this.core.mayRelease(this.clock.now())) {
+      done(undefined);
+      return;
+    }
+    this.call<LeaderRecord | undefined>(
+      (r) => this.service.advance(id, from, r),
+      (a) => {
+        const rec = a.ok && this.leaseId === id ? a.value : undefined;
+        if (rec) this.core.advanced(rec);
+        done(rec);
+      },
+    );
   }
 
   /**
@@ -247,6 +288,22 @@ export class Lease {
     this.service.close();
   }
 
+  /**
+   * The process is gone (a simulated kill): every timer and the watch stop,
+   * nothing is sent, not even a revoke; the lease expires at the service.
+   */
+  abandon(): void {
+    if (this.closed) return;
+    this.campaigning = false;
+    this.attempt++;
+    this.cancelRetry();
+    this.cancelTimer();
+    this.watch?.cancel();
+    this.watch = undefined;
+    this.closed = true;
+    this.service.close();
+  }
+
   // ---- internals ----
 
   private onCoreEvent(e: LeaseEvent): void {
@@ -270,10 +327,16 @@ export class Lease {
         return;
       }
       if (a.ok && a.value === undefined) {
-        this.tryAcquire((won) => {
+        this.tryAcquire((won, stale) => {
           this.stepping = false;
+          if (stale !== undefined && this.campaigning) {
+            const tell = this.onStale;
+            this.stopCampaign();
+            tell?.(stale);
+            return;
+          }
           if (!won) this.retryLater();
-        });
+        }, this.from);
       } else {
         this.stepping = false;
         this.retryLater();

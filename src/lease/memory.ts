@@ -46,7 +46,12 @@ interface StoredLease {
 
 /** What happened at the store, in order: the simulation's checkers read it. */
 export type StoreEntry =
-  | { readonly t: number; readonly kind: "acquired"; readonly record: LeaderRecord; readonly leaseId: string }
+  | {
+      readonly t: number;
+      readonly kind: "acquired" | "advanced";
+      readonly record: LeaderRecord;
+      readonly leaseId: string;
+    }
   | {
       readonly t: number;
       readonly kind: "expired" | "revoked";
@@ -178,15 +183,28 @@ export class MemoryLeaseStore {
     return ok(undefined);
   }
 
-  campaign(id: string, c: Candidate, since: string): Answer<CampaignResult> {
+  campaign(id: string, c: Candidate, since: string, from?: number): Answer<CampaignResult> {
     if (!this.leases.has(id)) return fail("lease-not-found", `lease ${id} not found`);
     if (this.leader) return ok({ won: false, holder: decodeRecord(this.leader.value) });
+    if (from !== undefined && from !== this.generation)
+      return ok({ won: false, holder: undefined, stale: this.generation });
     this.generation++;
     const record: LeaderRecord = { ...c, generation: this.generation, since };
     this.leader = { value: encodeRecord(record), leaseId: id };
     this.history.push({ t: this.sched.now(), kind: "acquired", record, leaseId: id });
     this.notify(record);
     return ok({ won: true, record });
+  }
+
+  advance(id: string, from: number): Answer<LeaderRecord | undefined> {
+    const l = this.leader;
+    if (!l || l.leaseId !== id || !this.leases.has(id) || this.generation !== from) return ok(undefined);
+    this.generation++;
+    const record: LeaderRecord = { ...decodeRecord(l.value), generation: this.generation };
+    this.leader = { value: encodeRecord(record), leaseId: id };
+    this.history.push({ t: this.sched.now(), kind: "advanced", record, leaseId: id });
+    this.notify(record);
+    return ok(record);
   }
 
   read(): Answer<LeaderRecord | undefined> {
@@ -263,8 +281,18 @@ class MemoryLeaseClient implements LeaseService {
     this.run(() => this.store.revoke(leaseId), reply);
   }
 
-  campaign(leaseId: string, candidate: Candidate, since: string, reply: Reply<CampaignResult>): void {
-    this.run(() => this.store.campaign(leaseId, candidate, since), reply);
+  campaign(
+    leaseId: string,
+    candidate: Candidate,
+    since: string,
+    reply: Reply<CampaignResult>,
+    from?: number,
+  ): void {
+    this.run(() => this.store.campaign(leaseId, candidate, since, from), reply);
+  }
+
+  advance(leaseId: string, from: number, reply: Reply<LeaderRecord | undefined>): void {
+    this.run(() => this.store.advance(leaseId, from), reply);
   }
 
   holder(reply: Reply<LeaderRecord | undefined>): void {

@@ -55,8 +55,12 @@ export interface KeepAlive {
 
 export type CampaignResult =
   | { readonly won: true; readonly record: LeaderRecord }
-  /** Someone holds the leader key (`holder`, or undefined if it vanished between the swap and the read). */
-  | { readonly won: false; readonly holder: LeaderRecord | undefined };
+  /**
+   * Someone holds the leader key (`holder`, or undefined if it vanished
+   * between the swap and the read); or, with `stale`, the generation counter
+   * has moved past the candidate's `from` (its image is of an older lineage).
+   */
+  | { readonly won: false; readonly holder: LeaderRecord | undefined; readonly stale?: number };
 
 export interface Cancel {
   cancel(): void;
@@ -71,8 +75,25 @@ export interface LeaseService {
    * revision is 0: never written, or deleted with its holder's lease), in the
    * same transaction reading and bumping the generation counter, compared by
    * its mod revision: so generations are unique and increasing.
+   * With `from`: only while the counter still equals `from` (the generation
+   * the candidate's image belongs to); otherwise the answer is `stale`.
    */
-  campaign(leaseId: string, candidate: Candidate, since: string, reply: Reply<CampaignResult>): void;
+  campaign(
+    leaseId: string,
+    candidate: Candidate,
+    since: string,
+    reply: Reply<CampaignResult>,
+    from?: number,
+  ): void;
+  /**
+   * The holder under `leaseId` moves the lineage on: if it holds the leader
+   * key under that lease and the counter equals `from`, the counter becomes
+   * `from + 1` and the leader record carries it, in one transaction. Answers
+   * the new record, or undefined when refused (not the holder, or the counter
+   * moved). Why: a primary about to release output its backup's image lacks
+   * first makes that image stale for every later campaign (`from`).
+   */
+  advance(leaseId: string, from: number, reply: Reply<LeaderRecord | undefined>): void;
   /** The current holder, or undefined when nobody holds the lease. */
   holder(reply: Reply<LeaderRecord | undefined>): void;
   /** Calls `onChange` when the leader key changes (best effort: a reconnect may skip changes). */

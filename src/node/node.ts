@@ -44,6 +44,33 @@
  *    expired before it read the FENCED goodbye waiting for it.
  *  - An activated domain continues its own history: a new kernel over the
  *    same bytes, epochs from the resumed epoch + 1, a new generation.
+ *
+ * With a lease (`NodeOptions.lease`, DESIGN.md "Fencing and roles"; the
+ * shell drives the lease's I/O, the node only reads it and asks):
+ *
+ *   primary: output gate ─ every frame and announcement leaves only while
+ *            lease.mayRelease(now) (now < deadline − margin, the deadline
+ *            measured from when the renewal was sent); a lease that lapses
+ *            stops the domain (state `fenced`) and the node rejoins as a
+ *            backup (`demote`). A starting primary runs nothing until it
+ *            holds the lease, and takes the lease's generation.
+ *   primary, link lost: where the rules without a lease would release (the
+ *            backup is gone), the primary first moves the lineage on in the
+ *            lease service (`advance`: generation + 1, only while it holds the
+ *            lease), then releases; the same once a backup that may activate
+ *            stayed away for the heartbeat timeout.
+ *   backup:  a lost primary is a suspicion (`BackupMachine.suspected`): the
+ *            node campaigns for the lease from its image's generation and
+ *            activates only once it holds it, under the lease's generation;
+ *            a campaign that finds the lineage moved on makes the image stale.
+ *
+ * Why this is safe: the lease service orders everything. Output leaves only
+ * under a lease no one else can hold before its deadline; a backup can win
+ * the lease only from the lineage its image belongs to, and a primary
+ * releases what that image lacks only after it moved the lineage on while
+ * holding the lease. So no two nodes release at once, and an activation never
+ * resumes an image older than output some node released. This node does not
+ * resume the domain before it holds the lease (no speculative activation).
  */
 
 import type { CompareConfig } from "../colo/compare.js";
@@ -55,6 +82,8 @@ import { RemusError } from "../errors.js";
 import { bootGuest, type GuestOptions } from "../guest/guest.js";
 import { Kernel, type ProcessInfo } from "../guest/kernel.js";
 import { type CounterCheck, verifyCounter } from "../guest/programs/basic.js";
+import type { LeaseState } from "../lease/core.js";
+import type { LeaderRecord } from "../lease/record.js";
 import type { PageWorkers } from "../pipeline/pool.js";
 import type { Entropy } from "../prng.js";
 import { type Activation, BackupMachine, type BackupStore } from "../replication/backup.js";
@@ -129,6 +158,29 @@ export interface NodeConfig {
   readonly compare?: Partial<CompareConfig>;
 }
 
+/**
+ * What a node needs of its lease (src/lease/lease.ts `Lease` is one): it
+ * reads the guard and asks for campaigns, lineage moves and releases; the
+ * answers come back through the lease's own state, read at every step.
+ */
+export interface NodeLease {
+  /** Whether output may leave at `now` (held, and now < deadline − margin). */
+  mayRelease(now: number): boolean;
+  readonly state: LeaseState;
+  /** The generation held or last held. */
+  readonly generation: number | undefined;
+  /** The deadline on the node's clock while held. */
+  readonly deadline: number | undefined;
+  readonly isCampaigning: boolean;
+  /** Keep trying to take the lease, only from lineage `from` (else `onStale(current)`). */
+  campaign(from?: number, onStale?: (current: number) => void): void;
+  stopCampaign(): void;
+  /** Move the lineage on from `from` while held; `done(record)` or `done(undefined)` when refused. */
+  advance(from: number, done: (record: LeaderRecord | undefined) => void): void;
+  /** Output stops now; the service is told (best effort). */
+  release(done?: () => void): void;
+}
+
 /** The node's outputs other than replication frames (those go to the `Port`s it was handed). */
 export interface NodeIo {
   /** A frame for the LAN, with the epoch whose output it is. */
@@ -170,6 +222,8 @@ export interface NodeOptions {
   readonly observeReleaseDelay?: (seconds: number) => void;
   /** COLO: observes each frame the comparator released on a match: how long it waited for its twin, in seconds. */
   readonly observeColoReleaseDelay?: (seconds: number) => void;
+  /** The domain's lease (absent: generation-only fencing, as without `--lease`). Read on `hrClock`. */
+  readonly lease?: NodeLease;
 }
 
 export class Node {
@@ -211,10 +265,22 @@ export class Node {
   private readonly coloDone: ColoCounts = noColoCounts();
   /** The node's clock at its first input (rates in status). */
   private startedAt: number | undefined;
+  /** With a lease: a starting primary that does not hold it yet runs nothing. */
+  private leaseWaiting = false;
+  /** With a lease: a lineage move in flight, and when the next may be asked. */
+  private advancing = false;
+  private advanceAfter = 0;
+  /** With a lease: since when output is held for a backup that is not connected. */
+  private holdSince: number | undefined;
+  /** A planned stop was asked (`stop`): a stopped primary stays stopped. */
+  private stopRequested = false;
+  private readonly clock: () => number;
 
   constructor(private readonly opts: NodeOptions) {
     this.domain = opts.domain;
     this.config = { ...opts.config };
+    this.clock = opts.hrClock ?? (() => performance.now());
+    const lease = opts.lease;
     this.dev = new NetDevice({
       domain: opts.domain,
       outputCommit: opts.config.outputCommit,
@@ -225,6 +291,8 @@ export class Node {
         opts.io.sendLan(f, epoch);
       },
       ...(opts.observeReleaseDelay ? { observeDelay: opts.observeReleaseDelay } : {}),
+      // Why read the clock here, not the turn's `now`: the guard is judged at the send itself.
+      ...(lease ? { gate: () => lease.mayRelease(this.clock()) } : {}),
     });
     if (opts.start.role === "primary") {
       const boot = opts.start.boot;
@@ -240,7 +308,9 @@ export class Node {
       this.role = { name: "primary", m: this.newPrimary(generation, 1) };
       this.dev.activate(1);
       this.announceSoon(0);
-      opts.io.saveGeneration(generation);
+      // With a lease the generation is the lease's, saved once it is held.
+      if (lease) this.leaseWaiting = true;
+      else opts.io.saveGeneration(generation);
     } else {
       this.role = { name: "backup", m: this.newBackup(opts.generation) };
     }
@@ -346,13 +416,23 @@ export class Node {
 
   /** Whether the shell should (re)connect to the backup it knows (a primary without one). */
   get wantsPeer(): boolean {
-    return this.primary?.wantsPeer ?? false;
+    return !this.leaseWaiting && (this.primary?.wantsPeer ?? false);
+  }
+
+  /** The lease this node runs under (undefined: generation-only fencing). */
+  get lease(): NodeLease | undefined {
+    return this.opts.lease;
+  }
+
+  /** A starting primary that does not hold the lease yet (it runs nothing meanwhile). */
+  get awaitingLease(): boolean {
+    return this.leaseWaiting;
   }
 
   /** Ready for its role: a primary whose domain runs, a backup in standby. */
   get ready(): boolean {
     const p = this.primary;
-    return p ? p.isRunning : this.backup?.state === "standby";
+    return p ? p.isRunning && !this.leaseWaiting : this.backup?.state === "standby";
   }
 
   // ---- inputs ----
@@ -369,6 +449,8 @@ export class Node {
     if (!this.settling && this.dev.isSuspended && !this.primary?.doubting) this.dev.resume(now);
     const judge = !this.settling;
     if (this.retired.length > 0) this.retired = this.retired.filter((p) => !p.retire());
+    if (this.opts.lease && judge) this.leaseTurn(now, this.opts.lease);
+    if (this.leaseWaiting) return;
     const r = this.role;
     if (r.name === "primary") {
       const p = r.m;
@@ -384,12 +466,79 @@ export class Node {
         else this.dev.pump(p.epoch, p.outputMustWait, now);
       }
       p.poll(now, judge);
+      if (this.opts.lease) this.dev.flush(now);
       this.announceDue(now);
     } else {
       r.m.poll(now, judge);
       this.coloS?.step(now);
     }
     this.afterInput();
+  }
+
+  /**
+   * What the lease asks of this turn (see the header): a starting primary
+   * takes it; a primary whose lease lapsed stops and demotes; a primary left
+   * holding output for an absent backup moves the lineage on; a stopped or
+   * fenced primary rejoins as backup; a backup that suspects its primary
+   * campaigns, and activates once the lease is its own.
+   */
+  private leaseTurn(now: number, l: NodeLease): void {
+    const r = this.role;
+    if (r.name === "backup") {
+      const b = r.m;
+      if (b.suspected !== undefined && l.state === "held" && l.mayRelease(now)) {
+        // afterInput promotes it, under the generation the lease service handed out.
+        b.activate(b.suspected, l.generation ?? 0);
+      } else if (b.suspected !== undefined) {
+        if (!l.isCampaigning && l.state !== "acquiring")
+          l.campaign(b.imageGeneration, (current) => {
+            if (this.backup === b && b.suspected !== undefined) b.lineageMoved(current);
+          });
+      } else {
+        if (l.isCampaigning) l.stopCampaign();
+        // A campaign won after the primary came back: nobody needs this lease.
+        if (l.state === "held" && b.state !== "activated") l.release();
+      }
+      return;
+    }
+    const p = r.m;
+    if (this.leaseWaiting) {
+      if (l.state === "held" && l.mayRelease(now)) {
+        this.leaseWaiting = false;
+        p.generation = l.generation ?? p.generation;
+        this.opts.io.saveGeneration(p.generation);
+        this.pacer.reset(now, this.domain.vcpu.ticks);
+        this.announceSoon(now);
+      } else if (!l.isCampaigning && l.state !== "acquiring") {
+        l.campaign();
+      }
+      return;
+    }
+    if (p.isRunning && !l.mayRelease(now)) {
+      p.leaseLost(l.state === "held" || l.state === "lost" ? "not renewed before its deadline" : l.state);
+    }
+    if (!p.isRunning) {
+      if (l.state === "held" || l.isCampaigning) l.release();
+      if (!this.stopRequested && (p.state === "fenced" || p.state === "stopped")) {
+        this.demote(now, p.state === "fenced" ? "fenced" : "stopped");
+      }
+      return;
+    }
+    const hb = this.config.heartbeat;
+    if (p.output === "hold" && !p.connected) this.holdSince ??= now;
+    else this.holdSince = undefined;
+    const longHold = this.holdSince !== undefined && now - this.holdSince >= hb.intervalMs * hb.misses;
+    if ((p.continueWanted || longHold) && !this.advancing && now >= this.advanceAfter) {
+      this.advancing = true;
+      l.advance(p.generation, (rec) => {
+        this.advancing = false;
+        this.advanceAfter = this.now + hb.intervalMs;
+        if (rec && this.primary === p && p.isRunning) {
+          p.continueAlone(rec.generation);
+          this.opts.io.saveGeneration(p.generation);
+        }
+      });
+    }
   }
 
   /**
@@ -500,6 +649,11 @@ export class Node {
       b.requestSwitchover();
       return { activated: false, pending: true };
     }
+    if (this.opts.lease) {
+      // With a lease the activation waits for it (the next turns).
+      b.suspect("manual");
+      return { activated: false, pending: true };
+    }
     const a = b.activate("manual");
     this.promote(a);
     return { activated: true, epoch: a.epoch, digest: a.digest };
@@ -533,6 +687,8 @@ export class Node {
   /** A planned stop: a primary takes a final checkpoint and says GOODBYE; a backup says GOODBYE. */
   stop(now: number): void {
     this.now = now;
+    this.stopRequested = true;
+    this.opts.lease?.stopCampaign();
     const r = this.role;
     if (r.name === "primary") r.m.requestStop("shutdown", now);
     else r.m.stop();
@@ -565,6 +721,8 @@ export class Node {
     addColoCounts(this.coloDone, this.coloP, p);
     this.coloP = undefined;
     this.edge = undefined;
+    this.holdSince = undefined;
+    this.opts.lease?.release();
     if (!p.retire()) this.retired.push(p);
     // Read before the backup's applies touch the logs; nothing the guest writes after this.
     const base = rewindBaseOf(this.domain, p.generation, p.committed);
@@ -693,6 +851,7 @@ export class Node {
         heartbeat: c.heartbeat,
         maxInFlight: c.maxInFlight,
         verify: c.verify,
+        leaseGuarded: o.lease !== undefined,
         ...(c.batchPages !== undefined ? { batchPages: c.batchPages } : {}),
         ...(c.highWaterBytes !== undefined ? { highWaterBytes: c.highWaterBytes } : {}),
         ...(c.maxInFlightBytes !== undefined ? { maxInFlightBytes: c.maxInFlightBytes } : {}),
@@ -773,6 +932,7 @@ export class Node {
         colo,
         heartbeat: this.config.heartbeat,
         verify: this.config.verify,
+        deferActivation: o.lease !== undefined,
         ...(this.config.turnMs !== undefined ? { turnMs: this.config.turnMs } : {}),
         ...(this.config.turnUnits !== undefined ? { turnUnits: this.config.turnUnits } : {}),
         ...(this.config.inlinePages !== undefined ? { inlinePages: this.config.inlinePages } : {}),

@@ -178,6 +178,11 @@ export interface BackupConfig {
   turnUnits?: number;
   /** Batches of at most this many pages are decoded on this thread, not by the page workers. */
   inlinePages?: number;
+  /**
+   * With a lease (src/node/node.ts): a lost primary is only a suspicion
+   * (`suspected`); the node activates this backup once it holds the lease.
+   */
+  deferActivation?: boolean;
 }
 
 /** Defaults of the receive path's budget: a turn stays well under 5 ms. */
@@ -338,6 +343,13 @@ export class BackupMachine {
   private activation: Activation | undefined;
   /** Why the image is stale (the primary continued without it), until a sync completes. */
   stale: string | undefined;
+  /**
+   * With `deferActivation`: why this backup would activate now (the primary
+   * is lost), until the node activates it or a primary connects again.
+   */
+  suspected: FailoverReason | undefined;
+  /** The generation under which the image was last brought up to date (0: none). */
+  imageGeneration = 0;
   /**
    * The staleness is only suspected (this node's own long stall, which ended
    * at this time): the primary's reply to a heartbeat sent after it disproves it.
@@ -511,6 +523,7 @@ export class BackupMachine {
     }
     this.links.active = c;
     this.graceUntil = undefined;
+    this.suspected = undefined;
     const peer = c.peer;
     if (peer && peer.generation > this.generation) {
       this.generation = peer.generation;
@@ -544,7 +557,7 @@ export class BackupMachine {
     this.emit({ type: "peer.lost", reason, planned });
     if (this.syncMode === "full") this.syncMode = undefined;
     if (goodbye === GOODBYE_REASON.switchover && this.switchoverRequested && this.imageValid) {
-      this.activate("planned");
+      this.primaryGone("planned");
       return;
     }
     if (said && (goodbye === GOODBYE_REASON.continuing || goodbye === GOODBYE_REASON.fenced)) {
@@ -573,7 +586,7 @@ export class BackupMachine {
       return;
     }
     if (abrupt) {
-      this.activate("peer_lost");
+      this.primaryGone("peer_lost");
       return;
     }
     // We (or the primary, with a reason) closed a live link: give the primary one heartbeat
@@ -1174,6 +1187,7 @@ export class BackupMachine {
       });
       this.syncMode = undefined;
     }
+    this.imageGeneration = this.generation;
     this.setState("standby", sync ? `synced at epoch ${r.epoch}` : this._lastChange);
     const applyMs = this.hr() - a.t0;
     this.emit({
@@ -1264,7 +1278,7 @@ export class BackupMachine {
         });
         if (this.imageValid && !this.stale) {
           // The link is still ours: activate() sends the FENCED claim on it before closing it.
-          this.activate("heartbeat_timeout");
+          this.primaryGone("heartbeat_timeout");
           return;
         }
         this.links.active = undefined;
@@ -1285,8 +1299,48 @@ export class BackupMachine {
     }
     if (judge && this.graceUntil !== undefined && now >= this.graceUntil) {
       this.graceUntil = undefined;
-      if (this.imageValid && !this.stale) this.activate("peer_lost");
+      if (this.imageValid && !this.stale) this.primaryGone("peer_lost");
     }
+  }
+
+  /**
+   * The primary is lost: activate now, or (with `deferActivation`) suspect it
+   * and let the node activate once it holds the lease. Why defer: with a
+   * lease the primary may be alive and renewing on the other side of a
+   * partition; only the lease service can say it is gone.
+   */
+  private primaryGone(reason: FailoverReason): void {
+    if (!this.config.deferActivation) {
+      this.activate(reason);
+      return;
+    }
+    const c = this.links.active;
+    this.links.active = undefined;
+    c?.abort(`primary lost (${reason})`);
+    this.graceUntil = undefined;
+    this.suspected = reason;
+    this.setState("waiting", `primary lost (${reason}); activating once the lease is ours`);
+  }
+
+  /**
+   * With a lease: this backup suspects its primary now (a manual failover).
+   * Refused like `activate` when the image is missing or stale.
+   */
+  suspect(reason: FailoverReason): void {
+    this.settleImage();
+    if (!this.imageValid)
+      throw new RemusError("REMUSD_ERR_WRONG_ROLE", "cannot activate: the backup has no complete image yet");
+    if (this.stale)
+      throw new RemusError("REMUSD_ERR_WRONG_ROLE", `cannot activate: the image is stale (${this.stale})`);
+    this.primaryGone(reason);
+  }
+
+  /** The lease service says the lineage moved past this image (generation `current`): wait for a resync. */
+  lineageMoved(current: number): void {
+    this.suspected = undefined;
+    this.stale = `the primary went on without this backup (lineage at generation ${current})`;
+    this.emit({ type: "failover.impossible", reason: this.stale });
+    this.setState("waiting", `image stale: ${this.stale}`);
   }
 
   /**
@@ -1333,7 +1387,7 @@ export class BackupMachine {
    * Resumes the domain from the last applied epoch under a new generation.
    * Any partial checkpoint is discarded; the old primary is told it is fenced.
    */
-  activate(reason: FailoverReason): Activation {
+  activate(reason: FailoverReason, leaseGeneration = 0): Activation {
     if (this.activation) return this.activation;
     // A checkpoint whose END checked is applied whole before anything reads the image.
     this.settleImage();
@@ -1349,7 +1403,9 @@ export class BackupMachine {
     }
     this.discardStaging(`activation (${reason})`);
     this.coloEnd();
-    const generation = this.generation + 1;
+    // With a lease, the generation is the one the lease service handed out with it.
+    const generation = Math.max(this.generation + 1, leaseGeneration);
+    this.suspected = undefined;
     const c = this.links.active;
     this.links.active = undefined;
     // Why first: the old primary must learn, on the link it trusts, that it is superseded.

@@ -17,6 +17,10 @@
  *  - Suspension (a node that was itself stalled, until it has read what
  *    arrived meanwhile): nothing leaves, not even acknowledged output; what
  *    is due leaves on `resume`, unless the node was fenced meanwhile.
+ *  - The gate (with a lease: the node holds it and its deadline, less the
+ *    margin, has not passed): read at every send, announcements included;
+ *    while closed, everything is held as while suspended, and what became
+ *    due leaves on `flush` once it opens again.
  */
 import type { Domain } from "../domain/domain.js";
 import { Nic } from "../guest/nic.js";
@@ -31,6 +35,8 @@ export interface NetDeviceOptions {
   readonly outputCommit: boolean;
   readonly limits?: NetbufLimits;
   readonly observeDelay?: (seconds: number) => void;
+  /** Whether output may leave now (the lease); default: always. */
+  readonly gate?: () => boolean;
 }
 
 export class NetDevice {
@@ -45,9 +51,11 @@ export class NetDevice {
   private suspended = false;
   /** The highest epoch acknowledged (its output may leave once not suspended). */
   private acked = 0;
+  private readonly gate: () => boolean;
 
   constructor(private readonly opts: NetDeviceOptions) {
     this.nic = new Nic(opts.domain);
+    this.gate = opts.gate ?? (() => true);
     this.netbuf = new Netbuf(
       opts.limits ?? DEFAULT_NETBUF_LIMITS,
       (f, epoch) => {
@@ -77,7 +85,7 @@ export class NetDevice {
    */
   pump(epoch: number, mustWait: boolean, now: number): void {
     if (!this.active || !this.nic.configured) return;
-    const hold = this.suspended || (mustWait && this.opts.outputCommit);
+    const hold = this.suspended || (mustWait && this.opts.outputCommit) || !this.gate();
     if (!hold && this.netbuf.packets > 0) this.netbuf.releaseAll(now);
     for (;;) {
       if (hold && !this.netbuf.hasRoom(1514)) return; // backpressure: the ring keeps the rest
@@ -104,7 +112,7 @@ export class NetDevice {
    */
   sendNow(frame: Buffer, epoch: number, now: number): void {
     if (!this.active) return;
-    if (this.suspended) this.netbuf.hold(frame, epoch, now);
+    if (this.suspended || !this.gate()) this.netbuf.hold(frame, epoch, now);
     else {
       this.sent++;
       this.opts.sendFrame(frame, epoch);
@@ -119,7 +127,7 @@ export class NetDevice {
   /** Epoch `epoch` is acknowledged: its output may leave. */
   committed(epoch: number, now: number): void {
     this.acked = Math.max(this.acked, epoch);
-    if (!this.suspended) this.netbuf.release(epoch, now);
+    if (!this.suspended && this.gate()) this.netbuf.release(epoch, now);
   }
 
   /** Nothing leaves until `resume` (the node was stalled and has not read its links yet). */
@@ -131,7 +139,13 @@ export class NetDevice {
   resume(now: number): void {
     if (!this.suspended) return;
     this.suspended = false;
-    if (this.active) this.netbuf.release(this.acked, now);
+    if (this.active && this.gate()) this.netbuf.release(this.acked, now);
+  }
+
+  /** What was acknowledged while the gate was closed leaves now, if it is open. */
+  flush(now: number): void {
+    if (this.active && !this.suspended && this.netbuf.packets > 0 && this.gate())
+      this.netbuf.release(this.acked, now);
   }
 
   get isSuspended(): boolean {
@@ -140,7 +154,7 @@ export class NetDevice {
 
   /** Nothing to wait for any more (the backup is gone): release everything held. */
   releaseAll(now: number): void {
-    if (!this.suspended && this.active) this.netbuf.releaseAll(now);
+    if (!this.suspended && this.active && this.gate()) this.netbuf.releaseAll(now);
   }
 
   /**
@@ -158,7 +172,7 @@ export class NetDevice {
    * LAN's switches learn its port. Only while active and not suspended.
    */
   announce(epoch: number): void {
-    if (!this.active || this.suspended || !this.nic.configured) return;
+    if (!this.active || this.suspended || !this.nic.configured || !this.gate()) return;
     const mac = this.nic.mac;
     const ip = this.nic.ip;
     const f = Buffer.alloc(42);

@@ -153,6 +153,13 @@ export interface PrimaryConfig {
   inlinePages: number;
   /** COLO mode (see the header): after the sync, a lock-stepped secondary and checkpoints on request. */
   colo: boolean;
+  /**
+   * With a lease (src/node/node.ts): a backup that may hold an image is never
+   * taken for gone on this node's word alone. Where the rules above would
+   * release, the primary keeps holding and asks (`continueWanted`) to move
+   * the lineage on in the lease service first (`continueAlone`).
+   */
+  leaseGuarded?: boolean;
 }
 
 export const DEFAULT_PRIMARY_CONFIG: PrimaryConfig = {
@@ -350,6 +357,8 @@ export class PrimaryMachine {
    * until it acknowledges this epoch (or a later one).
    */
   private doubtUntilAck: number | undefined;
+  /** With a lease: the rules without one would release now; the node moves the lineage on first. */
+  private wantContinue = false;
   private stopKind: "switchover" | "shutdown" | undefined;
   private finalEpoch: number | undefined;
   /** The COLO session on the active link, if any. */
@@ -424,6 +433,57 @@ export class PrimaryMachine {
     if (!this.running) return "discard";
     if (this._state === "protected" || this.backupMayActivate) return "hold";
     return "release";
+  }
+
+  /** With `leaseGuarded`: the backup is gone by the rules without a lease; output waits for `continueAlone`. */
+  get continueWanted(): boolean {
+    return this.wantContinue && this.running && this.backupMayActivate;
+  }
+
+  /**
+   * With `leaseGuarded`: the lease service moved the lineage on to
+   * `generation` (no backup image of an older one can win the lease any more),
+   * so this primary goes on without its backup: output is released. A link
+   * that opened meanwhile is dropped so that its backup resyncs under the new
+   * generation.
+   */
+  continueAlone(generation: number): void {
+    if (!this.running) return;
+    this.wantContinue = false;
+    this.generation = Math.max(this.generation, generation);
+    this.doubtUntilAck = undefined;
+    const c = this.links.active;
+    if (c) {
+      this.dropConn(c, `the primary went on alone as generation ${this.generation}`, {
+        planned: false,
+        backupGone: false,
+        say: [GOODBYE_REASON.resync, `the primary went on as generation ${this.generation}: resync`],
+      });
+    }
+    this.backupMayActivate = false;
+    this._lastChange = `the lineage moved on to generation ${this.generation}: output released`;
+    this.hooks.onState?.(this._state, this._lastChange);
+  }
+
+  /**
+   * The lease was lost (not renewed before its deadline, or refused): the
+   * domain stops at once and output is discarded; the backup, if connected,
+   * is told to resync (it may take the lease and activate).
+   */
+  leaseLost(reason: string): void {
+    if (!this.running) return;
+    this.running = false;
+    const c = this.links.active;
+    if (c) {
+      this.dropConn(c, "lease lost", {
+        planned: false,
+        backupGone: false,
+        say: [GOODBYE_REASON.resync, `the primary lost its lease: ${reason}`],
+      });
+    }
+    this.links.closePending(GOODBYE_REASON.resync, `the primary lost its lease: ${reason}`);
+    this.emit({ type: "fenced", reason: `lease lost: ${reason}`, peerGeneration: this.generation });
+    this.setState("fenced", `fenced: lease lost (${reason})`);
   }
 
   /** Whether guest output must be held until commit. */
@@ -688,6 +748,7 @@ export class PrimaryMachine {
       return;
     }
     this.links.active = c;
+    this.wantContinue = false;
     const peerNode = Buffer.from(peer.nodeId).toString("hex");
     const imageValid = (peer.flags & HELLO_FLAG.imageValid) !== 0;
     // Why: the backup we may have left able to activate is this node; without an image it no
@@ -884,7 +945,10 @@ export class PrimaryMachine {
     this.rewindAwaited = undefined;
     if (how.say) c.goodbye(how.say[0], how.say[1], how.claim);
     else c.goodbye(GOODBYE_REASON.resync, `the primary dropped this connection: ${reason}`);
-    if (how.backupGone && this.doubtUntilAck === undefined) this.backupMayActivate = false;
+    if (how.backupGone && this.doubtUntilAck === undefined) {
+      if (this.config.leaseGuarded) this.wantContinue = this.backupMayActivate;
+      else this.backupMayActivate = false;
+    }
     // The backup's pages are no longer known: no XOR base survives the link.
     this.cache?.clear();
     // Why: nothing the backup did not acknowledge may be forgotten; mark it dirty again.
@@ -1036,9 +1100,10 @@ export class PrimaryMachine {
       this.dropConn(c, "heartbeat timeout: the backup stopped answering", {
         planned: false,
         backupGone: !doubt,
-        say: doubt
-          ? [GOODBYE_REASON.resync, "heartbeat timeout after this primary's own stall: resync"]
-          : [GOODBYE_REASON.continuing, "heartbeat timeout: the primary continues without this backup"],
+        say:
+          doubt || this.config.leaseGuarded
+            ? [GOODBYE_REASON.resync, "heartbeat timeout: resync"]
+            : [GOODBYE_REASON.continuing, "heartbeat timeout: the primary continues without this backup"],
       });
       return;
     }

@@ -12,6 +12,14 @@
  *                 resumes with its clock jumped, and what queued for it arrives
  *   restart()     a dead node starts again as its command says (a fresh domain;
  *                 the persisted generation and store survive)
+ *   jump(ms)      its monotonic clock leaps forward (its lease deadline is
+ *                 on that clock: a jump can only shorten the lease)
+ *
+ * With `lease` in the options the cluster has a lease service (the
+ * linearizable MemoryLeaseStore of src/lease/memory.ts, on the world's clock,
+ * with its own faults: a node cut from it, slow answers) and every node runs
+ * production's `Lease` against it on its own clock, its timers and answers
+ * passing the node's gate (a paused node hears nothing, a dead one never).
  *
  * `Cluster` holds the nodes, the replication network, the LAN, the clients
  * and the history the checkers read.
@@ -23,6 +31,10 @@ import { Domain, geometryOfMiB } from "../../src/domain/domain.js";
 import { PlainMemory } from "../../src/domain/memory.js";
 import { formatStandaloneHeap } from "../../src/guest/mm.js";
 import { parseWorkload } from "../../src/guest/workload.js";
+import { Lease } from "../../src/lease/lease.js";
+import { MemoryLeaseStore } from "../../src/lease/memory.js";
+import type { Cancel, LeaseService } from "../../src/lease/service.js";
+import type { LeaseTiming } from "../../src/lease/spec.js";
 import { NetStack } from "../../src/net/stack.js";
 import { Node, type NodeEvent, type NodeRole } from "../../src/node/node.js";
 import { InlineWorkers } from "../../src/pipeline/inline.js";
@@ -80,7 +92,18 @@ export interface ClusterOptions {
   readonly backupDomainMiB?: number;
   /** The domain settings a backup is given explicitly (they must agree with its primary's). */
   readonly pinned?: PinnedConfig;
+  /** A lease service and its timing (absent: generation-only fencing). */
+  readonly lease?: LeaseTiming;
 }
+
+/** The lease timing of the simulations: a TTL of two heartbeat timeouts (with the defaults, 200 ms). */
+export const SIM_LEASE: LeaseTiming = {
+  ttlMs: 200,
+  marginMs: 20,
+  renewEveryMs: 60,
+  retryMs: 20,
+  requestTimeoutMs: 60,
+};
 
 /** A store whose commits complete after a persistence delay (`slow`), in order. */
 export class SimStore implements BackupStore {
@@ -168,6 +191,10 @@ export class SimNode implements Endpoint {
   private dialled: SimPort | undefined;
   private readonly dialRng: Prng;
   private readonly toLan: (f: Uint8Array) => void;
+  /** How far this node's monotonic clock is ahead of the world's (clock jumps). */
+  private skew = 0;
+  /** The lease of the running incarnation (with a lease service). */
+  lease: Lease | undefined;
 
   constructor(
     readonly cluster: Cluster,
@@ -186,6 +213,16 @@ export class SimNode implements Endpoint {
 
   get world(): World {
     return this.cluster.world;
+  }
+
+  /** This node's monotonic clock. */
+  get now(): number {
+    return this.world.now + this.skew;
+  }
+
+  /** The node's clock leaps forward by `ms` (a monotonic clock never goes back). */
+  jump(ms: number): void {
+    this.skew += Math.max(0, ms);
   }
 
   /** The running incarnation's node. */
@@ -233,6 +270,8 @@ export class SimNode implements Endpoint {
       typeof o.workers === "function"
         ? o.workers(this.name, defer)
         : new InlineWorkers(o.workers === "at-once" ? {} : { defer });
+    this.lease?.abandon();
+    this.lease = c.leaseStore && o.lease ? this.newLease(c.leaseStore, o.lease, inc) : undefined;
     this.current = new Node({
       domain: this.domain,
       key: o.key ?? Buffer.from("simulation-key"),
@@ -276,10 +315,53 @@ export class SimNode implements Endpoint {
             }
           : { role: "backup", ...(o.pinned ? { pinned: o.pinned } : {}) },
       generation,
-      hrClock: () => w.now,
+      hrClock: () => this.now,
+      ...(this.lease ? { lease: this.lease } : {}),
     });
     this.status = "up";
     this.startStepping(Math.floor(w.now) + 1);
+  }
+
+  /** Production's lease on this node's clock, its timers and the service's answers through the gate of incarnation `inc`. */
+  private newLease(store: MemoryLeaseStore, timing: LeaseTiming, inc: number): Lease {
+    const gate = this.gateOf(inc);
+    const w = this.world;
+    const s = store.client(this.name);
+    const g =
+      <A>(reply: (a: A) => void) =>
+      (a: A) =>
+        gate(() => reply(a));
+    const service: LeaseService = {
+      grant: (ttl, r) => s.grant(ttl, g(r)),
+      keepAlive: (id, r) => s.keepAlive(id, g(r)),
+      revoke: (id, r) => s.revoke(id, g(r)),
+      campaign: (id, cand, since, r, from) => s.campaign(id, cand, since, g(r), from),
+      advance: (id, from, r) => s.advance(id, from, g(r)),
+      holder: (r) => s.holder(g(r)),
+      watchHolder: (fn) => s.watchHolder((h) => gate(() => fn(h))),
+      close: () => s.close(),
+    };
+    const lease = new Lease({
+      service,
+      timing,
+      candidate: { nodeId: this.name, address: `sim://${this.name}`, control: `sim://${this.name}/api` },
+      clock: {
+        now: () => this.now,
+        after: (ms, fn): Cancel => {
+          let live = true;
+          const ev = w.after(Math.max(0, ms), () => gate(() => live && fn()));
+          return {
+            cancel: () => {
+              live = false;
+              ev.cancel();
+            },
+          };
+        },
+        wallTime: () => new Date(Date.UTC(2026, 0, 1) + this.now).toISOString(),
+      },
+    });
+    lease.on((e) => this.cluster.history.lease(w.now, this.name, e));
+    return lease;
   }
 
   private startStepping(first: number): void {
@@ -288,7 +370,7 @@ export class SimNode implements Endpoint {
 
   private step(): void {
     const now = this.world.now;
-    this.node.step(now);
+    this.node.step(this.now);
     if (this.dialled && !this.dialled.open) {
       this.dialled = undefined;
       this.backoff();
@@ -336,6 +418,8 @@ export class SimNode implements Endpoint {
     if (this.status === "dead") return;
     this.status = "dead";
     this.stepper?.cancel();
+    // The process is gone: its lease is neither renewed nor revoked (it expires at the service).
+    this.lease?.abandon();
     this.inbox = [];
     const repl = this.cluster.repl;
     if (links === "reset") repl.cut(this.name, `${this.name} died`);
@@ -421,6 +505,8 @@ export class SimClient implements Endpoint {
 
 export class Cluster {
   readonly partitions = new Partitions();
+  /** The lease service (with `opts.lease`). */
+  readonly leaseStore: MemoryLeaseStore | undefined;
   readonly repl: ReplNet;
   readonly lan: SimLan;
   readonly history = new History();
@@ -434,6 +520,13 @@ export class Cluster {
   ) {
     this.repl = new ReplNet(world, this.partitions);
     this.lan = new SimLan(world, this.partitions);
+    if (opts.lease) {
+      const rng = world.stream("lease-service");
+      this.leaseStore = new MemoryLeaseStore(
+        { now: () => world.now, after: (ms, fn) => world.after(ms, fn) },
+        { latencyMs: () => 0.2 + rng.float() * 0.6 },
+      );
+    }
   }
 
   addNode(name: string, role: NodeRole): SimNode {
@@ -475,12 +568,12 @@ export class Cluster {
     const node = sn.node;
     const inc = sn.incarnation;
     port.onFrame = (d) => {
-      if (sn.incarnation === inc) node.frame(port, d, this.world.now);
+      if (sn.incarnation === inc) node.frame(port, d, sn.now);
     };
     port.onClose = (r) => {
-      if (sn.incarnation === inc) node.detach(port, this.world.now, r);
+      if (sn.incarnation === inc) node.detach(port, sn.now, r);
     };
-    sn.gateOf(inc)(() => node.attach(port, this.world.now));
+    sn.gateOf(inc)(() => node.attach(port, sn.now));
   }
 
   /**
@@ -506,6 +599,8 @@ export function pairOf(
   const a = cluster.addNode("a", "primary");
   const b = cluster.addNode("b", "backup");
   a.peer = b;
+  // With a lease either node may become the primary that dials the other.
+  if (opts.lease) b.peer = a;
   return { world, cluster, a, b };
 }
 

@@ -21,6 +21,8 @@
  *    applied, is exactly the state a primary checkpointed for that epoch
  *    (with verify).
  */
+import type { LeaseEvent } from "../../src/lease/core.js";
+import type { StoreEntry } from "../../src/lease/memory.js";
 import type { NodeEvent } from "../../src/node/node.js";
 
 export type Entry =
@@ -42,7 +44,8 @@ export type Entry =
       readonly mustWait: boolean;
       /** The primary's committed epoch at the release. */
       readonly committed: number;
-    };
+    }
+  | { readonly t: number; readonly node: string; readonly kind: "lease"; readonly e: LeaseEvent };
 
 type EventOf<T extends NodeEvent["type"]> = Extract<NodeEvent, { type: T }>;
 
@@ -51,6 +54,10 @@ export class History {
 
   event(t: number, node: string, generation: number, e: NodeEvent): void {
     this.entries.push({ t, node, kind: "event", generation, e });
+  }
+
+  lease(t: number, node: string, e: LeaseEvent): void {
+    this.entries.push({ t, node, kind: "lease", e });
   }
 
   release(
@@ -104,7 +111,13 @@ export class History {
 
 /** A broken invariant: what and where, for the test's failure message. */
 export interface Violation {
-  readonly invariant: "single-releaser" | "output-commit" | "superseded" | "lost-on-failover" | "digest";
+  readonly invariant:
+    | "single-releaser"
+    | "output-commit"
+    | "superseded"
+    | "lost-on-failover"
+    | "digest"
+    | "under-lease";
   readonly detail: string;
 }
 
@@ -222,6 +235,34 @@ export function digests(h: History): Violation[] {
         invariant: "digest",
         detail: `${node} applied epoch ${e.epoch} with digest ${e.digest.slice(0, 16)}, which no primary checkpointed`,
       });
+    }
+  }
+  return out;
+}
+
+/**
+ * With a lease service: every frame a node released left while the service
+ * had that node as the holder (between its acquisition and the expiry or
+ * revocation of that lease), by the service's own clock.
+ */
+export function underLease(h: History, store: readonly StoreEntry[]): Violation[] {
+  const spans: { node: string; from: number; to: number; leaseId: string }[] = [];
+  for (const e of store) {
+    if (e.kind === "acquired") {
+      spans.push({ node: e.record.nodeId, from: e.t, to: Number.POSITIVE_INFINITY, leaseId: e.leaseId });
+    } else if (e.kind === "expired" || e.kind === "revoked") {
+      const s = spans.find((x) => x.leaseId === e.leaseId && x.to === Number.POSITIVE_INFINITY);
+      if (s) s.to = e.t;
+    }
+  }
+  const out: Violation[] = [];
+  for (const r of h.releases()) {
+    if (!spans.some((s) => s.node === r.node && s.from <= r.t && r.t < s.to)) {
+      out.push({
+        invariant: "under-lease",
+        detail: `${r.node} released a frame of epoch ${r.epoch} at ${r.t.toFixed(3)} ms without holding the lease`,
+      });
+      if (out.length >= 5) break;
     }
   }
   return out;
