@@ -18,7 +18,9 @@
  *    revoked so the other node can take over without waiting for the TTL).
  *
  * Every request has a timeout (`requestTimeoutMs`); an answer after it is
- * ignored. At most one keep-alive is in flight. A lease lost, released or
+ * ignored, except a keep-alive's (its deadline counts from when it was sent,
+ * so a slow service still renews). At most one keep-alive is in flight at a
+ * time, though a late one may still be answered. A lease lost, released or
  * whose acquisition failed half-way is revoked, best effort, so that its key
  * goes at once rather than at the end of its TTL.
  */
@@ -398,17 +400,31 @@ export class Lease {
     const id = this.leaseId;
     const sentAt = this.core.renewalSent(now);
     if (id === undefined || sentAt === undefined) return;
-    this.call<KeepAlive>(
-      (r) => this.service.keepAlive(id, r),
-      (a) => {
-        if (this.leaseId !== id) return;
-        const at = this.clock.now();
-        if (a.ok) this.core.renewed(at, sentAt, a.value.ttlMs);
-        else if (a.error.kind === "lease-not-found") this.core.refused(at);
-        else this.core.renewalFailed(at, sentAt);
-        if (this.core.state === "held") this.schedule();
-      },
-    );
+    let answered = false;
+    // No answer in time: retry soon; but a late answer still counts (below).
+    const timer = this.clock.after(this.timing.requestTimeoutMs, () => {
+      if (answered || this.leaseId !== id) return;
+      this.core.renewalFailed(this.clock.now(), sentAt);
+      if (this.core.state === "held") this.schedule();
+    });
+    const onAnswer = (a: Answer<KeepAlive>): void => {
+      if (answered) return;
+      answered = true;
+      timer.cancel();
+      if (this.leaseId !== id) return;
+      const at = this.clock.now();
+      // Why a late answer is safe to use: the deadline it gives is sentAt + TTL, from when this
+      // keep-alive was sent, and the core judges expiry before it looks at any answer.
+      if (a.ok) this.core.renewed(at, sentAt, a.value.ttlMs);
+      else if (a.error.kind === "lease-not-found") this.core.refused(at);
+      else this.core.renewalFailed(at, sentAt);
+      if (this.core.state === "held") this.schedule();
+    };
+    try {
+      this.service.keepAlive(id, onAnswer);
+    } catch (e) {
+      onAnswer(fail("unavailable", e instanceof Error ? e.message : String(e), e));
+    }
   }
 
   private revoke(id: string): void {

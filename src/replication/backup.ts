@@ -1352,6 +1352,9 @@ export class BackupMachine {
     this.links.stalled(ms, now);
     if (this.graceUntil !== undefined) this.graceUntil += ms;
     const hb = this.config.heartbeat;
+    // With a lease the service says whether the primary went on past this image (a campaign
+    // from the image's generation fails once it has): no suspicion is needed.
+    if (this.config.deferActivation) return;
     if (gap >= hb.intervalMs * (hb.misses - 1) && this.imageValid && !this.stale) {
       this.stale = `this backup was stalled for ${Math.round(gap)} ms: the primary may have gone on without it`;
       this.staleByStallUntil = now;

@@ -230,13 +230,26 @@ describe("lease driver on the in-memory service", () => {
     generationsIncrease(w);
   });
 
-  test("answers slower than the request timeout: nothing is held, nothing is unsafe", () => {
+  test("answers slower than the request timeout but well within the TTL: the holder keeps the lease (a late keep-alive counts from when it was sent)", () => {
     const w = world(["a", "b"]);
     const [a, b] = w.nodes as [SimNode, SimNode];
     a.lease.campaign();
     w.vt.run(1000, () => a.lease.state === "held");
     b.lease.campaign();
     w.store.setSlow(1200);
+    w.vt.run(15_000);
+    assert.equal(holder(w), a);
+    assert.equal(a.lease.state, "held");
+    assert.deepEqual(w.violations, []);
+  });
+
+  test("answers slower than the TTL: nothing is held, nothing is unsafe", () => {
+    const w = world(["a", "b"]);
+    const [a, b] = w.nodes as [SimNode, SimNode];
+    a.lease.campaign();
+    w.vt.run(1000, () => a.lease.state === "held");
+    b.lease.campaign();
+    w.store.setSlow(3500);
     w.vt.run(15_000);
     assert.equal(holder(w), undefined);
     w.store.setSlow(0);

@@ -52,7 +52,15 @@ export type Fault =
       readonly forMs: number;
     }
   /** The node's store takes `ms` per commit for `forMs`. */
-  | { readonly kind: "slow-store"; readonly target: Target; readonly ms: number; readonly forMs: number };
+  | { readonly kind: "slow-store"; readonly target: Target; readonly ms: number; readonly forMs: number }
+  /** The nodes cannot reach each other for `forMs` (both alive; clients reach both): a replication link cut. */
+  | { readonly kind: "link-cut"; readonly target: Target; readonly forMs: number }
+  /** The node cannot reach the lease service for `forMs` (requests and answers lost). */
+  | { readonly kind: "lease-cut"; readonly target: Target; readonly forMs: number }
+  /** The lease service answers the node `ms` late for `forMs`. */
+  | { readonly kind: "lease-slow"; readonly target: Target; readonly ms: number; readonly forMs: number }
+  /** The node's monotonic clock leaps `ms` ahead. */
+  | { readonly kind: "clock-jump"; readonly target: Target; readonly ms: number };
 
 export type FaultKind = Fault["kind"];
 
@@ -68,6 +76,11 @@ export interface NemesisOptions {
   readonly maxPauseMs: number;
   /** Partitions last 20..maxPartitionMs (default 220). */
   readonly maxPartitionMs?: number;
+  /** Link cuts and lease cuts last 20..maxCutMs (default 1500: long ones outlast every timeout and the lease). */
+  readonly maxCutMs?: number;
+  /** Slow lease answers are up to this late (default 100 ms); clock jumps up to maxJumpMs (default 500). */
+  readonly maxLeaseSlowMs?: number;
+  readonly maxJumpMs?: number;
   /** A faulty replication link adds up to this much delay (and as much jitter), and drops/duplicates up to these rates. */
   readonly maxLinkDelayMs: number;
   readonly maxLinkDrop: number;
@@ -161,6 +174,13 @@ export class Nemesis {
         };
       case "slow-store":
         return { kind, target: "backup", ms: 1 + r.int(30), forMs };
+      case "link-cut":
+      case "lease-cut":
+        return { kind, target, forMs: 20 + r.int(o.maxCutMs ?? 1500) };
+      case "lease-slow":
+        return { kind, target, ms: 1 + r.int(o.maxLeaseSlowMs ?? 100), forMs };
+      case "clock-jump":
+        return { kind, target, ms: 1 + r.int(o.maxJumpMs ?? 500) };
     }
   }
 
@@ -193,6 +213,11 @@ export class Nemesis {
     const n = this.pick(f.target as Target);
     if (!n) {
       this.note(f, `skipped: no ${f.target} is up`);
+      return;
+    }
+    const fatal = c.leaseStore ? this.leaseFatal(f, n) : undefined;
+    if (fatal) {
+      this.note(f, `skipped: ${fatal}`);
       return;
     }
     switch (f.kind) {
@@ -276,7 +301,61 @@ export class Nemesis {
         this.note(f, `${n.name}'s store ${f.ms} ms a commit for ${f.forMs} ms`);
         w.after(f.forMs, () => n.store.slow(0));
         return;
+      case "link-cut":
+        c.partition(
+          [n.name],
+          [...c.nodes.keys()].filter((k) => k !== n.name),
+        );
+        this.note(f, `${n.name} cut from the other nodes (clients reach all) for ${f.forMs} ms`);
+        w.after(f.forMs, () => c.heal());
+        return;
+      case "lease-cut":
+      case "lease-slow": {
+        const store = c.leaseStore;
+        if (!store) {
+          this.note(f, "skipped: no lease service");
+          return;
+        }
+        if (f.kind === "lease-cut") {
+          store.cut(n.name);
+          w.after(f.forMs, () => store.heal(n.name));
+          this.note(f, `${n.name} cut from the lease service for ${f.forMs} ms`);
+        } else {
+          store.setSlow(f.ms, n.name);
+          w.after(f.forMs, () => store.setSlow(0, n.name));
+          this.note(f, `the lease service answers ${n.name} ${f.ms} ms late for ${f.forMs} ms`);
+        }
+        return;
+      }
+      case "clock-jump":
+        n.jump(f.ms);
+        this.note(f, `${n.name}'s clock +${f.ms} ms`);
+        return;
     }
+  }
+
+  /**
+   * Under a lease, a primary that cannot renew for the TTL (frozen, cut from
+   * the lease service, its answers too slow, its clock leaping) stops as surely
+   * as a killed one: such a fault needs a synced backup that can take the
+   * lease, and a fault on the backup needs a primary that holds it. Returns
+   * why the fault would leave nobody able to run the domain, if it would.
+   */
+  private leaseFatal(f: Fault, n: SimNode): string | undefined {
+    const store = this.cluster.leaseStore;
+    const others = [...this.cluster.nodes.values()].filter((m) => m !== n);
+    const canRun = (m: SimNode) => m.status === "up" && !store?.isCut(m.name);
+    if (n.node.roleName === "primary") {
+      if (!["kill", "pause", "lease-cut", "lease-slow", "clock-jump"].includes(f.kind)) return undefined;
+      return others.some((m) => canRun(m) && m.node.state === "standby")
+        ? undefined
+        : `${n.name} is the primary, and no synced backup could take its lease`;
+    }
+    if (!["kill", "pause"].includes(f.kind)) return undefined;
+    const w = this.cluster.world;
+    return others.some((m) => canRun(m) && m.node.primary?.isRunning && m.node.lease?.mayRelease(m.now))
+      ? undefined
+      : `${n.name} is the backup, and no primary holds the lease (w ${w.now.toFixed(0)})`;
   }
 
   /** Whether a node other than `n` is alive and runs the domain. */
