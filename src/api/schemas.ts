@@ -115,6 +115,21 @@ export const Status = Type.Object(
       running: Type.Boolean({ description: "the guest is running here (only on a primary)" }),
       digestEpoch: Nullable(Type.Integer(), "epoch of the last digest computed at a checkpoint (--verify)"),
       digest: Nullable(Type.String(), "that digest"),
+      generationId: Type.String({
+        description:
+          "the VM Generation ID in the device block (hex): the same while the domain continues (failover, switchover, rewind), new when it starts from an image that may also exist elsewhere",
+      }),
+      config: Nullable(
+        Type.Object({
+          memoryMiB: Type.Number(),
+          diskMiB: Type.Number(),
+          intervalMs: Type.Integer(),
+          guestMac: Type.String(),
+          guestIp: Type.String(),
+          workload: Type.String(),
+        }),
+        "the domain's configuration: a primary's own, or the one a backup took from its primary's stream (DOMAIN_CONFIG; null before the first)",
+      ),
     }),
     lastRoleChange: Type.Object({
       from: Nullable(Role),

@@ -3,6 +3,7 @@
  * machine report, in the shapes of `schemas.ts`; PATCH /v1/config.
  */
 import type { Daemon } from "../daemon/daemon.js";
+import { configSummary } from "../domain/config.js";
 import type { HeartbeatConfig } from "../replication/heartbeat.js";
 import { VERSION } from "../version.js";
 import type { Config, ConfigPatch, Status } from "./schemas.js";
@@ -34,7 +35,14 @@ export function statusOf(d: Daemon): Status {
     mode: d.node.mode,
     colo: coloOf(d),
   };
-  const geometry = { pages: d.domain.pages, pageSize: 4096, diskBlocks: d.domain.disk.blocks };
+  const cfg = d.node.domainConfig;
+  const geometry = {
+    pages: d.domain.pages,
+    pageSize: 4096,
+    diskBlocks: d.domain.disk.blocks,
+    generationId: d.domain.device.generationId.toString("hex"),
+    config: cfg ? configSummary(cfg) : null,
+  };
   if (d.primary) {
     const s = d.primary.status();
     return {

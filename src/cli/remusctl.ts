@@ -196,7 +196,7 @@ export function formatStatus(s: Status): string {
     ["disk", `epoch ${s.disk.epoch}, ${s.disk.pendingWrites} pending writes`],
     [
       "domain",
-      `${dom.pages} pages of ${dom.pageSize / 1024} KiB (${bytes(dom.pages * dom.pageSize)}), ${dom.diskBlocks} disk blocks, ${dom.running ? "running" : dom.imageValid ? "image valid" : "no complete image"}; ${digest}`,
+      `${dom.pages} pages of ${dom.pageSize / 1024} KiB (${bytes(dom.pages * dom.pageSize)}), ${dom.diskBlocks} disk blocks, ${dom.running ? "running" : dom.imageValid ? "image valid" : "no complete image"}; ${digest}; generation ID ${dom.generationId}${dom.config ? `; guest ${dom.config.guestIp} (${dom.config.guestMac}), workload ${dom.config.workload}` : ""}`,
     ],
     ["last role change", `${rc.from ?? "-"} -> ${rc.to}: ${rc.reason} (${ago(rc.at)})`],
     ["last state change", s.lastStateChange],

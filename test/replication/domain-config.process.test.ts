@@ -60,8 +60,20 @@ test("a backup with no domain flags adopts the primary's domain, syncs it exactl
     );
     const applied = readEvents(bLog).filter((e) => e.event === "checkpoint.applied");
     for (const e of applied) assert.equal(e.digest, sent.get(e.epoch), `epoch ${e.epoch}`);
-    const st = (await getJson(`${b.control}/v1/status`)).body as { state: string };
+    const st = (await getJson(`${b.control}/v1/status`)).body as {
+      state: string;
+      domain: { generationId: string; config: { memoryMiB: number; workload: string; guestIp: string } };
+    };
     assert.equal(st.state, "standby");
+    assert.deepEqual(
+      [st.domain.config.memoryMiB, st.domain.config.workload, st.domain.config.guestIp],
+      [12, "web", "10.0.0.42"],
+    );
+    // The VM Generation ID travels with the device block: the backup holds the primary's.
+    const ps = (await getJson(`${p.control}/v1/status`)).body as { domain: { generationId: string } };
+    assert.match(ps.domain.generationId, /^[0-9a-f]{32}$/);
+    assert.notEqual(ps.domain.generationId, "0".repeat(32));
+    assert.equal(st.domain.generationId, ps.domain.generationId);
     assert.equal(p.proc.exitCode, undefined);
   });
 });
