@@ -62,6 +62,9 @@ export class Metrics {
   readonly coloCompared: Counter<"result">;
   readonly coloCheckpoints: Counter<"reason">;
   readonly coloReleaseDelay: Histogram;
+  /** With a lease (NODE_METRICS): 1 while held, and the leases lost. */
+  leaseHeld: Gauge | undefined;
+  leaseLost: Counter | undefined;
   /** Where the netbuf gauges read from at each scrape (the daemon sets it). */
   netbufSource: (() => NetbufStats) | undefined;
   /** Where the COLO counters read from at each scrape (the daemon sets it). */
@@ -145,6 +148,8 @@ export class Metrics {
       buckets: RTT_BUCKETS,
       ...reg,
     });
+    this.leaseHeld = undefined;
+    this.leaseLost = undefined;
     this.loopStall = new Histogram({
       name: "remusd_loop_stall_seconds",
       help: "Stalls of the daemon's loop longer than a tenth of the heartbeat interval, by length (they do not count as the peer's silence)",
@@ -285,5 +290,21 @@ export class Metrics {
 
   async exposition(): Promise<string> {
     return this.registry.metrics();
+  }
+
+  /** Registers the lease metrics of NODE_METRICS (a daemon with a lease). */
+  enableLease(): void {
+    if (this.leaseHeld) return;
+    const reg = { registers: [this.registry] };
+    this.leaseHeld = new Gauge({
+      name: "remusd_lease_held",
+      help: "1 while this node holds the domain's lease (its output may leave)",
+      ...reg,
+    });
+    this.leaseLost = new Counter({
+      name: "remusd_lease_lost_total",
+      help: "Leases this node lost: not renewed before the deadline, or refused by the service",
+      ...reg,
+    });
   }
 }

@@ -178,6 +178,38 @@ export const Status = Type.Object(
       }),
       "COLO mode's comparator and checkpoints (null in Remus mode)",
     ),
+    fencing: Type.Union([Type.Literal("lease"), Type.Literal("generation-only")], {
+      description:
+        "lease: output leaves only under the domain's lease (--lease etcd://...); generation-only (--lease none): a partition with both nodes up can run two primaries until they meet",
+    }),
+    lease: Nullable(
+      Type.Object({
+        state: Type.Union([
+          Type.Literal("none"),
+          Type.Literal("acquiring"),
+          Type.Literal("held"),
+          Type.Literal("lost"),
+        ]),
+        generation: Nullable(Type.Integer(), "the generation held or last held"),
+        holder: Nullable(
+          Type.Object({
+            nodeId: Type.String(),
+            generation: Type.Integer(),
+            address: Type.String(),
+            control: Type.String(),
+            since: Type.String(),
+          }),
+          "the holder as last seen (this node while it holds the lease)",
+        ),
+        deadlineInMs: Nullable(
+          Type.Number(),
+          "ms until the lease's deadline on this node's clock (while held; output stops the margin before it)",
+        ),
+        ttlMs: Type.Integer({ description: "the TTL the service granted (0 before the first acquisition)" }),
+        marginMs: Type.Integer(),
+      }),
+      "the lease, with fencing lease",
+    ),
   },
   { title: "Status" },
 );

@@ -11,6 +11,24 @@ import type { Config, ConfigPatch, Status } from "./schemas.js";
 const msAgo = (now: number, t: number | undefined): number | null =>
   t === undefined ? null : Math.round(now - t);
 
+/** How the daemon is fenced, and its lease. */
+function fencingOf(d: Daemon, now: number): Pick<Status, "fencing" | "lease"> {
+  const l = d.lease;
+  if (!l) return { fencing: "generation-only", lease: null };
+  const deadline = l.deadline;
+  return {
+    fencing: "lease",
+    lease: {
+      state: l.state,
+      generation: l.generation ?? null,
+      holder: l.holder ?? null,
+      deadlineInMs: deadline === undefined ? null : Math.round(deadline - now),
+      ttlMs: l.core.grantedTtlMs,
+      marginMs: l.core.timing.marginMs,
+    },
+  };
+}
+
 /** The full status of a daemon (DESIGN.md Part 1: `role`, `state`, `epoch.committed`, `peer.connected`, ...). */
 export function statusOf(d: Daemon): Status {
   const now = performance.now();
@@ -34,6 +52,7 @@ export function statusOf(d: Daemon): Status {
     pid: process.pid,
     mode: d.node.mode,
     colo: coloOf(d),
+    ...fencingOf(d, now),
   };
   const cfg = d.node.domainConfig;
   const geometry = {

@@ -132,6 +132,15 @@ function table(rows: readonly (readonly string[])[]): string {
     .join("\n");
 }
 
+/** How the daemon is fenced, and its lease: held until when, or who holds it. */
+function fencingText(s: Status): string {
+  const l = s.lease;
+  if (s.fencing !== "lease" || !l) return "generation only (no lease: a partition can run two primaries)";
+  const holder = l.holder ? `holder ${l.holder.nodeId} (generation ${l.holder.generation})` : "no holder";
+  const deadline = l.deadlineInMs !== null ? `, deadline in ${ms(l.deadlineInMs, 0)}` : "";
+  return `lease ${l.state}${deadline}, ${holder}`;
+}
+
 /** The readable summary of `remusctl status`. */
 export function formatStatus(s: Status): string {
   const lc = s.lastCheckpoint;
@@ -187,6 +196,7 @@ export function formatStatus(s: Status): string {
       `${s.epoch.committed} committed, ${s.epoch.current} ${s.role === "primary" ? "open" : "current"}`,
     ],
     ["interval", `${s.intervalMs} ms`],
+    ["fencing", fencingText(s)],
     ["last checkpoint", ckpt],
     ["peer", peer],
     [
@@ -424,6 +434,34 @@ const COMMANDS: Record<string, Command> = {
     ],
     details: "Rates and percentiles are computed from the difference of two successive /metrics scrapes.",
     run: (c, v) => watch(c, v),
+  },
+  switchover: {
+    summary:
+      "on a backup: swap the roles with no work lost (the primary's final checkpoint, then this backup takes over)",
+    usage: "remusctl switchover [--json]",
+    options: [json("the final status as JSON")],
+    details:
+      "The primary takes a final checkpoint, releases its output and stops; then this backup activates\n" +
+      "from that checkpoint (with a lease: once the stopped primary released it). A former primary run by\n" +
+      "remusd node rejoins as backup by itself. Waits until this daemon is the primary (at most 30 s).",
+    async run(c, v) {
+      await request(c, "POST", "/v1/failover", { planned: true });
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const s = await get<Status>(c, "/v1/status");
+        if (s.role === "primary") {
+          if (v.json) process.stdout.write(`${JSON.stringify(s)}\n`);
+          else
+            process.stdout.write(
+              `switchover complete: this daemon is now the primary (generation ${s.generation})\n`,
+            );
+          return;
+        }
+        if (Date.now() > deadline)
+          throw new RemusError("REMUSD_ERR_TIMEOUT", "the switchover did not complete within 30 s");
+        await new Promise((res) => setTimeout(res, 50));
+      }
+    },
   },
   failover: {
     summary:

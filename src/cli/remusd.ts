@@ -20,6 +20,7 @@ import {
   CLIENT_SPEC,
   DEMO_SPEC,
   DRILL_SPEC,
+  NODE_SPEC,
   PRIMARY_SPEC,
   VSWITCH_SPEC,
 } from "./specs.js";
@@ -28,6 +29,7 @@ import { runVswitch } from "./vswitch.js";
 const COMMANDS: Record<string, { spec: CommandSpec; run: (argv: string[]) => Promise<void> }> = {
   primary: { spec: PRIMARY_SPEC, run: (a) => runDaemon("primary", PRIMARY_SPEC, a) },
   backup: { spec: BACKUP_SPEC, run: (a) => runDaemon("backup", BACKUP_SPEC, a) },
+  node: { spec: NODE_SPEC, run: (a) => runDaemon("node", NODE_SPEC, a) },
   vswitch: { spec: VSWITCH_SPEC, run: (a) => runSimple(VSWITCH_SPEC, a, runVswitch) },
   client: { spec: CLIENT_SPEC, run: (a) => runSimple(CLIENT_SPEC, a, runClient) },
   demo: { spec: DEMO_SPEC, run: (a) => runSimple(DEMO_SPEC, a, runDemo) },
@@ -71,7 +73,11 @@ function usage(): string {
   ].join("\n");
 }
 
-async function runDaemon(role: "primary" | "backup", spec: CommandSpec, argv: string[]): Promise<void> {
+async function runDaemon(
+  role: "primary" | "backup" | "node",
+  spec: CommandSpec,
+  argv: string[],
+): Promise<void> {
   const { values, help, given } = parseOptions(spec, argv);
   if (help) {
     process.stdout.write(`${helpText(spec)}\n`);

@@ -221,6 +221,11 @@ export const LEASE_OPTIONS: readonly OptSpec[] = [
   },
 ];
 
+/** The lease options of `remusd primary` and `remusd backup` (fixed roles): `--lease` is optional, `none` by default. */
+const FIXED_LEASE_OPTIONS: readonly OptSpec[] = LEASE_OPTIONS.filter((o) => o.name !== "holder-label").map(
+  (o) => (o.name === "lease" ? { ...o, required: false, default: "none" } : o),
+);
+
 export const BACKUP_SPEC: CommandSpec = {
   name: "backup",
   summary: "run a backup: receive checkpoints, apply them atomically, take over when the primary dies",
@@ -234,6 +239,7 @@ export const BACKUP_SPEC: CommandSpec = {
       help: "replication address to listen on (WebSocket)",
     },
     ...daemonCommon,
+    ...FIXED_LEASE_OPTIONS,
   ],
   examples: [
     "remusd backup --listen 127.0.0.1:7780 --control 127.0.0.1:7782 --auth-key-file key --data-dir /var/lib/remusd",
@@ -300,10 +306,38 @@ export const PRIMARY_SPEC: CommandSpec = {
     },
     { name: "no-compress", type: "bool", help: "send pages without LZ4 compression" },
     ...daemonCommon,
+    ...FIXED_LEASE_OPTIONS,
   ],
   examples: [
     "remusd primary --peer ws://127.0.0.1:7780 --control 127.0.0.1:7781 --auth-key-file key --workload web",
   ],
+};
+
+const FIXED_LEASE_NAMES = new Set(FIXED_LEASE_OPTIONS.map((o) => o.name));
+
+export const NODE_SPEC: CommandSpec = {
+  name: "node",
+  summary: "run one node of a leased pair: the lease decides its role (primary, or the holder's backup)",
+  usage:
+    "remusd node --listen HOST:PORT --control HOST:PORT --lease etcd://HOST:PORT[,HOST:PORT...]/PREFIX [options]",
+  options: [
+    {
+      name: "listen",
+      type: "hostport",
+      default: DEFAULT_LISTEN,
+      placeholder: "HOST:PORT",
+      help: "replication address to listen on (WebSocket): the backup dials the lease holder, whose address is in the lease",
+    },
+    ...PRIMARY_SPEC.options.filter(
+      (o) => o.name !== "peer" && o.name !== "listen" && !FIXED_LEASE_NAMES.has(o.name),
+    ),
+    ...LEASE_OPTIONS,
+  ],
+  examples: [
+    "remusd node --listen 10.0.0.1:7780 --control 10.0.0.1:7781 --advertise ws://10.0.0.1:7780 --lease etcd://10.0.0.9:2379/remusd/demo --auth-key-file key --node-id host-a",
+  ],
+  details:
+    "The node that holds the lease runs the domain as primary; the other follows the holder (its address is in the lease record) and syncs as its backup. A primary that cannot renew stops its domain before the lease can be taken and rejoins as backup; a restarted node rejoins as backup. Only a lease prefix that never had a holder boots a fresh domain.",
 };
 
 export const VSWITCH_SPEC: CommandSpec = {

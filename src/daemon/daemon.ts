@@ -6,6 +6,13 @@
  * the durable store, the node's state file, the event log, the metrics and
  * what the control API reads. Every replication decision, and every role
  * change, is the node's.
+ *
+ * With a lease (`--lease etcd://...`) it also drives the node's `Lease`
+ * (src/lease/lease.ts: its timers and the etcd client) and reports it;
+ * `remusd node` decides the starting role by the lease record (nobody holds
+ * it: start as a primary that boots only a new lineage; someone else does:
+ * start as backup) and, while a backup, dials the holder's address from the
+ * record. SIGTERM releases the lease after the planned stop.
  */
 import { join } from "node:path";
 import type { Logger } from "pino";
@@ -15,6 +22,10 @@ import { Domain } from "../domain/domain.js";
 import { RemusError, usageError } from "../errors.js";
 import type { ProcessInfo } from "../guest/kernel.js";
 import type { CounterCheck } from "../guest/programs/basic.js";
+import type { LeaseEvent } from "../lease/core.js";
+import { leaseServiceFor } from "../lease/index.js";
+import { Lease } from "../lease/lease.js";
+import type { LeaderRecord } from "../lease/record.js";
 import { Metrics, type NetbufStats } from "../metrics.js";
 import { noColoCounts } from "../node/colo.js";
 import { Node, type NodeEvent, type NodeRole } from "../node/node.js";
@@ -109,6 +120,10 @@ export class Daemon {
    * stops and exits with the error's code.
    */
   onFatal: ((e: RemusError) => void) | undefined;
+  /** The domain's lease (`--lease etcd://...`), or undefined (generation-only fencing). */
+  lease: Lease | undefined;
+  /** `remusd node` as backup: dials the lease holder's replication address. */
+  private follower: Dialer | undefined;
 
   constructor(settings: DaemonSettings, logger?: Logger) {
     this.settings = settings;
@@ -267,7 +282,7 @@ export class Daemon {
 
   private link: LinkHandler = {
     opened: (port) => {
-      if (this.linkCut) {
+      if (this.linkCut || !this.nodeRef) {
         cutPort(port);
         return;
       }
@@ -338,10 +353,91 @@ export class Daemon {
     this.events.write("output.resumed", this.role, epoch, { afterMs });
   }
 
+  /** A `lease.*` event: the event log, the metrics, the log; and a step, so the node acts on it now. */
+  private leaseEvent = (e: LeaseEvent): void => {
+    this.metrics.leaseHeld?.set(e.event === "lease.acquired" ? 1 : 0);
+    if (e.event === "lease.lost") this.metrics.leaseLost?.inc();
+    // Until when output could leave under the lease that ended, on the wall clock (for checkers).
+    const until = (): string =>
+      new Date(Date.now() - (performance.now() - (this.lease?.core.releasableUntil ?? 0))).toISOString();
+    const fields =
+      e.event === "lease.acquired"
+        ? { generation: e.generation, ttlMs: e.ttlMs }
+        : e.event === "lease.lost"
+          ? { generation: e.generation, reason: e.reason, releasableUntil: until() }
+          : { generation: e.generation, releasableUntil: until() };
+    this.events.write(e.event, this.role, this.nodeRef?.committed ?? 0, fields);
+    if (e.event === "lease.lost") this.log.warn(fields, e.event);
+    else this.log.info(fields, e.event);
+    this.stepSoon();
+  };
+
+  /** `remusd node`: the starting role, by the lease record (retried until the service answers). */
+  private async roleByLease(lease: Lease): Promise<"primary" | "backup"> {
+    for (let warned = false; ; ) {
+      const a = await new Promise<Parameters<Parameters<Lease["readHolder"]>[0]>[0]>((r) =>
+        lease.readHolder(r),
+      );
+      if (a.ok)
+        return a.value === undefined || a.value.nodeId === this.settings.nodeName ? "primary" : "backup";
+      if (!warned)
+        this.log.warn({ err: a.error.message }, "waiting for the lease service to decide this node's role");
+      warned = true;
+      await new Promise((r) => setTimeout(r, this.settings.leaseTiming.retryMs));
+    }
+  }
+
+  /** `remusd node` as backup: follow the holder the lease record names (dial its replication address). */
+  private followHolder = (h: LeaderRecord | undefined): void => {
+    if (!h || h.nodeId === this.settings.nodeName || h.address === this.follower?.url) return;
+    this.follower?.stop();
+    const url = h.address;
+    this.log.info({ holder: h.nodeId, address: url, generation: h.generation }, "following the lease holder");
+    this.follower = new Dialer(
+      url,
+      this.link,
+      () =>
+        !this.stopping && this.nodeRef?.roleName === "backup" && !this.linkCut && this.follower?.url === url,
+    );
+  };
+
   async start(): Promise<void> {
     const s = this.settings;
     let generation = this.stateFile.state.generation;
-    if (s.role === "backup") {
+    if (s.listen) {
+      // Before the lease: the record advertises the port actually bound.
+      this.listener = await listenReplication(s.listen, this.link);
+      this.replicationPort = this.listener.port;
+    }
+    const service = leaseServiceFor(s.lease, s.leaseTiming);
+    if (service) {
+      const listenUrl = s.listen ? `ws://${s.listen.host}:${this.replicationPort}` : undefined;
+      this.lease = new Lease({
+        service,
+        timing: s.leaseTiming,
+        candidate: {
+          nodeId: s.nodeName,
+          address: s.advertise ?? listenUrl ?? "ws://unknown:0",
+          control: s.advertiseControl ?? `${s.control.host}:${s.control.port}`,
+        },
+        onEvent: this.leaseEvent,
+      });
+      this.metrics.enableLease();
+      this.metrics.leaseHeld?.set(0);
+    } else {
+      this.log.warn(
+        "no lease (--lease none): fencing is by generation only; a network partition with both nodes up can run two primaries until they meet again",
+      );
+    }
+    if (s.holderLabel !== undefined)
+      this.log.warn(
+        { label: s.holderLabel },
+        "--holder-label: labelling the holder's pod is not implemented yet; a Service cannot select the holder by it",
+      );
+    const role = s.node && this.lease ? await this.roleByLease(this.lease) : s.role;
+    if (role !== s.role) this.log = this.rootLog.child({ role });
+    // A node with a lease may become a backup later (fenced, demoted): it needs its store from the start.
+    if (role === "backup" || this.lease) {
       this.store = new LevelStore(join(s.dataDir, "store"));
       const stored = await this.store.open();
       if (stored.valid) {
@@ -378,7 +474,7 @@ export class Daemon {
         saveGeneration: (g) => this.stateFile.setGeneration(g),
       },
       start:
-        s.role === "primary"
+        role === "primary"
           ? {
               role: "primary",
               boot: { seed: s.seed, workload: s.workload, net: { mac: s.guestMac, ip: s.guestIp } },
@@ -387,15 +483,14 @@ export class Daemon {
       generation,
       observeReleaseDelay: (sec) => this.metrics.releaseDelay.observe(sec),
       observeColoReleaseDelay: (sec) => this.metrics.coloReleaseDelay.observe(sec),
+      ...(this.lease ? { lease: this.lease } : {}),
+      ...(s.node ? { leaseBoot: "new-lineage" as const } : {}),
     });
     this.metrics.setRole(this.node.roleName);
     this.metrics.setState(this.node.state);
     if (s.switchAddr) await this.net.attach(s.switchAddr, (f) => this.nodeRef?.lanInput(f));
-    if (s.listen) {
-      this.listener = await listenReplication(s.listen, this.link);
-      this.replicationPort = this.listener.port;
-    }
     if (s.role === "primary" && s.peer) this.setPeer(s.peer);
+    if (s.node) this.lease?.follow(this.followHolder);
     this.rebindLog();
     this.events.write("role.changed", this.role, this.node.committed, {
       from: null,
@@ -436,6 +531,7 @@ export class Daemon {
       node.step(performance.now());
       if (node.busy) this.stepSoon();
       if (node.wantsPeer) this.dialer?.kick();
+      else if (node.roleName === "backup") this.follower?.kick();
     } catch (e) {
       this.log.fatal({ err: e }, "internal error in the daemon loop");
       throw e;
@@ -496,8 +592,15 @@ export class Daemon {
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
     if (this.soon) clearImmediate(this.soon);
+    const lease = this.lease;
+    if (lease) {
+      // The domain stopped: revoke the lease so the other node takes over without waiting for its TTL.
+      await new Promise<void>((r) => lease.release(r));
+      lease.close();
+    }
     await this.pool?.close();
     this.dialer?.stop();
+    this.follower?.stop();
     this.net.close();
     // Let the GOODBYE frames leave before the sockets close.
     await new Promise((r) => setTimeout(r, 50));

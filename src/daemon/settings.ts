@@ -5,7 +5,7 @@
  * --no-netbuf without --unsafe) and resolves defaults.
  */
 import { readFileSync } from "node:fs";
-import { availableParallelism } from "node:os";
+import { availableParallelism, hostname } from "node:os";
 import { join } from "node:path";
 import { INTERVAL_MS } from "../bounds.js";
 import type { PinnedConfig } from "../domain/config.js";
@@ -13,6 +13,7 @@ import { type DivergenceSwitch, parseDivergence } from "../domain/divergence.js"
 import { type DomainGeometry, geometryOfMiB } from "../domain/domain.js";
 import { isRemusError, usageError } from "../errors.js";
 import { parseWorkload, type WorkloadSpec } from "../guest/workload.js";
+import { type LeaseSpec, type LeaseTiming, leaseTiming, parseLeaseSpec } from "../lease/spec.js";
 import { type HostPort, parseHostPort, parseIpOption, parseMacOption } from "../net/addr.js";
 import type { HeartbeatConfig } from "../replication/heartbeat.js";
 
@@ -20,7 +21,19 @@ import type { HeartbeatConfig } from "../replication/heartbeat.js";
 export type OptionValues = Readonly<Record<string, string | number | boolean | undefined>>;
 
 export interface DaemonSettings {
+  /** The role the daemon starts in (`remusd node`: decided by the lease at start, see `node`). */
   readonly role: "primary" | "backup";
+  /** `remusd node`: the lease decides the role, and the node without it follows the holder. */
+  readonly node: boolean;
+  /** Where the lease lives (`none`: generation-only fencing). */
+  readonly lease: LeaseSpec;
+  readonly leaseTiming: LeaseTiming;
+  /** This node's name in the lease record, and the addresses the record advertises. */
+  readonly nodeName: string;
+  readonly advertise: string | undefined;
+  readonly advertiseControl: string | undefined;
+  /** `--holder-label` (Kubernetes pod labels of the holder): parsed, not applied yet (a warning says so). */
+  readonly holderLabel: string | undefined;
   readonly control: HostPort;
   readonly listen: HostPort | undefined;
   readonly peer: string | undefined;
@@ -103,11 +116,22 @@ export function pinnedConfig(
 }
 
 export function resolveSettings(
-  role: "primary" | "backup",
+  command: "primary" | "backup" | "node",
   v: OptionValues,
   env: NodeJS.ProcessEnv = process.env,
   given: ReadonlySet<string> = new Set(),
 ): DaemonSettings {
+  const role = command === "primary" ? "primary" : "backup";
+  const lease = parseLeaseSpec((v.lease as string | undefined) ?? "none");
+  if (command === "node" && lease.kind === "none") {
+    throw usageError(
+      "remusd node decides its role by the lease: give --lease etcd://HOST:PORT/PREFIX (for fixed roles without a lease, run remusd primary and remusd backup)",
+    );
+  }
+  const timing = leaseTiming(
+    (v["lease-ttl-s"] as number | undefined) ?? 5,
+    (v["lease-margin-ms"] as number | undefined) ?? 0,
+  );
   const key = readSecret(v["auth-key-file"] as string | undefined, env.REMUSD_AUTH_KEY, "replication key");
   const insecure = v.insecure === true;
   if (!key && !insecure) {
@@ -147,10 +171,17 @@ export function resolveSettings(
   const intervalMs = (v["interval-ms"] as number | undefined) ?? INTERVAL_MS.default;
   return {
     role,
+    node: command === "node",
+    lease,
+    leaseTiming: timing,
+    nodeName: (v["node-id"] as string | undefined) ?? hostname(),
+    advertise: v.advertise as string | undefined,
+    advertiseControl: v["advertise-control"] as string | undefined,
+    holderLabel: v["holder-label"] as string | undefined,
     control: parseHostPort(v.control as string, "--control"),
     listen: v.listen ? parseHostPort(v.listen as string, "--listen") : undefined,
     peer: v.peer as string | undefined,
-    dataDir: (v["data-dir"] as string | undefined) ?? join(".remusd", role),
+    dataDir: (v["data-dir"] as string | undefined) ?? join(".remusd", command),
     eventLog: v["event-log"] as string | undefined,
     verify: v.verify === true,
     geometry,

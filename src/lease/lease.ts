@@ -115,6 +115,11 @@ export class Lease {
     return this.core.state === "held" ? this.core.record : this.known;
   }
 
+  /** This node's name in the lease record. */
+  get name(): string {
+    return this.candidate.nodeId;
+  }
+
   get isCampaigning(): boolean {
     return this.campaigning;
   }
@@ -241,6 +246,8 @@ export class Lease {
    */
   follow(onHolder: (h: LeaderRecord | undefined) => void): void {
     this.onHolder = onHolder;
+    // The holder already read (a campaign, a readHolder) is reported first: no change would report it.
+    if (this.known !== undefined) onHolder(this.known);
     if (this.watch === undefined) this.startWatch();
     this.readHolder(() => {});
   }

@@ -164,6 +164,10 @@ export interface NodeConfig {
  * answers come back through the lease's own state, read at every step.
  */
 export interface NodeLease {
+  /** This node's name in the lease record. */
+  readonly name: string;
+  /** The holder as last seen (our own record while held). */
+  readonly holder: LeaderRecord | undefined;
   /** Whether output may leave at `now` (held, and now < deadline − margin). */
   mayRelease(now: number): boolean;
   readonly state: LeaseState;
@@ -224,6 +228,12 @@ export interface NodeOptions {
   readonly observeColoReleaseDelay?: (seconds: number) => void;
   /** The domain's lease (absent: generation-only fencing, as without `--lease`). Read on `hrClock`. */
   readonly lease?: NodeLease;
+  /**
+   * `remusd node`: a starting primary boots only a new lineage (the lease
+   * prefix never had a holder); when someone else holds the lease, or the
+   * lineage exists, it gives way and starts following as a backup.
+   */
+  readonly leaseBoot?: "new-lineage";
 }
 
 export class Node {
@@ -509,8 +519,15 @@ export class Node {
         this.opts.io.saveGeneration(p.generation);
         this.pacer.reset(now, this.domain.vcpu.ticks);
         this.announceSoon(now);
+      } else if (this.opts.leaseBoot && l.holder !== undefined && l.holder.nodeId !== l.name) {
+        this.giveWay(now, l, `${l.holder.nodeId} holds the lease`);
       } else if (!l.isCampaigning && l.state !== "acquiring") {
-        l.campaign();
+        if (this.opts.leaseBoot) {
+          l.campaign(0, (current) => {
+            if (this.leaseWaiting && this.primary === p)
+              this.giveWay(this.now, l, `the domain exists (lineage at generation ${current})`);
+          });
+        } else l.campaign();
       }
       return;
     }
@@ -539,6 +556,21 @@ export class Node {
         }
       });
     }
+  }
+
+  /**
+   * A starting primary that must not boot (`leaseBoot`: the domain exists
+   * elsewhere) stops its fresh guest, which never ran, and becomes a backup.
+   * This, like `demote`, is the way into the backup role; what the backup
+   * then takes from the primary (a full sync today) is the backup machine's.
+   */
+  private giveWay(now: number, l: NodeLease, why: string): void {
+    const p = this.primary;
+    if (!p || !this.leaseWaiting) return;
+    l.stopCampaign();
+    this.leaseWaiting = false;
+    p.requestStop("shutdown", now);
+    this.demote(now, `following: ${why}`);
   }
 
   /**
@@ -709,7 +741,7 @@ export class Node {
    * whose own history contains that epoch sends only what differs; any other
    * syncs it in full.
    */
-  demote(now: number, reason: "fenced" | "stopped"): void {
+  demote(now: number, reason: "fenced" | "stopped" | `following: ${string}`): void {
     this.now = now;
     const p = this.primary;
     if (!p) throw new RemusError("REMUSD_ERR_WRONG_ROLE", "only a primary can be demoted");

@@ -576,6 +576,12 @@ export class BackupMachine {
       this.setState("waiting", `primary lost before the first sync completed: ${reason}`);
       return;
     }
+    if (planned && this.config.deferActivation && !this.stale) {
+      // With a lease a planned stop hands the domain over: its final epoch is applied here, and
+      // the lease, released by the stopped primary, decides when this backup may activate.
+      this.primaryGone("planned");
+      return;
+    }
     if (planned) {
       // A planned stop is not a failover: keep the image and wait for the primary.
       this.setState("waiting", `primary stopped (planned): ${reason}`);

@@ -84,6 +84,8 @@ test("status: the readable summary names every part of the status", () => {
     generation: 3,
     version: "0.1.0",
     pid: 4242,
+    fencing: "generation-only",
+    lease: null,
     epoch: { current: 11, committed: 10 },
     intervalMs: 25,
     lastCheckpoint: {
@@ -131,6 +133,7 @@ test("status: the readable summary names every part of the status", () => {
   const text = formatStatus(s);
   for (const part of [
     "backup, standby, generation 3",
+    "generation only",
     "10 committed",
     "epoch 10",
     "7 dirty pages",

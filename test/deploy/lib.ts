@@ -12,7 +12,6 @@ import { fileURLToPath } from "node:url";
 import { parseAllDocuments, parse as parseYaml } from "yaml";
 import { type CommandSpec, envName, type OptValues, parseOptions } from "../../src/cli/options.js";
 import * as specs from "../../src/cli/specs.js";
-import { LEASE_OPTIONS, PRIMARY_SPEC } from "../../src/cli/specs.js";
 import { METRIC_LABELS, METRICS, NODE_METRICS } from "../../src/contract.js";
 import { Metrics } from "../../src/metrics.js";
 import { STATES as ALL_STATES } from "../../src/states.js";
@@ -70,22 +69,8 @@ export const COMMAND_SPECS: ReadonlyMap<string, CommandSpec> = new Map(
 /** Environment variables that hold secrets themselves (not options). */
 export const SECRET_ENV = new Set(["REMUSD_AUTH_KEY", "REMUSD_API_TOKEN"]);
 
-/**
- * `remusd node` as DESIGN.md Part 1 describes it, for the deploy files, until
- * src/cli/specs.ts exports the real spec (then that one is used): the
- * primary's options without --peer (the lease record names the peer), plus
- * the lease options.
- */
-const PROVISIONAL_NODE_SPEC: CommandSpec = {
-  name: "node",
-  summary: "run one node of a leased pair (the lease decides its role)",
-  usage:
-    "remusd node --listen HOST:PORT --control HOST:PORT --lease etcd://HOST:PORT[,HOST:PORT...]/PREFIX [options]",
-  options: [...PRIMARY_SPEC.options.filter((o) => o.name !== "peer"), ...LEASE_OPTIONS],
-};
-
 export function specOf(command: string): CommandSpec {
-  const s = COMMAND_SPECS.get(command) ?? (command === "node" ? PROVISIONAL_NODE_SPEC : undefined);
+  const s = COMMAND_SPECS.get(command);
   if (!s)
     throw new Error(`'remusd ${command}' is not a command (specs: ${[...COMMAND_SPECS.keys()].join(", ")})`);
   return s;

@@ -1,0 +1,324 @@
+/**
+ * `remusd node` as real processes on a real three-member etcd
+ * (test/helpers/etcd.ts), a vswitch and `remusd client` (8 TCP connections)
+ * throughout: the lease decides the roles, and the pair heals itself after
+ * each fault (SIGKILL of the primary and its restart, SIGSTOP of the primary
+ * for 3 s, the primary cut from etcd by a proxy, the etcd leader killed, the
+ * replication link cut with both nodes alive, a switchover). Each ends with
+ * the client's verdict (no reset, no lost write, no wrong read) and the event
+ * logs': the windows in which each node could release output (from
+ * `lease.acquired` to the `releasableUntil` of the lease's end, or its death)
+ * never overlap.
+ *
+ * Without etcd installed the suite is skipped, unless CI is set: then it fails.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { type EtcdCluster, etcdSkip, startEtcdCluster, TcpProxy } from "../helpers/etcd.js";
+import {
+  type DaemonInfo,
+  daemonArgs,
+  getJson,
+  inTempDir,
+  kill,
+  killAll,
+  logLine,
+  type Proc,
+  readEvents,
+  remusctl,
+  startProc,
+  startVswitch,
+  waitFor,
+} from "../helpers/procs.js";
+
+const TOKEN = "node-test-token-0123456789";
+
+interface NodeProc extends DaemonInfo {
+  readonly name: string;
+  readonly log: string;
+  /** When the test killed it (its output window ends there at the latest). */
+  killedAt?: number;
+}
+
+interface Status {
+  role: string;
+  state: string;
+  generation: number;
+  fencing: string;
+  lease: { state: string; holder: { nodeId: string } | null } | null;
+}
+
+async function status(n: DaemonInfo): Promise<Status> {
+  return (await getJson(`${n.control}/v1/status`)).body as Status;
+}
+
+async function until(what: string, cond: () => Promise<boolean>, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      if (await cond()) return;
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+async function startNode(
+  dir: string,
+  name: string,
+  leaseUrl: string,
+  switchAddr: string,
+  extra: string[] = [],
+): Promise<NodeProc> {
+  const args = [
+    "node",
+    "--listen",
+    "127.0.0.1:0",
+    "--lease",
+    leaseUrl,
+    "--lease-ttl-s",
+    "1",
+    "--node-id",
+    name,
+    "--workload",
+    "idle",
+    ...daemonArgs(dir, name, { token: TOKEN, domainMib: 16, diskMib: 8, switchAddr }),
+    "--allow-fault-injection",
+    ...extra,
+  ];
+  const proc = startProc(name, args);
+  const line = await waitFor(`${name} to start`, () => {
+    if (proc.exitCode !== undefined)
+      throw new Error(`${name} exited with ${proc.exitCode}: ${proc.stderr.slice(-2000)}`);
+    return logLine(proc, "remusd node started");
+  }).catch((e: Error) => {
+    throw new Error(`${e.message}\n${proc.stderr.slice(-3000)}`);
+  });
+  return {
+    name,
+    proc,
+    control: line.control as string,
+    replicationPort: line.replication as number,
+    log: join(dir, `${name}.jsonl`),
+  };
+}
+
+function startClient(switchAddr: string, seconds: number, seed: number): Proc {
+  return startProc("client", [
+    "client",
+    "--switch",
+    switchAddr,
+    "--connections",
+    "8",
+    "--duration",
+    String(seconds),
+    "--seed",
+    String(seed),
+  ]);
+}
+
+async function expectClean(client: Proc, what: string): Promise<void> {
+  const code = await client.exited;
+  const summary = JSON.parse(client.stdout.trim().split("\n").pop() as string) as {
+    ok: boolean;
+    resets: number;
+    lostWrites: number;
+    wrongReads: number;
+    verifiedKeys: number;
+    longestStallMs: number;
+  };
+  const why = `${what}: ${JSON.stringify(summary)}`;
+  assert.equal(summary.resets, 0, why);
+  assert.equal(summary.lostWrites, 0, why);
+  assert.equal(summary.wrongReads, 0, why);
+  assert.equal(summary.ok, true, why);
+  assert.ok(summary.verifiedKeys > 0, why);
+  assert.equal(code, 0, why);
+  console.log(`# ${what}: longest client stall ${summary.longestStallMs} ms`);
+}
+
+/** The windows in which each node could release output, from its event log; they must not overlap. */
+function assertOneReleaser(nodes: readonly NodeProc[]): void {
+  const windows: { node: string; from: number; to: number }[] = [];
+  for (const n of nodes) {
+    let open: { node: string; from: number; to: number } | undefined;
+    for (const e of readEvents(n.log)) {
+      const t = Date.parse(e.ts as string);
+      if (e.event === "lease.acquired") {
+        open = { node: n.name, from: t, to: Number.POSITIVE_INFINITY };
+        windows.push(open);
+      } else if ((e.event === "lease.lost" || e.event === "lease.released") && open) {
+        open.to = Date.parse(e.releasableUntil as string);
+        open = undefined;
+      } else if (e.event === "role.changed" && e.reason === "started" && open) {
+        // A restart: the previous incarnation died (killed) without a word.
+        open.to = Math.min(open.to, n.killedAt ?? t);
+        open = undefined;
+      }
+    }
+    if (open && n.killedAt !== undefined) open.to = n.killedAt;
+  }
+  windows.sort((a, b) => a.from - b.from);
+  for (let i = 1; i < windows.length; i++) {
+    const p = windows[i - 1] as { node: string; from: number; to: number };
+    const c = windows[i] as { node: string; from: number; to: number };
+    assert.ok(
+      p.to <= c.from,
+      `${p.node} could release until ${new Date(p.to).toISOString()}, after ${c.node} acquired at ${new Date(c.from).toISOString()}`,
+    );
+  }
+}
+
+/** A fresh pair on its own lease prefix: a (the first holder, primary) and b (its backup), protected. */
+async function pair(
+  dir: string,
+  etcd: EtcdCluster,
+  prefix: string,
+  leaseUrl = etcd.leaseUrl(prefix),
+): Promise<{ a: NodeProc; b: NodeProc; sw: string; url: string }> {
+  const sw = (await startVswitch()).addr;
+  const a = await startNode(dir, "a", leaseUrl, sw);
+  await until("a to hold the lease", async () => (await status(a)).lease?.state === "held");
+  const b = await startNode(dir, "b", etcd.leaseUrl(prefix), sw);
+  await until("a to be protected by b", async () => (await status(a)).state === "protected", 60_000);
+  const sb = await status(b);
+  assert.equal(sb.role, "backup");
+  assert.equal(sb.fencing, "lease");
+  assert.equal(sb.lease?.holder?.nodeId, "a");
+  return { a, b, sw, url: leaseUrl };
+}
+
+/**
+ * Runs `fn` in a fresh folder with a fresh etcd cluster (one per test: `inTempDir`
+ * ends every process the test started, etcd's members too).
+ */
+function withEtcd(prefix: string, fn: (dir: string, etcd: EtcdCluster) => Promise<void>): Promise<void> {
+  return inTempDir(prefix, async (dir) => {
+    const etcd = await startEtcdCluster();
+    try {
+      await fn(dir, etcd);
+    } finally {
+      await etcd.stop();
+    }
+  });
+}
+
+describe("remusd node on a real etcd", { skip: etcdSkip() }, () => {
+  after(killAll);
+
+  test("SIGKILL of the primary: the backup takes the lease and the domain; the killed node restarts and rejoins as backup", async () => {
+    await withEtcd("remusd-node-kill-", async (dir, etcd) => {
+      const { a, b, sw } = await pair(dir, etcd, "/t/kill");
+      const client = startClient(sw, 14, 1);
+      await new Promise((r) => setTimeout(r, 3000));
+      a.killedAt = Date.now();
+      await kill(a.proc);
+      await until("b to be primary", async () => (await status(b)).role === "primary");
+      const a2 = await startNode(dir, "a", etcd.leaseUrl("/t/kill"), sw);
+      a2.killedAt = undefined;
+      await until(
+        "b to be protected by the restarted a",
+        async () => (await status(b)).state === "protected",
+        60_000,
+      );
+      assert.equal((await status(a2)).role, "backup");
+      await expectClean(client, "SIGKILL of the primary");
+      assertOneReleaser([{ ...a, killedAt: a.killedAt }, b]);
+    });
+  });
+
+  test("SIGSTOP of the primary for 3 s: it wakes fenced and rejoins as backup; the other node served meanwhile", async () => {
+    await withEtcd("remusd-node-stop-", async (dir, etcd) => {
+      const { a, b, sw } = await pair(dir, etcd, "/t/stop");
+      const client = startClient(sw, 14, 2);
+      await new Promise((r) => setTimeout(r, 3000));
+      a.proc.child.kill("SIGSTOP");
+      await new Promise((r) => setTimeout(r, 3000));
+      a.proc.child.kill("SIGCONT");
+      await until("b to be protected by a", async () => (await status(b)).state === "protected", 60_000);
+      assert.equal((await status(a)).role, "backup");
+      await expectClean(client, "SIGSTOP of the primary for 3 s");
+      assertOneReleaser([a, b]);
+    });
+  });
+
+  test("the primary cut from etcd: it stops before its lease can be taken, the other node takes over, the pair heals", async () => {
+    await withEtcd("remusd-node-cut-", async (dir, etcd) => {
+      const leader = etcd.live()[0];
+      assert.ok(leader);
+      const proxy = await TcpProxy.start({ host: "127.0.0.1", port: leader.clientPort });
+      const { a, b, sw } = await pair(dir, etcd, "/t/cut", `etcd://${proxy.endpoint}/t/cut`);
+      const client = startClient(sw, 16, 3);
+      await new Promise((r) => setTimeout(r, 3000));
+      proxy.cut();
+      await until("b to be primary", async () => (await status(b)).role === "primary");
+      await new Promise((r) => setTimeout(r, 2000));
+      proxy.heal();
+      await until("b to be protected by a", async () => (await status(b)).state === "protected", 60_000);
+      await expectClean(client, "the primary cut from etcd");
+      assertOneReleaser([a, b]);
+      await proxy.close();
+    });
+  });
+
+  test("the replication link cut with both nodes alive: one releaser, the backup resyncs after the cut", async () => {
+    await withEtcd("remusd-node-link-", async (dir, etcd) => {
+      const { a, b, sw } = await pair(dir, etcd, "/t/link");
+      const client = startClient(sw, 14, 4);
+      await new Promise((r) => setTimeout(r, 3000));
+      const r = await getJson(`${a.control}/v1/faults/link-cut`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
+        body: JSON.stringify({ ms: 4000 }),
+      });
+      assert.ok(r.status < 300, JSON.stringify(r.body));
+      await new Promise((res) => setTimeout(res, 4500));
+      await until("a to be protected again", async () => (await status(a)).state === "protected", 60_000);
+      assert.equal((await status(b)).role, "backup");
+      await expectClean(client, "a link cut with both nodes alive");
+      assertOneReleaser([a, b]);
+    });
+  });
+
+  test("remusctl switchover swaps the roles with no work lost; the former primary rejoins as backup by itself", async () => {
+    await withEtcd("remusd-node-swap-", async (dir, etcd) => {
+      const { a, b, sw } = await pair(dir, etcd, "/t/swap");
+      const client = startClient(sw, 12, 7);
+      await new Promise((r) => setTimeout(r, 3000));
+      const r = await remusctl(["--control", b.control, "--token", TOKEN, "switchover"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /switchover complete/);
+      await until("b to be protected by a", async () => (await status(b)).state === "protected", 60_000);
+      assert.equal((await status(a)).role, "backup");
+      await expectClean(client, "remusctl switchover");
+      assertOneReleaser([a, b]);
+    });
+  });
+
+  test("the etcd leader killed under load: the holder keeps the lease (or the pair fails over once), nothing lost", async () => {
+    await withEtcd("remusd-node-etcd-", async (dir, etcd) => {
+      const { a, b, sw } = await pair(dir, etcd, "/t/etcd");
+      const client = startClient(sw, 12, 5);
+      await new Promise((r) => setTimeout(r, 3000));
+      const leader = await etcd.leader();
+      await etcd.kill(leader);
+      await expectClean(client, "the etcd leader killed");
+      assertOneReleaser([a, b]);
+    });
+  });
+
+  test("SIGTERM of the primary releases the lease: the backup takes over at once, with no work lost", async () => {
+    await withEtcd("remusd-node-term-", async (dir, etcd) => {
+      const { a, b, sw } = await pair(dir, etcd, "/t/term");
+      const client = startClient(sw, 10, 6);
+      await new Promise((r) => setTimeout(r, 3000));
+      await kill(a.proc, "SIGTERM");
+      await until("b to be primary", async () => (await status(b)).role === "primary", 10_000);
+      await expectClean(client, "SIGTERM of the primary");
+      assertOneReleaser([a, b]);
+    });
+  });
+});
