@@ -9,8 +9,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { Cluster, SimNode } from "../sim/cluster.js";
-import { protectedPair } from "../sim/cluster.js";
-import { check } from "../sim/history.js";
+import { protectedPair, SIM_LEASE } from "../sim/cluster.js";
+import { check, underLease } from "../sim/history.js";
 import type { World } from "../sim/world.js";
 
 /** Counts the replication bytes each node sends during each of its syncs (sync.started to sync.completed). */
@@ -137,4 +137,29 @@ test("a primary refuses to rewind an image outside its own history and syncs it 
   const [refused] = cluster.history.events("rewind.refused", "c");
   assert.match(refused?.e.reason ?? "", /ran under generation 1, this primary continues generation 2/);
   assert.deepEqual(check(cluster.history), []);
+});
+
+test("under a lease: a primary cut from the lease service stops, rejoins as backup by itself, and is resynced by rewind", (t) => {
+  const { world, cluster, a, b } = protectedPair(64, { domainMiB: 8, diskMiB: 2, lease: SIM_LEASE }, 5000);
+  const lastSyncBytes = syncMeter(cluster);
+  const store = cluster.leaseStore;
+  assert.ok(store);
+  world.runFor(100);
+  store.cut("a");
+  world.run(() => b.node.roleName === "primary" && a.node.roleName === "backup", 5000);
+  assert.equal(b.node.roleName, "primary");
+  assert.equal(a.node.roleName, "backup", "the node demoted itself (the lease's rejoin path)");
+  world.runFor(300);
+  store.heal("a");
+  world.run(() => b.node.state === "protected", 10000);
+  assert.equal(b.node.state, "protected");
+  const rewind = lastSyncBytes("b");
+  assert.equal(rewind.mode, "rewind");
+  assertSyncDigestEqual(cluster, "b", "a");
+  assert.ok(rewind.pages < a.domain.pages / 4, `the rewind sent ${rewind.pages} of ${a.domain.pages} pages`);
+  t.diagnostic(
+    `lease rejoin by rewind: ${rewind.pages} of ${a.domain.pages} pages, ${rewind.wire} wire bytes (${rewind.raw} raw)`,
+  );
+  assert.deepEqual(check(cluster.history), []);
+  assert.deepEqual(underLease(cluster.history, store.history), []);
 });
