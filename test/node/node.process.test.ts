@@ -293,6 +293,9 @@ describe("remusd node on a real etcd", { skip: etcdSkip() }, () => {
       assert.match(r.stdout, /switchover complete/);
       await until("b to be protected by a", async () => (await status(b)).state === "protected", 60_000);
       assert.equal((await status(a)).role, "backup");
+      // a kept its memory (demoted, not restarted): b resynced it by rewind, not in full.
+      const syncs = readEvents(b.log).filter((e) => e.event === "sync.started");
+      assert.equal(syncs.at(-1)?.mode, "rewind", JSON.stringify(syncs));
       await expectClean(client, "remusctl switchover");
       assertOneReleaser([a, b]);
     });
