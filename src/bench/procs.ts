@@ -147,7 +147,18 @@ export class Procs {
     });
     // Started when its API answers: its own start-up (loading, compiling schemas) is then behind it.
     if (healthy) await this.healthy(control, 30_000);
-    return { name, proc, dir, eventLog, listen };
+    return { name, proc, dir, eventLog, listen, control };
+  }
+
+  /** Points a primary at the backup at `listen` (PATCH /v1/config; the daemons run with --unsafe-open-api). */
+  async setPeer(d: Daemon, listen: string): Promise<void> {
+    if (d.control === undefined) throw new Error(`${d.name} has no control address`);
+    const r = await fetch(`http://${d.control}/v1/config`, {
+      method: "PATCH",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ peer: `ws://${listen}` }),
+    });
+    if (!r.ok) throw new Error(`PATCH /v1/config on ${d.name}: ${r.status} ${await r.text()}`);
   }
 
   /** Waits until GET /healthz on `control` answers 200 (at most `ms`). */

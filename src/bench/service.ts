@@ -179,10 +179,13 @@ export async function benchFailover(
 async function fullSync(ctx: BenchContext, domainMiB: number): Promise<Figure[]> {
   const procs = new Procs(ctx.tempDir());
   const o = { domainMiB, intervalMs: 25, workload: "web" };
-  // Both started and settled before they meet, so their own start-up is not taken for the sync's.
-  const listen = `127.0.0.1:${await freePort()}`;
-  const p = await procs.primary("primary", listen, o, true);
-  const b = await procs.backup("backup", o, listen);
+  // Both started and settled (control API up) before they meet, so neither's own start-up is taken
+  // for the sync's: the primary first dials an address nobody listens on, then is pointed at the
+  // backup. (A daemon builds its API after its replication listener is up: a backup dialled at
+  // once would build it during the sync.)
+  const p = await procs.primary("primary", `127.0.0.1:${await freePort()}`, o, true);
+  const b = await procs.backup("backup", o);
+  await procs.setPeer(p, b.listen as string);
   try {
     const done = await procs.waitEvent(p.eventLog, (e) => e.event === "sync.completed", 300_000);
     if (!done) throw new Error("the sync never completed");
