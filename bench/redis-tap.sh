@@ -7,9 +7,11 @@
 # for a checkpoint). Needs root, iproute2 and redis-tools; run after `npm run build`.
 #
 #   sudo bench/redis-tap.sh [REQUESTS]      # default 4000 requests per test
+#   sudo MODE=colo bench/redis-tap.sh       # the pair in COLO mode (default remus)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-4000}
+MODE=${MODE:-remus}
 NS="remusd-bench-$$"
 DEV="rbench$$"; DEV=${DEV:0:15}
 DIR=$(mktemp -d)
@@ -28,11 +30,11 @@ $R vswitch --listen 127.0.0.1:0 --tap "$DEV,netns=$NS,ip=10.0.0.1/24" 2> "$DIR/s
 until grep -qs '"remusd vswitch started"' "$DIR/sw.log"; do sleep 0.1; done
 SW=$(grep -o '"port":[0-9]*' "$DIR/sw.log" | head -1 | cut -d: -f2)
 $R backup --listen 127.0.0.1:0 --control 127.0.0.1:0 --auth-key-file "$DIR/key" --switch "127.0.0.1:$SW" \
-  --data-dir "$DIR/b" 2> "$DIR/b.log" & BACKUP=$!; PIDS+=($BACKUP)
+  --mode "$MODE" --data-dir "$DIR/b" 2> "$DIR/b.log" & BACKUP=$!; PIDS+=($BACKUP)
 until grep -qs '"remusd backup started"' "$DIR/b.log"; do sleep 0.1; done
 REPL=$(grep -o '"replication":[0-9]*' "$DIR/b.log" | head -1 | cut -d: -f2)
 $R primary --peer "ws://127.0.0.1:$REPL" --control 127.0.0.1:0 --auth-key-file "$DIR/key" --switch "127.0.0.1:$SW" \
-  --data-dir "$DIR/p" --event-log "$DIR/p.jsonl" 2> "$DIR/p.log" & PIDS+=($!)
+  --mode "$MODE" --data-dir "$DIR/p" --event-log "$DIR/p.jsonl" 2> "$DIR/p.log" & PIDS+=($!)
 until grep -qs '"to":"protected"' "$DIR/p.jsonl"; do sleep 0.1; done
 
 bench() { # label pipeline
@@ -41,7 +43,7 @@ bench() { # label pipeline
     awk -F'"' '/^"(SET|GET)"/ { printf "%s %s  ", $2, $4 }')
   printf '%-12s -P %-3s %s\n' "$1" "$2" "$rps"
 }
-echo "redis-benchmark -c 8 -n $N through a TAP port (requests/s)"
+echo "redis-benchmark -c 8 -n $N through a TAP port (requests/s), $MODE mode"
 bench protected 1
 bench protected 16
 kill "$BACKUP"; wait "$BACKUP" 2>/dev/null || true
