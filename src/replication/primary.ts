@@ -785,7 +785,11 @@ export class PrimaryMachine {
     if (!w || w.conn !== c) return;
     this.rewindAwaited = undefined;
     const since = this.domain.dirtySince();
-    const refusal = rewindRefusal(r, this.lineage, since !== undefined);
+    // Why COLO refuses: a secondary that took over ran ahead of the epoch it activated from, so
+    // pages it wrote before activating differ from that image and are in no dirty-since set.
+    const refusal = this.config.colo
+      ? "COLO mode: the activated secondary ran ahead of its last checkpoint"
+      : rewindRefusal(r, this.lineage, since !== undefined);
     if (refusal !== undefined || since === undefined) {
       this.emit({ type: "rewind.refused", reason: refusal ?? "no dirty-since tracking" });
       this.beginSync(c, w.peer, now, "full");

@@ -104,6 +104,40 @@ describe("COLO on the Node: comparator, rewriter, checkpoints", () => {
     assert.equal(activated[0]?.e.reason, "planned");
   });
 
+  it("a paused COLO primary superseded by its secondary is fenced and rejoins by a full sync (never a rewind: the secondary ran ahead of its checkpoint); the pair is COLO-protected again", () => {
+    const pair = new ColoPair({ seed: 51 });
+    const { world, a, b } = pair;
+    const refused: string[] = [];
+    pair.cluster.listeners.push((n, e) => {
+      if (n.name === "b" && e.type === "rewind.refused") refused.push(e.reason);
+    });
+    const start = pair.now;
+    let paused = false;
+    const run = runKv(pair, 2500, (now) => {
+      if (!paused && now - start >= 400) {
+        paused = true;
+        a.pause(400);
+      }
+      if (paused && a.node.state === "fenced") {
+        a.node.demote(now, "fenced");
+        a.peer = undefined;
+        b.peer = a;
+        return true;
+      }
+      return false;
+    });
+    assertClean(pair, run.summary);
+    world.run(() => b.node.state === "protected", 5000);
+    assert.equal(b.node.state, "protected");
+    assert.equal(a.node.state, "standby");
+    assert.deepEqual(refused, ["COLO mode: the activated secondary ran ahead of its last checkpoint"]);
+    // The new pair runs COLO: the former primary is the secondary now, its guest on the mirrored input.
+    world.runFor(100);
+    assert.ok(b.node.primary?.coloRunning && a.node.coloSecondary?.running);
+    const d = pair.digests();
+    assert.deepEqual(d.differ, []);
+  });
+
   for (const [pm, bm] of [
     ["colo", "remus"],
     ["remus", "colo"],
