@@ -217,7 +217,7 @@ export const LEASE_OPTIONS: readonly OptSpec[] = [
     name: "holder-label",
     type: "string",
     placeholder: "KEY",
-    help: "on Kubernetes: the holder sets pod label KEY=true on its own pod and KEY=false on the other node's, so a Service can select it",
+    help: "on Kubernetes: label this node's own pod KEY=true while it holds the lease and KEY=false otherwise (PATCH through the service account), so a Service can select the holder; a usage error outside a pod",
   },
 ];
 

@@ -42,6 +42,7 @@ import { VERSION } from "../version.js";
 import { EventLog } from "./eventlog.js";
 import { createLogger } from "./logging.js";
 import { NetSide } from "./netside.js";
+import { holderLabelFor, inClusterTarget, PodLabeller } from "./podlabel.js";
 import type { DaemonSettings } from "./settings.js";
 
 /** The settings an operator may change at run time (PATCH /v1/config). */
@@ -122,6 +123,8 @@ export class Daemon {
   onFatal: ((e: RemusError) => void) | undefined;
   /** The domain's lease (`--lease etcd://...`), or undefined (generation-only fencing). */
   lease: Lease | undefined;
+  /** `--holder-label`: this pod's label, true while this node holds the lease. */
+  private podLabel: PodLabeller | undefined;
   /** `remusd node` as backup: dials the lease holder's replication address. */
   private follower: Dialer | undefined;
 
@@ -355,6 +358,8 @@ export class Daemon {
 
   /** A `lease.*` event: the event log, the metrics, the log; and a step, so the node acts on it now. */
   private leaseEvent = (e: LeaseEvent): void => {
+    // Routing first: a node without the lease stops attracting clients before anything else happens.
+    this.podLabel?.set(holderLabelFor(e));
     this.metrics.leaseHeld?.set(e.event === "lease.acquired" ? 1 : 0);
     if (e.event === "lease.lost") this.metrics.leaseLost?.inc();
     // Until when output could leave under the lease that ended, on the wall clock (for checkers).
@@ -403,6 +408,12 @@ export class Daemon {
 
   async start(): Promise<void> {
     const s = this.settings;
+    if (s.holderLabel !== undefined) {
+      // Outside a pod this throws a usage error before anything is bound.
+      this.podLabel = new PodLabeller({ key: s.holderLabel, target: inClusterTarget(), log: this.log });
+      // A restarted container keeps its pod: clear a `true` left from before until the lease says otherwise.
+      this.podLabel.set(false);
+    }
     let generation = this.stateFile.state.generation;
     if (s.listen) {
       // Before the lease: the record advertises the port actually bound.
@@ -429,11 +440,6 @@ export class Daemon {
         "no lease (--lease none): fencing is by generation only; a network partition with both nodes up can run two primaries until they meet again",
       );
     }
-    if (s.holderLabel !== undefined)
-      this.log.warn(
-        { label: s.holderLabel },
-        "--holder-label: labelling the holder's pod is not implemented yet; a Service cannot select the holder by it",
-      );
     const role = s.node && this.lease ? await this.roleByLease(this.lease) : s.role;
     if (role !== s.role) this.log = this.rootLog.child({ role });
     // A node with a lease may become a backup later (fenced, demoted): it needs its store from the start.
@@ -597,6 +603,11 @@ export class Daemon {
       // The domain stopped: revoke the lease so the other node takes over without waiting for its TTL.
       await new Promise<void>((r) => lease.release(r));
       lease.close();
+    }
+    if (this.podLabel) {
+      this.podLabel.set(false);
+      await this.podLabel.settled(2000);
+      this.podLabel.stop();
     }
     await this.pool?.close();
     this.dialer?.stop();

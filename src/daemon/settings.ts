@@ -32,7 +32,7 @@ export interface DaemonSettings {
   readonly nodeName: string;
   readonly advertise: string | undefined;
   readonly advertiseControl: string | undefined;
-  /** `--holder-label` (Kubernetes pod labels of the holder): parsed, not applied yet (a warning says so). */
+  /** `--holder-label`: on Kubernetes, this node labels its own pod KEY=true while it holds the lease, else false. */
   readonly holderLabel: string | undefined;
   readonly control: HostPort;
   readonly listen: HostPort | undefined;
