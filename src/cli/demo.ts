@@ -6,6 +6,13 @@
  * shows live progress, SIGKILLs the primary, shows the failover, lets the
  * workload continue on the new primary, prints a summary, and exits 0 only if
  * the client saw zero resets, zero lost writes and zero wrong reads.
+ *
+ * Fencing: the strongest the machine has. With the `etcd` binary installed
+ * the demo runs its own one-member etcd and the pair is two `remusd node`s
+ * under a lease (the first to start holds it and runs the domain; after the
+ * kill the other takes over once the lease expires, and the killed node,
+ * restarted, rejoins as backup by itself). Without etcd it is a fixed
+ * primary and backup with generation-only fencing, and the demo says so.
  */
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -14,6 +21,7 @@ import { join } from "node:path";
 import { percentile } from "../bench/stats.js";
 import { parseJsonLines, readEventLog } from "../daemon/eventlog.js";
 import { type Child, spawnRemusd, started, waitFor } from "../proc/children.js";
+import { etcdInstalled, type LocalEtcd, startLocalEtcd } from "../proc/etcd.js";
 import type { OptValues } from "./options.js";
 
 async function getJson(url: string): Promise<Record<string, unknown> | undefined> {
@@ -42,9 +50,11 @@ export async function runDemo(v: OptValues): Promise<void> {
   const bLog = join(dir, "backup.events.jsonl");
   const children: Child[] = [];
   const say = (s: string) => process.stdout.write(`${s}\n`);
+  let etcd: LocalEtcd | undefined;
   const cleanup = async (keepPrimary: Child | undefined) => {
     for (const c of children) if (c !== keepPrimary && !c.exited) c.proc.kill("SIGKILL");
     await Promise.all(children.filter((c) => c !== keepPrimary).map((c) => c.exit));
+    if (keepPrimary === undefined) await etcd?.stop();
   };
   let interrupted = false;
   const onSigint = () => {
@@ -76,38 +86,69 @@ export async function runDemo(v: OptValues): Promise<void> {
       "--domain-mib",
       String(v["domain-mib"]),
     ];
+    if (etcdInstalled()) {
+      etcd = await startLocalEtcd(join(dir, "etcd"));
+      say(`  fencing  lease on etcd ${etcd.endpoint} (our own one-member etcd; lease TTL 1 s)`);
+    } else {
+      say(
+        "  fencing  generation-only: WARNING etcd is not installed (apt-get install etcd-server), so a\n" +
+          "           partition with both daemons up could run two primaries; with etcd the demo uses a lease",
+      );
+    }
+    const leaseUrl = etcd && `etcd://${etcd.endpoint}/remusd-demo`;
+    // Under a lease both daemons are `remusd node`: the lease decides the roles.
+    const nodeArgs = (name: string): string[] =>
+      leaseUrl === undefined
+        ? []
+        : ["--lease", leaseUrl, "--lease-ttl-s", "1", "--node-id", name, "--listen", "127.0.0.1:0"];
     const sw = spawnRemusd("vswitch", ["vswitch", "--listen", "127.0.0.1:0"]);
     children.push(sw);
     const swPort = (await waitFor("the vswitch", () => started(sw, "remusd vswitch started"), 15000))
       .port as number;
-    const backup = spawnRemusd("backup", [
-      "backup",
-      "--listen",
-      "127.0.0.1:0",
-      "--event-log",
-      bLog,
-      "--switch",
-      `127.0.0.1:${swPort}`,
-      ...common("backup"),
-    ]);
-    children.push(backup);
-    const bInfo = await waitFor("the backup", () => started(backup, "remusd backup started"), 15000);
-    const primary = spawnRemusd("primary", [
-      "primary",
-      "--peer",
-      `ws://127.0.0.1:${bInfo.replication as number}`,
-      "--listen",
-      "127.0.0.1:0",
+    const startDaemon = async (role: "primary" | "backup", args: string[]) => {
+      const c = spawnRemusd(
+        role,
+        leaseUrl === undefined ? [role, ...args] : ["node", ...nodeArgs(role), ...args],
+      );
+      children.push(c);
+      const line = leaseUrl === undefined ? `remusd ${role} started` : "remusd node started";
+      return { child: c, info: await waitFor(`the ${role}`, () => started(c, line), 15000) };
+    };
+    const switchArgs = ["--switch", `127.0.0.1:${swPort}`];
+    const primaryArgs = [
       "--event-log",
       pLog,
-      "--switch",
-      `127.0.0.1:${swPort}`,
+      ...switchArgs,
       "--workload",
       v.workload as string,
       ...common("primary"),
-    ]);
-    children.push(primary);
-    const pInfo = await waitFor("the primary", () => started(primary, "remusd primary started"), 15000);
+    ];
+    const backupArgs = ["--event-log", bLog, ...switchArgs, ...common("backup")];
+    let primary: Child;
+    let pInfo: Record<string, unknown>;
+    let bInfo: Record<string, unknown>;
+    if (leaseUrl === undefined) {
+      bInfo = (await startDaemon("backup", ["--listen", "127.0.0.1:0", ...backupArgs])).info;
+      const bUrl = `ws://127.0.0.1:${bInfo.replication as number}`;
+      ({ child: primary, info: pInfo } = await startDaemon("primary", [
+        "--peer",
+        bUrl,
+        "--listen",
+        "127.0.0.1:0",
+        ...primaryArgs,
+      ]));
+    } else {
+      // The first node takes the lease and boots the domain; the second follows it.
+      ({ child: primary, info: pInfo } = await startDaemon("primary", primaryArgs));
+      await waitFor(
+        "the first node to hold the lease",
+        async () =>
+          ((await getJson(`${pInfo.control as string}/v1/status`))?.lease as { state?: string } | undefined)
+            ?.state === "held",
+        30000,
+      );
+      bInfo = (await startDaemon("backup", backupArgs)).info;
+    }
     const pControl = pInfo.control as string;
     const bControl = bInfo.control as string;
     say(`  vswitch  udp://127.0.0.1:${swPort}`);
@@ -194,6 +235,23 @@ export async function runDemo(v: OptValues): Promise<void> {
           ?.digest === activated.digest
       }`,
     );
+    // Under a lease the pair heals itself: the killed node, restarted with its
+    // own data directory, rejoins as the new primary's backup.
+    let rejoinedMs: number | undefined;
+    if (leaseUrl !== undefined) {
+      const restartedAt = Date.now();
+      say("restarting the killed node: it rejoins as backup by itself ...");
+      await startDaemon("primary", [
+        ...primaryArgs.map((a) => (a === pLog ? join(dir, "rejoined.events.jsonl") : a)),
+      ]);
+      await waitFor(
+        "the new primary to be protected again",
+        async () => (await getJson(`${bControl}/v1/status`))?.state === "protected",
+        60000,
+      );
+      rejoinedMs = Date.now() - restartedAt;
+      say(`  protected again ${(rejoinedMs / 1000).toFixed(1)} s after the restart`);
+    }
     while (!client.exited) {
       await progress("failed over", bControl, bLog);
       await new Promise((r) => setTimeout(r, tty ? 250 : 1000));
@@ -219,6 +277,12 @@ export async function runDemo(v: OptValues): Promise<void> {
         `${activationMs} ms, resumed epoch ${activated.epoch as number} (last committed ${lastCommitted})`,
       ],
       ["new primary", `${String(st?.role)} / ${String(st?.state)} / generation ${String(st?.generation)}`],
+      [
+        "fencing",
+        leaseUrl === undefined
+          ? "generation-only (no etcd on this machine)"
+          : `lease on etcd; the killed node rejoined, protected again after ${fmt((rejoinedMs ?? 0) / 1000)} s`,
+      ],
       [
         "client requests / replies",
         `${summary.requests as number} / ${summary.replies as number} (${summary.requestsPerSec as number} req/s)`,
@@ -250,6 +314,12 @@ export async function runDemo(v: OptValues): Promise<void> {
       say(`  token    ${tokenFile}`);
       await new Promise(() => {});
     }
+  } catch (e) {
+    // What the daemons said last is the first thing a user needs when a step times out.
+    for (const c of children)
+      if (c.stderr.length > 0)
+        say(`--- ${c.name}, last lines of its log:\n${c.stderr.split("\n").slice(-6).join("\n")}`);
+    throw e;
   } finally {
     if (!interrupted) await cleanup(undefined);
     if (v.dir === undefined && !keep) rmSync(dir, { recursive: true, force: true });

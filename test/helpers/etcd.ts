@@ -9,11 +9,17 @@
  * fail (startEtcdCluster throws); without CI they are skipped with the reason
  * (`etcdSkip`), so a developer without etcd-server still runs the rest.
  */
-import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import {
+  etcdInstalled,
+  etcdJson,
+  etcdMemberArgs,
+  planEtcdCluster,
+  waitEtcdHealthy,
+} from "../../src/proc/etcd.js";
 import { type Proc, startCommand } from "./procs.js";
 
 export interface EtcdMember {
@@ -47,12 +53,6 @@ export interface EtcdOptions {
   readonly electionMs?: number;
 }
 
-/** Whether the `etcd` binary is on the PATH. */
-export function etcdInstalled(): boolean {
-  const r = spawnSync("etcd", ["--version"], { encoding: "utf8" });
-  return r.status === 0;
-}
-
 /**
  * The `skip` option of a suite that needs etcd: false when etcd is installed
  * or CI is set (then a missing etcd fails the suite), else the reason.
@@ -62,80 +62,19 @@ export function etcdSkip(): string | false {
   return "etcd is not installed (apt-get install etcd-server); CI fails instead of skipping";
 }
 
-/** `n` free TCP ports on 127.0.0.1, held open together so they are distinct. */
-export async function freePorts(n: number): Promise<number[]> {
-  const servers: Server[] = [];
-  try {
-    for (let i = 0; i < n; i++) {
-      const s = createServer();
-      servers.push(s);
-      await new Promise<void>((resolve, reject) => {
-        s.once("error", reject);
-        s.listen(0, "127.0.0.1", () => resolve());
-      });
-    }
-    return servers.map((s) => {
-      const a = s.address();
-      if (a === null || typeof a === "string") throw new Error("no port");
-      return a.port;
-    });
-  } finally {
-    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  }
-}
-
-async function getJson(url: string, body?: string): Promise<Record<string, unknown> | undefined> {
-  try {
-    const r = await fetch(url, {
-      method: body === undefined ? "GET" : "POST",
-      ...(body === undefined ? {} : { body }),
-      signal: AbortSignal.timeout(1000),
-    });
-    if (!r.ok) return undefined;
-    return (await r.json()) as Record<string, unknown>;
-  } catch {
-    return undefined;
-  }
-}
-
 /** Starts a cluster and waits until every member reports itself healthy (a leader is elected). */
 export async function startEtcdCluster(o: EtcdOptions = {}): Promise<EtcdCluster> {
   if (!etcdInstalled())
     throw new Error("etcd is not installed: apt-get install etcd-server (.ci/run installs it)");
-  const n = o.members ?? 3;
   const dir = mkdtempSync(join(tmpdir(), "remusd-etcd-"));
-  const ports = await freePorts(2 * n);
-  const names = Array.from({ length: n }, (_, i) => `m${i + 1}`);
-  const peerUrl = (i: number): string => `http://127.0.0.1:${ports[2 * i + 1]}`;
-  const initial = names.map((name, i) => `${name}=${peerUrl(i)}`).join(",");
-  const token = `remusd-test-${process.pid}-${ports[0]}`;
-  const members: EtcdMember[] = names.map((name, i) => {
-    const clientPort = ports[2 * i] as number;
-    const client = `http://127.0.0.1:${clientPort}`;
-    const proc = startCommand(`etcd-${name}`, "etcd", [
-      `--name=${name}`,
-      `--data-dir=${join(dir, name)}`,
-      `--listen-client-urls=${client}`,
-      `--advertise-client-urls=${client}`,
-      `--listen-peer-urls=${peerUrl(i)}`,
-      `--initial-advertise-peer-urls=${peerUrl(i)}`,
-      `--initial-cluster=${initial}`,
-      `--initial-cluster-token=${token}`,
-      "--initial-cluster-state=new",
-      `--heartbeat-interval=${o.heartbeatMs ?? 50}`,
-      `--election-timeout=${o.electionMs ?? 500}`,
-      "--logger=zap",
-      "--log-outputs=stderr",
-      "--log-level=warn",
-    ]);
-    return {
-      name,
-      clientPort,
-      peerPort: ports[2 * i + 1] as number,
-      endpoint: `127.0.0.1:${clientPort}`,
-      proc,
-    };
-  });
+  const plan = await planEtcdCluster(dir, o.members ?? 3, `remusd-test-${process.pid}-${Date.now()}`, o);
+  const members: EtcdMember[] = plan.members.map((m) => ({
+    name: m.name,
+    clientPort: m.clientPort,
+    peerPort: m.peerPort,
+    endpoint: `127.0.0.1:${m.clientPort}`,
+    proc: startCommand(`etcd-${m.name}`, "etcd", etcdMemberArgs(plan, m)),
+  }));
   const running = (m: EtcdMember): boolean => m.proc.exitCode === undefined;
   const cluster: EtcdCluster = {
     members,
@@ -147,7 +86,7 @@ export async function startEtcdCluster(o: EtcdOptions = {}): Promise<EtcdCluster
         const st = await Promise.all(
           cluster
             .live()
-            .map(async (m) => ({ m, s: await getJson(`http://${m.endpoint}/v3/maintenance/status`, "{}") })),
+            .map(async (m) => ({ m, s: await etcdJson(`http://${m.endpoint}/v3/maintenance/status`, "{}") })),
         );
         const leaders = new Set(st.map((x) => String(x.s?.leader ?? "")));
         if (leaders.size === 1 && !leaders.has("") && !leaders.has("0")) {
@@ -172,18 +111,10 @@ export async function startEtcdCluster(o: EtcdOptions = {}): Promise<EtcdCluster
     },
   };
   try {
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      const dead = members.find((m) => !running(m));
-      if (dead)
-        throw new Error(
-          `etcd ${dead.name} exited with ${dead.proc.exitCode}: ${dead.proc.stderr.slice(-2000)}`,
-        );
-      const health = await Promise.all(members.map((m) => getJson(`http://${m.endpoint}/health`)));
-      if (health.every((h) => h?.health === "true")) break;
-      if (Date.now() > deadline) throw new Error("etcd cluster not healthy after 30 s");
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitEtcdHealthy(plan, (name) => {
+      const m = members.find((x) => x.name === name) as EtcdMember;
+      return running(m) ? undefined : `code ${m.proc.exitCode}: ${m.proc.stderr.slice(-2000)}`;
+    });
   } catch (e) {
     await cluster.stop();
     throw e;
