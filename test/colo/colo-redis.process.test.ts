@@ -10,7 +10,6 @@
  * redis-tools): without them this test fails, it does not skip.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import type { Status } from "../../src/api/schemas.js";
@@ -19,48 +18,22 @@ import {
   inTempDir,
   kill,
   killAll,
-  type Proc,
   readEvents,
   startCommand,
   startPair,
   waitFor,
 } from "../helpers/procs.js";
-import { makeNetns, requireTapHost, startTapVswitch } from "../vswitch/netns.js";
+import {
+  inNs,
+  makeNetns,
+  ackedSoFar as progress,
+  requireTapHost,
+  startTapVswitch,
+} from "../vswitch/netns.js";
 
 after(killAll);
 
 const GUEST = "10.0.0.10";
-
-function inNs(
-  ns: string,
-  cmd: string[],
-  timeoutMs = 120_000,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn("ip", ["netns", "exec", ns, ...cmd], { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    p.stdout.on("data", (d: Buffer) => {
-      stdout += d.toString();
-    });
-    p.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const timer = setTimeout(() => p.kill("SIGKILL"), timeoutMs);
-    p.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-function progress(p: Proc): number {
-  let acked = 0;
-  for (const line of p.stdout.split("\n")) {
-    if (line.startsWith('{"acked"')) acked = (JSON.parse(line) as { acked: number }).acked;
-  }
-  return acked;
-}
 
 test("COLO through a TAP port: redis-benchmark on matching output, then a SIGKILL of the primary under a kernel TCP connection", async (t) => {
   requireTapHost(["redis-cli", "redis-benchmark"]);
@@ -76,20 +49,12 @@ test("COLO through a TAP port: redis-benchmark on matching output, then a SIGKIL
         primary: colo,
         backup: colo,
       });
-      const bench = await inNs(net.ns, [
-        "redis-benchmark",
-        "-h",
-        GUEST,
-        "-c",
-        "8",
-        "-n",
-        "2000",
-        "-P",
-        "1",
-        "-t",
-        "set,get",
-        "--csv",
-      ]);
+      const bench = await inNs(
+        net.ns,
+        ["redis-benchmark", "-h", GUEST, "-c", "8", "-n", "2000", "-P", "1", "-t", "set,get", "--csv"],
+        "",
+        120_000,
+      );
       assert.equal(bench.code, 0, bench.stderr);
       assert.doesNotMatch(bench.stdout + bench.stderr, /WARNING|ERR/);
       const rows = bench.stdout

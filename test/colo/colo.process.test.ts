@@ -11,6 +11,12 @@ import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import type { Status } from "../../src/api/schemas.js";
 import {
+  expectCleanClient,
+  expectRepliesAfter,
+  type ClientProgress as Progress,
+  progressLines,
+} from "../helpers/client.js";
+import {
   getJson,
   inTempDir,
   kill,
@@ -22,19 +28,6 @@ import {
 } from "../helpers/procs.js";
 
 after(killAll);
-
-interface Progress {
-  t: number;
-  phase: string;
-  replies: number;
-}
-
-function progressLines(stderr: string): Progress[] {
-  return stderr
-    .split("\n")
-    .filter((l) => l.includes('"client progress"'))
-    .map((l) => JSON.parse(l) as Progress);
-}
 
 test("real processes, COLO: SIGKILL of the primary under client load; the secondary goes on from its own state with its rewriter, sessions carry on", async () => {
   await inTempDir("colo", async (dir) => {
@@ -80,25 +73,8 @@ test("real processes, COLO: SIGKILL of the primary under client load; the second
     const activated = await waitFor("activation", () =>
       readEvents(backupLog).find((e) => e.event === "failover.activated"),
     );
-    const code = await client.exited;
-    const summary = JSON.parse(client.stdout.trim().split("\n").pop() as string) as {
-      ok: boolean;
-      resets: number;
-      lostWrites: number;
-      wrongReads: number;
-      verifiedKeys: number;
-      errors: string[];
-    };
-    assert.equal(summary.resets, 0, JSON.stringify(summary.errors));
-    assert.equal(summary.lostWrites, 0, JSON.stringify(summary.errors));
-    assert.equal(summary.wrongReads, 0, JSON.stringify(summary.errors));
-    assert.equal(summary.ok, true, JSON.stringify(summary.errors));
-    assert.equal(code, 0);
-    assert.ok(summary.verifiedKeys > 0);
-    const runAfter = progressLines(client.stderr).filter(
-      (p) => p.phase === "run" && p.replies > repliesAtKill,
-    );
-    assert.ok(runAfter.length > 0, `no replies after the failover (at kill ${repliesAtKill})`);
+    await expectCleanClient(client, "COLO: SIGKILL of the primary");
+    expectRepliesAfter(client, repliesAtKill);
     // No rollback: the new primary's rewriter still renumbers the sessions opened before the kill.
     const after = (await getJson(`${backup.control}/v1/status`)).body as Status;
     assert.equal(after.role, "primary");

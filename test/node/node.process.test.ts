@@ -15,6 +15,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
+import { expectCleanClient } from "../helpers/client.js";
 import { type EtcdCluster, etcdSkip, startEtcdCluster, TcpProxy } from "../helpers/etcd.js";
 import {
   type DaemonInfo,
@@ -121,22 +122,7 @@ function startClient(switchAddr: string, seconds: number, seed: number): Proc {
 }
 
 async function expectClean(client: Proc, what: string): Promise<void> {
-  const code = await client.exited;
-  const summary = JSON.parse(client.stdout.trim().split("\n").pop() as string) as {
-    ok: boolean;
-    resets: number;
-    lostWrites: number;
-    wrongReads: number;
-    verifiedKeys: number;
-    longestStallMs: number;
-  };
-  const why = `${what}: ${JSON.stringify(summary)}`;
-  assert.equal(summary.resets, 0, why);
-  assert.equal(summary.lostWrites, 0, why);
-  assert.equal(summary.wrongReads, 0, why);
-  assert.equal(summary.ok, true, why);
-  assert.ok(summary.verifiedKeys > 0, why);
-  assert.equal(code, 0, why);
+  const summary = await expectCleanClient(client, what);
   console.log(`# ${what}: longest client stall ${summary.longestStallMs} ms`);
 }
 

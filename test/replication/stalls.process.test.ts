@@ -12,6 +12,7 @@ import { WebSocket } from "ws";
 import { Domain, geometryOfMiB } from "../../src/domain/domain.js";
 import { GOODBYE_REASON, ROLE } from "../../src/protocol/constants.js";
 import { FrameCodec } from "../../src/protocol/frame.js";
+import { expectCleanClient } from "../helpers/client.js";
 import {
   type DaemonInfo,
   getJson,
@@ -54,22 +55,7 @@ function replies(client: Proc): number {
 
 /** Waits for the client to end and checks its verdict: nothing reset, lost or wrong, the read-back finished. */
 async function expectClean(client: Proc, what: string): Promise<void> {
-  const code = await client.exited;
-  const summary = JSON.parse(client.stdout.trim().split("\n").pop() as string) as {
-    ok: boolean;
-    resets: number;
-    lostWrites: number;
-    wrongReads: number;
-    verifiedKeys: number;
-    errors: string[];
-  };
-  const why = `${what}: ${JSON.stringify(summary)}`;
-  assert.equal(summary.resets, 0, why);
-  assert.equal(summary.lostWrites, 0, why);
-  assert.equal(summary.wrongReads, 0, why);
-  assert.equal(summary.ok, true, why);
-  assert.ok(summary.verifiedKeys > 0, why);
-  assert.equal(code, 0, why);
+  await expectCleanClient(client, what);
 }
 
 /** Polls `d`'s status until `cond` holds (20 s at most). */

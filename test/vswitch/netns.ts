@@ -7,7 +7,7 @@
  * skip them.
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { type Proc, startVswitch } from "../helpers/procs.js";
 
@@ -65,4 +65,39 @@ export function deviceExists(ns: string, dev: string): boolean {
 export async function startTapVswitch(tap: string): Promise<{ proc: Proc; port: number; addr: string }> {
   const { proc, addr } = await startVswitch(["--tap", tap]);
   return { proc, addr, port: Number(addr.split(":")[1]) };
+}
+
+/** Runs a command in the namespace to completion, with an optional stdin; kills it after `timeoutMs`. */
+export function inNs(
+  ns: string,
+  cmd: string[],
+  input = "",
+  timeoutMs = 60_000,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn("ip", ["netns", "exec", ns, ...cmd], { stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    p.stdout.on("data", (d: Buffer) => {
+      stdout += d.toString();
+    });
+    p.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const timer = setTimeout(() => p.kill("SIGKILL"), timeoutMs);
+    p.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    p.stdin.end(input);
+  });
+}
+
+/** The writes a TAP-side checking client (its `{"acked":N}` stdout lines) had acknowledged so far. */
+export function ackedSoFar(p: Proc): number {
+  let acked = 0;
+  for (const line of p.stdout.split("\n")) {
+    if (line.startsWith('{"acked"')) acked = (JSON.parse(line) as { acked: number }).acked;
+  }
+  return acked;
 }

@@ -9,50 +9,14 @@
  * are required: without them this test fails, it does not skip.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import {
-  inTempDir,
-  kill,
-  killAll,
-  type Proc,
-  readEvents,
-  startCommand,
-  startPair,
-  waitFor,
-} from "../helpers/procs.js";
-import { makeNetns, requireTapHost, startTapVswitch } from "./netns.js";
+import { inTempDir, kill, killAll, readEvents, startCommand, startPair, waitFor } from "../helpers/procs.js";
+import { inNs, makeNetns, ackedSoFar as progress, requireTapHost, startTapVswitch } from "./netns.js";
 
 after(killAll);
 
 const GUEST = "10.0.0.10";
-
-/** Runs a command in the namespace to completion, with an optional stdin; kills it after `timeoutMs`. */
-function inNs(
-  ns: string,
-  cmd: string[],
-  input = "",
-  timeoutMs = 60_000,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn("ip", ["netns", "exec", ns, ...cmd], { stdio: ["pipe", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    p.stdout.on("data", (d: Buffer) => {
-      stdout += d.toString();
-    });
-    p.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const timer = setTimeout(() => p.kill("SIGKILL"), timeoutMs);
-    p.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    p.stdin.end(input);
-  });
-}
 
 interface ClientSummary {
   acked: number;
@@ -62,14 +26,6 @@ interface ClientSummary {
   resets: number;
   closed: boolean;
   maxLatencyMs: number;
-}
-
-function progress(p: Proc): number {
-  let acked = 0;
-  for (const line of p.stdout.split("\n")) {
-    if (line.startsWith('{"acked"')) acked = (JSON.parse(line) as { acked: number }).acked;
-  }
-  return acked;
 }
 
 test("redis-cli and redis-benchmark through a TAP port, and a SIGKILL of the primary under a live connection", async (t) => {
