@@ -30,8 +30,10 @@ import {
 } from "etcd3";
 import {
   type Candidate,
+  decodeCounter,
   decodeGeneration,
   decodeRecord,
+  encodeCounter,
   encodeRecord,
   type LeaderRecord,
   RecordError,
@@ -199,9 +201,16 @@ export class EtcdLeaseService implements LeaseService {
     for (let i = 0; ; i++) {
       const gr = await this.etcd.kv.range({ key: genKey }, this.callOptions());
       const g = gr.kvs[0];
-      const current = decodeGeneration(g?.value);
+      const counter = decodeCounter(g?.value);
+      const current = counter.generation;
       // The compare on the counter's mod revision below makes this read part of the swap.
-      if (from !== undefined && current !== from) return { won: false, holder: undefined, stale: current };
+      if (from !== undefined && current !== from)
+        return {
+          won: false,
+          holder: undefined,
+          stale: current,
+          ...(counter.by === undefined ? {} : { staleBy: counter.by }),
+        };
       const generation = current + 1;
       const record: LeaderRecord = { ...candidate, generation, since };
       const tx = await this.etcd.kv.txn(
@@ -218,7 +227,7 @@ export class EtcdLeaseService implements LeaseService {
             },
           ],
           success: [
-            { request_put: { key: genKey, value: Buffer.from(String(generation)) } },
+            { request_put: { key: genKey, value: encodeCounter(generation, leaseId) } },
             { request_put: { key: leaderKey, value: encodeRecord(record), lease: leaseId } },
           ],
           failure: [{ request_range: { key: leaderKey } }],
@@ -262,7 +271,7 @@ export class EtcdLeaseService implements LeaseService {
           },
         ],
         success: [
-          { request_put: { key: genKey, value: Buffer.from(String(from + 1)) } },
+          { request_put: { key: genKey, value: encodeCounter(from + 1, leaseId) } },
           { request_put: { key: leaderKey, value: encodeRecord(record), lease: leaseId } },
         ],
         failure: [],

@@ -76,6 +76,12 @@ export class Lease {
   private onHolder: ((h: LeaderRecord | undefined) => void) | undefined;
   private attempt = 0;
   private campaigning = false;
+  /**
+   * Leases of attempts this node abandoned (a swap lost, late or refused):
+   * a counter last set under one of them was moved by our own swap, with
+   * nothing run under it, so it is not another lineage.
+   */
+  private readonly abandoned = new Set<string>();
   private stepping = false;
   private closed = false;
   private known: LeaderRecord | undefined;
@@ -169,9 +175,19 @@ export class Lease {
             if (!won) {
               // Why revoke: a swap whose answer was lost may have taken the key under this lease.
               this.revoke(id);
+              this.abandoned.add(id);
+              if (this.abandoned.size > 64)
+                this.abandoned.delete(this.abandoned.values().next().value as string);
               if (attempt === this.attempt) this.core.acquireFailed();
               if (c.ok && !c.value.won) {
                 if (c.value.stale !== undefined) {
+                  const by = c.value.staleBy;
+                  if (by !== undefined && this.abandoned.has(by) && from === this.from) {
+                    // Our own abandoned swap moved the counter: the lineage is ours still.
+                    this.from = c.value.stale;
+                    done(false);
+                    return;
+                  }
                   done(false, c.value.stale);
                   return;
                 }

@@ -65,6 +65,8 @@ export class MemoryLeaseStore {
   private readonly leases = new Map<string, StoredLease>();
   private leader: { value: Buffer; leaseId: string } | undefined;
   private generation = 0;
+  /** The lease under which the counter was last set. */
+  private generationBy: string | undefined;
   private nextId = 1;
   private readonly watchers = new Set<{ node: string; fn: (h: LeaderRecord | undefined) => void }>();
   private unavailable = false;
@@ -187,8 +189,14 @@ export class MemoryLeaseStore {
     if (!this.leases.has(id)) return fail("lease-not-found", `lease ${id} not found`);
     if (this.leader) return ok({ won: false, holder: decodeRecord(this.leader.value) });
     if (from !== undefined && from !== this.generation)
-      return ok({ won: false, holder: undefined, stale: this.generation });
+      return ok({
+        won: false,
+        holder: undefined,
+        stale: this.generation,
+        ...(this.generationBy === undefined ? {} : { staleBy: this.generationBy }),
+      });
     this.generation++;
+    this.generationBy = id;
     const record: LeaderRecord = { ...c, generation: this.generation, since };
     this.leader = { value: encodeRecord(record), leaseId: id };
     this.history.push({ t: this.sched.now(), kind: "acquired", record, leaseId: id });
@@ -200,6 +208,7 @@ export class MemoryLeaseStore {
     const l = this.leader;
     if (!l || l.leaseId !== id || !this.leases.has(id) || this.generation !== from) return ok(undefined);
     this.generation++;
+    this.generationBy = id;
     const record: LeaderRecord = { ...decodeRecord(l.value), generation: this.generation };
     this.leader = { value: encodeRecord(record), leaseId: id };
     this.history.push({ t: this.sched.now(), kind: "advanced", record, leaseId: id });

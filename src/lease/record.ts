@@ -80,10 +80,28 @@ export function decodeRecord(b: Buffer | Uint8Array | string): LeaderRecord {
   };
 }
 
-/** The generation counter's value (decimal text); absent means 0. */
-export function decodeGeneration(b: Buffer | Uint8Array | undefined): number {
-  if (b === undefined) return 0;
+/**
+ * The generation counter: its value and, when known, the lease under which
+ * it was last set (`N` or `N LEASEID` as text; absent means 0). Why the
+ * lease: a swap that won at etcd but whose answer was lost or came too late
+ * moved the counter with nothing run under it; the candidate that abandoned
+ * that lease recognises its own bump and does not take it for another
+ * lineage (service.ts `CampaignResult.staleBy`).
+ */
+export function decodeCounter(b: Buffer | Uint8Array | undefined): { generation: number; by?: string } {
+  if (b === undefined) return { generation: 0 };
   const s = Buffer.from(b).toString("latin1");
-  if (!/^\d{1,15}$/.test(s)) throw new RecordError(`generation counter '${s.slice(0, 32)}' is not a number`);
-  return Number(s);
+  const m = /^(\d{1,15})(?: ([0-9A-Za-z]{1,40}))?$/.exec(s);
+  if (!m) throw new RecordError(`generation counter '${s.slice(0, 32)}' is not a number`);
+  return m[2] === undefined ? { generation: Number(m[1]) } : { generation: Number(m[1]), by: m[2] };
+}
+
+/** The generation counter's value; absent means 0. */
+export function decodeGeneration(b: Buffer | Uint8Array | undefined): number {
+  return decodeCounter(b).generation;
+}
+
+/** The counter's text: `generation`, set under lease `by`. */
+export function encodeCounter(generation: number, by: string): Buffer {
+  return Buffer.from(`${generation} ${by}`);
 }

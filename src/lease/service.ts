@@ -58,9 +58,15 @@ export type CampaignResult =
   /**
    * Someone holds the leader key (`holder`, or undefined if it vanished
    * between the swap and the read); or, with `stale`, the generation counter
-   * has moved past the candidate's `from` (its image is of an older lineage).
+   * has moved past the candidate's `from` (its image is of an older lineage);
+   * `staleBy` is the lease under which the counter was last set, when known.
    */
-  | { readonly won: false; readonly holder: LeaderRecord | undefined; readonly stale?: number };
+  | {
+      readonly won: false;
+      readonly holder: LeaderRecord | undefined;
+      readonly stale?: number;
+      readonly staleBy?: string;
+    };
 
 export interface Cancel {
   cancel(): void;

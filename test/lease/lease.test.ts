@@ -258,6 +258,49 @@ describe("lease driver on the in-memory service", () => {
     assert.deepEqual(w.violations, []);
   });
 
+  test("a swap that won at the service but whose answer was lost: the candidate recognises its own bump of the counter and does not take it for another lineage", () => {
+    const vt = new VirtualTime();
+    const store = new MemoryLeaseStore(vt, { latencyMs: 1 });
+    const clock = new NodeClock(vt, "a");
+    const inner = clock.wrap(store.client("a"));
+    let dropped = 0;
+    const stale: number[] = [];
+    const lease = new Lease({
+      // The first campaign is applied by the service, but its answer never arrives.
+      service: {
+        ...inner,
+        campaign: (id, c, since, r, from) =>
+          inner.campaign(id, c, since, dropped++ === 0 ? () => {} : r, from),
+      },
+      timing,
+      clock,
+      candidate: { nodeId: "a", address: "ws://a:7780", control: "a:7781" },
+      onEvent: () => {},
+    });
+    // A fresh boot: only from generation 0.
+    lease.campaign(0, (current) => stale.push(current));
+    vt.run(20_000, () => lease.state === "held");
+    assert.ok(dropped >= 2, "the lost answer was followed by another attempt");
+    assert.deepEqual(stale, [], "our own bump of the counter is not another lineage");
+    assert.equal(lease.state, "held");
+    assert.equal(lease.generation, 2, "generation 1 went to the abandoned attempt");
+    // Another candidate's bump still makes an image stale.
+    const other: number[] = [];
+    const b = new Lease({
+      service: new NodeClock(vt, "b").wrap(store.client("b")),
+      timing,
+      clock: new NodeClock(vt, "b"),
+      candidate: { nodeId: "b", address: "ws://b:7780", control: "b:7781" },
+      onEvent: () => {},
+    });
+    lease.release();
+    vt.run(2000);
+    b.campaign(0, (current) => other.push(current));
+    vt.run(5000, () => other.length > 0);
+    assert.deepEqual(other, [2]);
+    assert.notEqual(b.state, "held");
+  });
+
   test("seeded nemesis: cut, unavailable, slow, pause, clock leap, crash, release; never two releasers", () => {
     const seeds = Number(process.env.REMUSD_LEASE_SEEDS ?? 200);
     let acquisitions = 0;
