@@ -4,8 +4,10 @@
  * Keys under the `--lease` PREFIX:
  *  - PREFIX/leader: the holder's LeaderRecord (JSON), attached to its lease,
  *    so etcd deletes it when the lease expires or is revoked;
- *  - PREFIX/generation: the last generation handed out (decimal), never
- *    attached to a lease, so it outlives every holder.
+ *  - PREFIX/generation: the last generation handed out and the lease it was
+ *    set under (`N LEASEID`; a bare `N` is read too), never attached to a
+ *    lease, so it outlives every holder. The lease lets a candidate whose
+ *    swap won but whose answer was lost recognise its own bump (lease.ts).
  *
  * Acquisition is one transaction: if the leader key's create revision is 0
  * (never written, or deleted with its holder's lease) and the generation
