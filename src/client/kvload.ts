@@ -93,20 +93,7 @@ export class KvLoad {
   private auditing = false;
   /** Audits completed (`audit`). */
   audits = 0;
-  readonly summary: KvLoadSummary = {
-    connections: 0,
-    requests: 0,
-    replies: 0,
-    resets: 0,
-    reconnects: 0,
-    longestStallMs: 0,
-    lostWrites: 0,
-    wrongReads: 0,
-    verifiedKeys: 0,
-    protocolErrors: 0,
-    errors: [],
-    ok: true,
-  };
+  readonly summary: KvLoadSummary = newKvLoadSummary();
   /** Replies received per poll, for rate displays. */
   repliesSince = 0;
 
@@ -405,4 +392,22 @@ export class KvLoad {
         this.summary.protocolErrors === 0;
     }
   }
+}
+
+/** A summary before any work: all counts 0, ok. */
+export function newKvLoadSummary(): KvLoadSummary {
+  return {
+    connections: 0,
+    requests: 0,
+    replies: 0,
+    resets: 0,
+    reconnects: 0,
+    longestStallMs: 0,
+    lostWrites: 0,
+    wrongReads: 0,
+    verifiedKeys: 0,
+    protocolErrors: 0,
+    errors: [],
+    ok: true,
+  };
 }

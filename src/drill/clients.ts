@@ -8,7 +8,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { Worker } from "node:worker_threads";
 import type { KvClientOptions } from "../client/kvclient.js";
-import type { KvLoadSummary } from "../client/kvload.js";
+import { type KvLoadSummary, newKvLoadSummary } from "../client/kvload.js";
 import type { ClientCommand, ClientMessage } from "./kvworker.js";
 
 /** Every reply the checking client saw: when its request was sent (wall ms) and its latency (ms). */
@@ -121,20 +121,7 @@ export class CheckingClient {
 }
 
 function emptySummary(error: string): KvLoadSummary {
-  return {
-    connections: 0,
-    requests: 0,
-    replies: 0,
-    resets: 0,
-    reconnects: 0,
-    longestStallMs: 0,
-    lostWrites: 0,
-    wrongReads: 0,
-    verifiedKeys: 0,
-    protocolErrors: 0,
-    errors: [error],
-    ok: false,
-  };
+  return { ...newKvLoadSummary(), errors: [error], ok: false };
 }
 
 /** What a user's command did during the drill. */

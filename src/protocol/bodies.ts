@@ -26,7 +26,6 @@ import {
 import { domainConfig } from "./domainconfig.js";
 import { ProtocolError } from "./errors.js";
 import type {
-  Ack,
   Auth,
   CheckpointEnd,
   Device,
@@ -43,6 +42,7 @@ import type {
 } from "./records.js";
 import { rewind } from "./rewind.js";
 import {
+  epochGenerationCodec,
   expectEnd,
   preencodeString,
   readBytes,
@@ -292,20 +292,7 @@ function checkEndFlags(flags: number, digest: Uint8Array): void {
   }
 }
 
-const ack: BodyCodec<Ack> = {
-  preencode(s) {
-    s.end += 16;
-  },
-  encode(s, r) {
-    writeU64(s, r.epoch, "epoch");
-    writeU64(s, r.generation, "generation");
-  },
-  decode(s) {
-    const epoch = readU64(s, "epoch");
-    const generation = readU64(s, "generation");
-    return { type: "ack", epoch, generation };
-  },
-};
+const ack = epochGenerationCodec("ack");
 
 const nack: BodyCodec<Nack> = {
   preencode(s, r) {

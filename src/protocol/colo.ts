@@ -16,6 +16,7 @@ import {
 import { ProtocolError } from "./errors.js";
 import type { ColoCheckpoint, ColoDirty, ColoInput, ColoOutput, ColoStart } from "./records.js";
 import {
+  epochGenerationCodec,
   readBytes,
   readU8,
   readU16,
@@ -30,20 +31,7 @@ import {
 
 const REASONS: ReadonlySet<number> = new Set(Object.values(COLO_REASON));
 
-export const coloStart: BodyCodec<ColoStart> = {
-  preencode(s) {
-    s.end += 16;
-  },
-  encode(s, r) {
-    writeU64(s, r.epoch, "epoch");
-    writeU64(s, r.generation, "generation");
-  },
-  decode(s) {
-    const epoch = readU64(s, "epoch");
-    const generation = readU64(s, "generation");
-    return { type: "coloStart", epoch, generation };
-  },
-};
+export const coloStart: BodyCodec<ColoStart> = epochGenerationCodec("coloStart");
 
 function frameCodec<T extends "coloInput" | "coloOutput">(
   type: T,

@@ -9,8 +9,10 @@
  */
 
 import { isUtf8 } from "node:buffer";
+import type { BodyCodec } from "./bodies.js";
 import { LIMITS } from "./constants.js";
 import { ProtocolError } from "./errors.js";
+import type { Ack, ColoStart } from "./records.js";
 
 export interface WireState {
   buf: Buffer;
@@ -149,4 +151,24 @@ export function writeString(s: WireState, str: string, lenBytes: 1 | 2, field: s
   if (lenBytes === 1) writeU8(s, n, `${field} length`);
   else writeU16(s, n, `${field} length`);
   s.start += s.buf.write(str, s.start, n, "utf8");
+}
+
+/** A body of an epoch and a generation (ACK, COLO_START). */
+export function epochGenerationCodec<T extends "ack" | "coloStart">(
+  type: T,
+): BodyCodec<Extract<Ack | ColoStart, { type: T }>> {
+  return {
+    preencode(s) {
+      s.end += 16;
+    },
+    encode(s, r) {
+      writeU64(s, r.epoch, "epoch");
+      writeU64(s, r.generation, "generation");
+    },
+    decode(s) {
+      const epoch = readU64(s, "epoch");
+      const generation = readU64(s, "generation");
+      return { type, epoch, generation } as Extract<Ack | ColoStart, { type: T }>;
+    },
+  };
 }

@@ -85,7 +85,7 @@ export class NetDevice {
    */
   pump(epoch: number, mustWait: boolean, now: number): void {
     if (!this.active || !this.nic.configured) return;
-    const hold = this.suspended || (mustWait && this.opts.outputCommit) || !this.gate();
+    const hold = !this.open || (mustWait && this.opts.outputCommit);
     if (!hold && this.netbuf.packets > 0) this.netbuf.releaseAll(now);
     for (;;) {
       if (hold && !this.netbuf.hasRoom(1514)) return; // backpressure: the ring keeps the rest
@@ -112,7 +112,7 @@ export class NetDevice {
    */
   sendNow(frame: Buffer, epoch: number, now: number): void {
     if (!this.active) return;
-    if (this.suspended || !this.gate()) this.netbuf.hold(frame, epoch, now);
+    if (!this.open) this.netbuf.hold(frame, epoch, now);
     else {
       this.sent++;
       this.opts.sendFrame(frame, epoch);
@@ -127,7 +127,7 @@ export class NetDevice {
   /** Epoch `epoch` is acknowledged: its output may leave. */
   committed(epoch: number, now: number): void {
     this.acked = Math.max(this.acked, epoch);
-    if (!this.suspended && this.gate()) this.netbuf.release(epoch, now);
+    if (this.open) this.netbuf.release(epoch, now);
   }
 
   /** Nothing leaves until `resume` (the node was stalled and has not read its links yet). */
@@ -139,13 +139,17 @@ export class NetDevice {
   resume(now: number): void {
     if (!this.suspended) return;
     this.suspended = false;
-    if (this.active && this.gate()) this.netbuf.release(this.acked, now);
+    if (this.active && this.open) this.netbuf.release(this.acked, now);
   }
 
   /** What was acknowledged while the gate was closed leaves now, if it is open. */
   flush(now: number): void {
-    if (this.active && !this.suspended && this.netbuf.packets > 0 && this.gate())
-      this.netbuf.release(this.acked, now);
+    if (this.active && this.netbuf.packets > 0 && this.open) this.netbuf.release(this.acked, now);
+  }
+
+  /** Output may leave now: not suspended, and the gate (the lease) is open. */
+  private get open(): boolean {
+    return !this.suspended && this.gate();
   }
 
   get isSuspended(): boolean {
@@ -154,7 +158,7 @@ export class NetDevice {
 
   /** Nothing to wait for any more (the backup is gone): release everything held. */
   releaseAll(now: number): void {
-    if (!this.suspended && this.active && this.gate()) this.netbuf.releaseAll(now);
+    if (this.active && this.open) this.netbuf.releaseAll(now);
   }
 
   /**
@@ -172,7 +176,7 @@ export class NetDevice {
    * LAN's switches learn its port. Only while active and not suspended.
    */
   announce(epoch: number): void {
-    if (!this.active || this.suspended || !this.nic.configured || !this.gate()) return;
+    if (!this.active || !this.open || !this.nic.configured) return;
     const mac = this.nic.mac;
     const ip = this.nic.ip;
     const f = Buffer.alloc(42);

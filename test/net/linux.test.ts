@@ -22,6 +22,8 @@ const LINUX_IP = "10.77.0.1";
 const OUR_IP = "10.77.0.2";
 
 function skipReason(): string | false {
+  // With CI set a machine without root, /dev/net/tun or ip fails this suite instead of skipping it.
+  if (process.env.CI) return false;
   if (process.platform !== "linux") return "not Linux";
   if (process.getuid?.() !== 0) return "needs root for a TAP device";
   if (!existsSync("/dev/net/tun")) return "no /dev/net/tun";
