@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { VERSION } from "../version.js";
 import type { BenchCase, BenchContext } from "./case.js";
 import { COLO_CASES } from "./colo.js";
+import { COLO_DIVERGENCE_CASES } from "./colodivergence.js";
 import { DOMAIN_CASES } from "./domain.js";
 import { ENCODE_CASES } from "./encode.js";
 import { EPOCH_CASES } from "./epoch.js";
@@ -35,6 +36,7 @@ export const CASES: BenchCase[] = [
   ...PIPELINE_CASES,
   ...SERVICE_CASES,
   ...COLO_CASES,
+  ...COLO_DIVERGENCE_CASES,
 ];
 
 export interface BenchOptions {

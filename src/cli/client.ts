@@ -40,6 +40,7 @@ export async function runClient(v: OptValues): Promise<void> {
       keysPerConnection: v.keys as number,
       pipeline: v.pipeline as number,
       thinkMs: (v["think-ms"] as number | undefined) ?? 0,
+      sharedCounter: v["shared-counter"] === true,
     },
   });
   const kv = client.kv;

@@ -485,6 +485,11 @@ export const CLIENT_SPEC: CommandSpec = {
       placeholder: "N",
       help: "keys (and counters) per connection",
     },
+    {
+      name: "shared-counter",
+      type: "bool",
+      help: "every connection INCRs one key they share (replies depend on how the server interleaves connections)",
+    },
     { name: "progress", type: "bool", help: "print a JSON progress line on stderr every second" },
     {
       name: "drain-timeout",

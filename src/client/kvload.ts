@@ -11,6 +11,15 @@
  * server counts as a reset. Because output commit holds every reply until the
  * state that produced it is on the backup, none of these may happen across a
  * failover.
+ *
+ * `sharedCounter` is the other traffic: every connection INCRs one key they
+ * all share, so a reply depends on how the server interleaved requests of
+ * different connections (what a COLO pair's replicas may do differently).
+ * Its checks: every reply is an integer above the last this connection got
+ * and no two replies are equal (each INCR is one step of one counter); the
+ * final read-back may not be below the highest acknowledged value (lost
+ * write), and with no reset the acknowledged values are consecutive and the
+ * read-back is the last of them.
  */
 import type { NetStack } from "../net/stack.js";
 import { mulberry32 } from "../prng.js";
@@ -35,6 +44,8 @@ export interface KvLoadOptions {
    * random points of the primary's epochs instead of right after a commit.
    */
   readonly thinkMs?: number;
+  /** Every connection INCRs one shared key instead of working on its own keys (see the header). */
+  readonly sharedCounter?: boolean;
 }
 
 export const DEFAULT_KVLOAD: Omit<KvLoadOptions, "targetIp" | "seed"> = {
@@ -47,7 +58,8 @@ export const DEFAULT_KVLOAD: Omit<KvLoadOptions, "targetIp" | "seed"> = {
 type Expect =
   | { kind: "set"; key: string; value: string }
   | { kind: "incr"; key: string; value: number }
-  | { kind: "get"; key: string; value: string | null; final: boolean };
+  | { kind: "get"; key: string; value: string | null; final: boolean }
+  | { kind: "shared"; key: string; final: boolean };
 
 interface Conn {
   readonly index: number;
@@ -86,6 +98,11 @@ export class KvLoad {
   private readonly conns: Conn[] = [];
   private readonly model = new Map<string, string>();
   private readonly counters = new Map<string, number>();
+  /** sharedCounter: the values acknowledged (their range), and the last one each connection got. */
+  private readonly sharedSeen = new Set<number>();
+  private sharedMin = Number.POSITIVE_INFINITY;
+  private sharedMax = 0;
+  private readonly sharedLast: number[] = [];
   private readonly rand: () => number;
   private readonly thinkRand: () => number;
   private phase: "run" | "drain" | "verify" | "done" = "run";
@@ -158,7 +175,16 @@ export class KvLoad {
     this.phase = "drain";
   }
 
+  /** The shared counter's key: per seed, so runs against one guest with different seeds do not meet. */
+  private get sharedKey(): string {
+    return `shared:${this.opts.seed}`;
+  }
+
   private nextCommand(c: Conn): { args: string[]; expect: Expect } {
+    if (this.opts.sharedCounter) {
+      const key = this.sharedKey;
+      return { args: ["INCR", key], expect: { kind: "shared", key, final: false } };
+    }
     const r = this.rand();
     const k = Math.floor(this.rand() * this.opts.keysPerConnection);
     if (r < 0.4) {
@@ -223,6 +249,9 @@ export class KvLoad {
           );
         }
         return;
+      case "shared":
+        this.checkShared(c, expect, v);
+        return;
       case "get": {
         const got = v.t === "bulk" ? (v.v === null ? null : v.v.toString()) : undefined;
         if (got === expect.value) {
@@ -239,6 +268,49 @@ export class KvLoad {
         return;
       }
     }
+  }
+
+  private checkShared(c: Conn, expect: Expect & { kind: "shared" }, v: RespValue): void {
+    const where = `conn ${c.index} ${expect.final ? "GET" : "INCR"} ${expect.key}`;
+    // INCR answers an integer; GET a bulk string (none: the key was never incremented).
+    const n = expect.final
+      ? v.t === "bulk"
+        ? v.v === null
+          ? 0
+          : Number(v.v.toString())
+        : Number.NaN
+      : v.t === "int"
+        ? v.v
+        : Number.NaN;
+    if (!Number.isSafeInteger(n)) {
+      this.summary.wrongReads++;
+      this.error(`${where}: answered ${JSON.stringify(v)}`);
+      return;
+    }
+    if (expect.final) {
+      const { sharedMax: max, sharedMin: min } = this;
+      const acked = this.sharedSeen.size;
+      if (n < max) {
+        this.summary.lostWrites++;
+        this.error(`${where}: read back ${n}, below the acknowledged ${max}`);
+      } else if (this.summary.resets === 0 && acked > 0 && (n !== max || max - min + 1 !== acked)) {
+        this.summary.wrongReads++;
+        this.error(`${where}: read back ${n} after ${acked} acknowledged INCRs from ${min} to ${max}`);
+      } else this.summary.verifiedKeys++;
+      return;
+    }
+    const last = this.sharedLast[c.index] ?? Number.NEGATIVE_INFINITY;
+    if (n <= last || this.sharedSeen.has(n)) {
+      this.summary.wrongReads++;
+      this.error(
+        `${where}: INCR gave ${n}, ${n <= last ? `not above this connection's ${last}` : "given before"}`,
+      );
+      return;
+    }
+    this.sharedLast[c.index] = n;
+    this.sharedSeen.add(n);
+    this.sharedMin = Math.min(this.sharedMin, n);
+    this.sharedMax = Math.max(this.sharedMax, n);
   }
 
   /** Advances every connection; call after the stack processed input and before stack.poll(). */
@@ -370,6 +442,11 @@ export class KvLoad {
           if (key.startsWith(`c${c.index}.`))
             this.enqueue(c, ["GET", key], { kind: "get", key, value: String(value), final: true }, now);
         }
+      }
+      const first = this.conns[0];
+      if (this.opts.sharedCounter && first) {
+        const key = this.sharedKey;
+        this.enqueue(first, ["GET", key], { kind: "shared", key, final: true }, now);
       }
       return;
     }

@@ -14,7 +14,7 @@
  * each checkpoint (`checkpoint.sent` on the primary, `checkpoint.applied` on
  * the backup, both with `verify`).
  */
-import { KvLoad, type KvLoadSummary } from "../../src/client/kvload.js";
+import { KvLoad, type KvLoadOptions, type KvLoadSummary } from "../../src/client/kvload.js";
 import type { CompareConfig } from "../../src/colo/compare.js";
 import type { DivergenceSwitch } from "../../src/domain/divergence.js";
 import { fromBitmap } from "../../src/protocol/colo.js";
@@ -119,9 +119,15 @@ export interface KvRun {
 /**
  * Eight kvd connections (the real load generator and checker) for `loadMs`,
  * then a drain that reads back every acknowledged key. `at(now)` is asked
- * every millisecond until it returns true (it may kill a node).
+ * every millisecond until it returns true (it may kill a node). `options`
+ * changes the load's options (e.g. `sharedCounter`).
  */
-export function runKv(pair: ColoPair, loadMs: number, at?: (now: number) => boolean): KvRun {
+export function runKv(
+  pair: ColoPair,
+  loadMs: number,
+  at?: (now: number) => boolean,
+  options?: Partial<KvLoadOptions>,
+): KvRun {
   const w = pair.world;
   const start = w.now;
   const load = new KvLoad(
@@ -133,6 +139,7 @@ export function runKv(pair: ColoPair, loadMs: number, at?: (now: number) => bool
       port: 6379,
       keysPerConnection: 16,
       pipeline: 2,
+      ...options,
     },
     start,
   );

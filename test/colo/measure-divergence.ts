@@ -7,14 +7,14 @@
  *  - own keys: `remusd client`'s load (8 connections, 2 requests in flight,
  *    each connection on its own keys), whose replies depend only on the
  *    connection's own requests;
- *  - shared counter: 8 connections INCR one key, so a reply depends on how
+ *  - shared counter (`sharedCounter`, `remusd client --shared-counter`):
+ *    8 connections INCR one key, so a reply depends on how
  *    requests of different connections interleave, which depends on the tick
  *    each replica's host delivers them in.
  *
  *   npx tsc -p . && node dist/test/colo/measure-divergence.js [SECONDS] [SEEDS]
  */
 import { KvLoad } from "../../src/client/kvload.js";
-import { encodeCommand, RespParser } from "../../src/client/resp.js";
 import { coloReasonName } from "../../src/node/colo.js";
 import { ColoPair, GUEST } from "./colopair.js";
 
@@ -30,38 +30,6 @@ interface Row {
   secondaryOnlyPages: number;
 }
 
-/** 8 connections each sending INCR on one shared key, one request in flight each. */
-class SharedCounter {
-  private readonly socks: number[] = [];
-  private readonly parsers: RespParser[] = [];
-  private readonly waiting: boolean[] = [];
-  replies = 0;
-
-  constructor(private readonly sim: ColoPair) {
-    for (let i = 0; i < 8; i++) {
-      this.socks.push(sim.client.stack.connect(GUEST.ip, 6379));
-      this.parsers.push(new RespParser());
-      this.waiting.push(false);
-    }
-  }
-
-  poll(): void {
-    const st = this.sim.client.stack;
-    this.socks.forEach((s, i) => {
-      if (st.state(s) !== "ESTABLISHED") return;
-      for (let d = st.recv(s, 65536); d && d.length > 0; d = st.recv(s, 65536)) this.parsers[i]!.push(d);
-      for (let v = this.parsers[i]!.next(); v; v = this.parsers[i]!.next()) {
-        this.replies++;
-        this.waiting[i] = false;
-      }
-      if (!this.waiting[i]) {
-        st.send(s, encodeCommand(["INCR", "shared"]));
-        this.waiting[i] = true;
-      }
-    });
-  }
-}
-
 function measure(
   workload: string,
   traffic: "own keys" | "shared counter",
@@ -69,21 +37,21 @@ function measure(
   seed: number,
 ): Row {
   const sim = new ColoPair({ seed, workload });
-  let replies: () => number;
-  let tick: () => void;
-  if (traffic === "own keys") {
-    const load = new KvLoad(
-      sim.client.stack,
-      { connections: 8, seed, targetIp: GUEST.ip, port: 6379, keysPerConnection: 16, pipeline: 2 },
-      sim.now,
-    );
-    replies = () => load.summary.replies;
-    tick = () => load.poll(sim.now);
-  } else {
-    const load = new SharedCounter(sim);
-    replies = () => load.replies;
-    tick = () => load.poll();
-  }
+  const load = new KvLoad(
+    sim.client.stack,
+    {
+      connections: 8,
+      seed,
+      targetIp: GUEST.ip,
+      port: 6379,
+      keysPerConnection: 16,
+      // The shared counter: one INCR in flight per connection.
+      ...(traffic === "own keys" ? { pipeline: 2 } : { pipeline: 1, sharedCounter: true }),
+    },
+    sim.now,
+  );
+  const replies = () => load.summary.replies;
+  const tick = () => load.poll(sim.now);
   sim.world.every(1, tick);
   sim.world.runFor(seconds * 1000);
   const st = sim.a.node.coloPrimary!.comparator.stats;
