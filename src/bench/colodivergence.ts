@@ -37,13 +37,12 @@ interface ColoCounts {
   checkpoints: Record<string, number>;
 }
 
-/** What one client run caused, per second of wall-clock time. */
+/** What one client run caused, per second of its traffic. */
 interface Sample {
+  seconds: number;
+  /** Checkpoints by reason (counts, not rates: rare ones stay visible in the sum over rounds). */
+  reasons: { mismatch: number; timeout: number; queue_full: number; periodic: number };
   divergence: number;
-  mismatch: number;
-  timeout: number;
-  queueFull: number;
-  periodic: number;
   /** Frames of the primary's output released on a match, found different, held past the timeout. */
   matched: number;
   differed: number;
@@ -61,15 +60,19 @@ async function coloCounts(control: string | undefined): Promise<ColoCounts> {
 }
 
 function rates(a: ColoCounts, b: ColoCounts, seconds: number, replies: number): Sample {
-  const ck = (k: string) => ((b.checkpoints[k] ?? 0) - (a.checkpoints[k] ?? 0)) / seconds;
+  const ck = (k: string) => (b.checkpoints[k] ?? 0) - (a.checkpoints[k] ?? 0);
   const cmp = (k: keyof ColoCounts["compared"]) => (b.compared[k] - a.compared[k]) / seconds;
-  const divergence = ck("mismatch") + ck("timeout") + ck("queue_full");
-  return {
-    divergence,
+  const reasons = {
     mismatch: ck("mismatch"),
     timeout: ck("timeout"),
-    queueFull: ck("queue_full"),
+    queue_full: ck("queue_full"),
     periodic: ck("periodic"),
+  };
+  const divergence = (reasons.mismatch + reasons.timeout + reasons.queue_full) / seconds;
+  return {
+    seconds,
+    reasons,
+    divergence,
     matched: cmp("match"),
     differed: cmp("mismatch"),
     timedOut: cmp("timeout"),
@@ -105,7 +108,8 @@ async function runPreset(
         "--duration",
         String(seconds),
         "--seed",
-        String(round + 1),
+        // Its own seed per run: another command mix, and other local ports (no 4-tuple of the run before).
+        String(2 * round + (t === "shared" ? 2 : 1)),
         ...(t === "shared" ? ["--shared-counter"] : []),
       ]);
       const after = await coloCounts(p.control);
@@ -113,6 +117,9 @@ async function runPreset(
         throw new Error(`${preset}, ${t}: the client failed: ${JSON.stringify(r?.errors ?? r)}`);
       }
       out[t] = rates(before, after, r.durationS, r.replies);
+      ctx.log(
+        `    ${t}: ${r.replies} replies in ${r.durationS} s, checkpoints ${JSON.stringify(out[t].reasons)}`,
+      );
     }
     return out as Record<Traffic, Sample>;
   } finally {
@@ -146,13 +153,15 @@ export async function benchColoDivergence(
   for (const preset of presets) {
     for (const t of TRAFFIC) {
       const xs = s.get(`${preset}.${t}`) ?? [];
-      const col = (k: keyof Sample) => xs.map((x) => x[k]);
+      const col = (k: Exclude<keyof Sample, "reasons">) => xs.map((x) => x[k]);
       const traffic = t === "own" ? "own keys" : "shared counter";
+      const sum = (k: keyof Sample["reasons"]) => xs.reduce((a, x) => a + x.reasons[k], 0);
+      const secs = xs.reduce((a, x) => a + x.seconds, 0);
       figures.push(
         figure(`colo_divergence_ckpt_per_s_${preset}_${t}`, "ckpt/s", col("divergence"), {
           detail:
-            `${traffic}: mismatch ${fmt(col("mismatch"))}, timeout ${fmt(col("timeout"))}, queue_full ${fmt(col("queueFull"))}, periodic ${fmt(col("periodic"))} /s; ` +
-            `frames matched ${fmt(col("matched"))}, differed ${fmt(col("differed"))}, timed out ${fmt(col("timedOut"))} /s; ${fmt(col("replies"))} replies/s`,
+            `${traffic}; all rounds (${secs.toFixed(0)} s): mismatch ${sum("mismatch")}, timeout ${sum("timeout")}, queue_full ${sum("queue_full")}, periodic ${sum("periodic")} checkpoints; ` +
+            `medians per s: frames matched ${fmt(col("matched"))}, differed ${fmt(col("differed"))}, timed out ${fmt(col("timedOut"))}; replies ${fmt(col("replies"))}`,
         }),
         figure(`colo_divergence_ckpt_per_1000_replies_${preset}_${t}`, "ckpt", col("perKiloReply")),
       );
