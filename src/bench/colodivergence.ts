@@ -18,8 +18,8 @@
  * Around each client run the primary's status (GET /v1/status) is read: the
  * checkpoints it began by reason and the frames its comparator judged,
  * divided by the time the client ran its traffic (its own clock, which leaves
- * out the client process's start-up; the pair checkpoints nothing while no
- * request comes, under any preset, unless a 20 s period falls in the gap). Divergence checkpoints are
+ * out the client process's start-up; checkpoints in that short gap still
+ * count, so a rate errs high, never low). Divergence checkpoints are
  * those forced by a mismatch, a timeout or a full queue; periodic ones are
  * reported beside them.
  */
