@@ -33,7 +33,16 @@
  * on its own state, no checkpoint will ever zero its deltas, and it keeps
  * rewriting (and learning, for handshakes in progress) so that the clients'
  * sequence numbers stay valid. `reset` then throws. The deltas are host
- * state: whatever protects this node afterwards must carry them (`entries`).
+ * state: whatever protects this node afterwards must carry them
+ * (`carried`, in COLO_START).
+ *
+ * Carried deltas. A primary that took over earlier renumbers some
+ * connections at its own edge (`base`: its guest's numbers minus the
+ * clients'). They were open before this secondary's COLO_START, so its
+ * guest numbers them as that primary's guest does and it has no entry of
+ * its own for them: until failover the base changes nothing here; at
+ * failover each becomes this edge's delta for that connection. A new
+ * connection on the same addresses (a SYN either way) drops its base.
  *
  * Bounded: at most `maxConnections` entries (closed connections are evicted
  * first; a connection that finds no room is not rewritten, which the
@@ -42,6 +51,7 @@
  */
 import { RemusError } from "../errors.js";
 import { rd16, rd32, TCP_FLAG, wr32 } from "../net/wire.js";
+import type { ColoEdgeEntry } from "../protocol/records.js";
 import { type TcpView, viewFrame } from "./packet.js";
 
 export interface RewriterHooks {
@@ -81,6 +91,8 @@ export interface RewriterStats {
   dropped: number;
   /** Connections not tracked because the table was full. */
   untracked: number;
+  /** Connections whose delta came from the primary's edge (`carry`) at failover. */
+  carried: number;
 }
 
 interface Entry {
@@ -123,8 +135,18 @@ export function rewriteU32(frame: Uint8Array, off: number, value: number, csumOf
 
 export class SeqRewriter {
   readonly config: RewriterConfig;
-  readonly stats: RewriterStats = { inbound: 0, outbound: 0, learned: 0, held: 0, dropped: 0, untracked: 0 };
+  readonly stats: RewriterStats = {
+    inbound: 0,
+    outbound: 0,
+    learned: 0,
+    held: 0,
+    dropped: 0,
+    untracked: 0,
+    carried: 0,
+  };
   private readonly table = new Map<string, Entry>();
+  /** The primary's edge deltas, by key (see the header): applied at failover. */
+  private base = new Map<string, number>();
   private permanent = false;
 
   constructor(
@@ -154,6 +176,24 @@ export class SeqRewriter {
       delta: e.delta,
       learned: e.state === "mapped",
     }));
+  }
+
+  /** What this edge renumbers, for the secondary that protects this node next (learned, non-zero). */
+  carried(): ColoEdgeEntry[] {
+    const out: ColoEdgeEntry[] = [];
+    for (const e of this.table.values()) {
+      if (e.state !== "mapped" || e.delta === 0 || e.rst || (e.finIn && e.finOut)) continue;
+      const { localIp, localPort, remoteIp, remotePort, delta } = e;
+      out.push({ localIp, localPort, remoteIp, remotePort, delta });
+    }
+    return out;
+  }
+
+  /** COLO_START: the primary's edge deltas, kept until failover (replacing any earlier ones). */
+  carry(edge: readonly ColoEdgeEntry[]): void {
+    this.base = new Map(
+      edge.map((e) => [`${e.localIp}:${e.localPort}<${e.remoteIp}:${e.remotePort}`, e.delta]),
+    );
   }
 
   /** A frame from the client side (mirrored by the primary, or from the LAN after failover) for the guest. */
@@ -239,9 +279,25 @@ export class SeqRewriter {
     this.table.clear();
   }
 
-  /** The secondary took over: keep every delta for the life of its connection. */
+  /**
+   * The secondary took over: keep every delta for the life of its
+   * connection, and the primary's edge deltas (`carry`) for the
+   * connections opened before it started.
+   */
   failover(): void {
     this.permanent = true;
+    for (const [key, delta] of this.base) {
+      // Why only without an entry: a connection with one began after COLO_START (a SYN dropped its base).
+      if (this.table.has(key)) continue;
+      const [local, remote] = key.split("<") as [string, string];
+      const [lip, lport] = local.split(":").map(Number) as [number, number];
+      const [rip, rport] = remote.split(":").map(Number) as [number, number];
+      const e = this.add(key, lip, lport, rip, rport, "mapped", 0);
+      if (!e) continue;
+      e.delta = delta;
+      this.stats.carried++;
+    }
+    this.base.clear();
   }
 
   private deliver(e: Entry, frame: Buffer, v: TcpView): void {
@@ -271,6 +327,8 @@ export class SeqRewriter {
     ourIsn: number,
   ): Entry | undefined {
     const old = this.table.get(key);
+    // A new connection on these addresses: the primary's edge delta was the old one's.
+    if (state !== "mapped") this.base.delete(key);
     if (old) {
       this.stats.dropped += old.held.length;
       this.table.delete(key);

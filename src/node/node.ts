@@ -916,6 +916,8 @@ export class Node {
           if (state === "fenced") o.io.saveGeneration(Math.max(p.generation, p.supersededBy ?? 0));
         },
         onStaleRefused: () => this.announceSoon(this.now),
+        // COLO: a secondary's failover must keep renumbering what this node's edge renumbers.
+        coloEdge: () => this.edge?.carried() ?? [],
       },
       domainSettings: () =>
         this.settingsRef ?? {
@@ -952,7 +954,11 @@ export class Node {
       ...(sec
         ? {
             colo: {
-              start: () => sec.start(this.now),
+              start: (_epoch, edge) => {
+                // The primary's edge renumbering, for a failover of this secondary to carry on.
+                sec.rewriter.carry(edge);
+                sec.start(this.now);
+              },
               input: (f) => sec.input(f),
               pause: () => sec.pause(),
               resume: (_epoch, run) => sec.start(this.now, run),

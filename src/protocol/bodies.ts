@@ -42,7 +42,7 @@ import type {
 } from "./records.js";
 import { rewind } from "./rewind.js";
 import {
-  epochGenerationCodec,
+  ackCodec,
   expectEnd,
   preencodeString,
   readBytes,
@@ -292,7 +292,7 @@ function checkEndFlags(flags: number, digest: Uint8Array): void {
   }
 }
 
-const ack = epochGenerationCodec("ack");
+const ack = ackCodec;
 
 const nack: BodyCodec<Nack> = {
   preencode(s, r) {

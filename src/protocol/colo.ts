@@ -7,6 +7,7 @@
 import type { BodyCodec } from "./bodies.js";
 import {
   COLO_MAX_BITMAP,
+  COLO_MAX_EDGE,
   COLO_MAX_FRAME,
   COLO_MIN_FRAME,
   COLO_REASON,
@@ -14,9 +15,16 @@ import {
   HEADER_SIZE,
 } from "./constants.js";
 import { ProtocolError } from "./errors.js";
-import type { ColoCheckpoint, ColoDirty, ColoInput, ColoOutput, ColoStart } from "./records.js";
+import type {
+  ColoCheckpoint,
+  ColoDirty,
+  ColoEdgeEntry,
+  ColoInput,
+  ColoOutput,
+  ColoStart,
+} from "./records.js";
 import {
-  epochGenerationCodec,
+  epochGeneration,
   readBytes,
   readU8,
   readU16,
@@ -31,7 +39,47 @@ import {
 
 const REASONS: ReadonlySet<number> = new Set(Object.values(COLO_REASON));
 
-export const coloStart: BodyCodec<ColoStart> = epochGenerationCodec("coloStart");
+/** Bytes of one COLO_START edge entry. */
+const EDGE_ENTRY = 16;
+
+/** COLO_START: an epoch, a generation and the primary's edge table (SPEC §6.12). */
+export const coloStart: BodyCodec<ColoStart> = {
+  preencode(s, r) {
+    if (r.edge.length > COLO_MAX_EDGE)
+      throw new ProtocolError("too-large", `COLO_START edge of ${r.edge.length} connections`);
+    s.end += 20 + EDGE_ENTRY * r.edge.length;
+  },
+  encode(s, r) {
+    epochGeneration.write(s, r);
+    writeU32(s, r.edge.length, "edge count");
+    for (const e of r.edge) {
+      if (e.delta === 0) throw new ProtocolError("bad-value", "COLO_START edge entry with delta 0");
+      writeU32(s, e.localIp, "local ip");
+      writeU32(s, e.remoteIp, "remote ip");
+      writeU16(s, e.localPort, "local port");
+      writeU16(s, e.remotePort, "remote port");
+      writeU32(s, e.delta, "delta");
+    }
+  },
+  decode(s) {
+    const head = epochGeneration.read(s);
+    const count = readU32(s, "edge count");
+    if (count > COLO_MAX_EDGE)
+      throw new ProtocolError("too-large", `COLO_START edge of ${count} connections`);
+    const edge: ColoEdgeEntry[] = [];
+    for (let i = 0; i < count; i++) {
+      const localIp = readU32(s, "local ip");
+      const remoteIp = readU32(s, "remote ip");
+      const localPort = readU16(s, "local port");
+      const remotePort = readU16(s, "remote port");
+      const delta = readU32(s, "delta");
+      // Why: a connection its edge does not renumber has no entry (one encoding per table).
+      if (delta === 0) throw new ProtocolError("bad-value", "COLO_START edge entry with delta 0");
+      edge.push({ localIp, localPort, remoteIp, remotePort, delta });
+    }
+    return { type: "coloStart", ...head, edge };
+  },
+};
 
 function frameCodec<T extends "coloInput" | "coloOutput">(
   type: T,

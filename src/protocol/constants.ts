@@ -228,5 +228,11 @@ export const MAX_WORKLOAD_SPEC = 1024;
 /** Checkpoint interval bounds in DOMAIN_CONFIG (the `--interval-ms` bounds). */
 export const DOMAIN_CONFIG_INTERVAL = { min: 1, max: 60_000 } as const;
 
+/**
+ * Connections in COLO_START's edge table, at most (the sequence rewriter's
+ * table size: src/colo/rewriter.ts).
+ */
+export const COLO_MAX_EDGE = 4096;
+
 /** A COLO_DIRTY bitmap covers at most 2^20 pages or blocks (4096 MiB): 131,072 bytes. */
 export const COLO_MAX_BITMAP = 131_072;

@@ -188,11 +188,29 @@ export interface SwitchoverRequest {
   generation: number;
 }
 
+/**
+ * One connection of a COLO_START edge table: the primary's guest numbers
+ * this connection's bytes `delta` above what its clients see (a COLO
+ * secondary that took over earlier and still renumbers it at its LAN edge).
+ */
+export interface ColoEdgeEntry {
+  /** The guest's end. */
+  localIp: number;
+  localPort: number;
+  /** The client's end. */
+  remoteIp: number;
+  remotePort: number;
+  /** Non-zero, mod 2^32. */
+  delta: number;
+}
+
 /** COLO: the session runs in COLO mode from `epoch` on (the epoch after the sync's). */
 export interface ColoStart {
   type: "coloStart";
   epoch: number;
   generation: number;
+  /** The primary's LAN edge renumbering (SPEC §6.12): the secondary's failover must carry it on. */
+  edge: ColoEdgeEntry[];
 }
 
 /** COLO: a frame the primary delivered to its guest, mirrored to the secondary (index counts from 0 per epoch). */

@@ -12,7 +12,7 @@ import { isUtf8 } from "node:buffer";
 import type { BodyCodec } from "./bodies.js";
 import { LIMITS } from "./constants.js";
 import { ProtocolError } from "./errors.js";
-import type { Ack, ColoStart } from "./records.js";
+import type { Ack } from "./records.js";
 
 export interface WireState {
   buf: Buffer;
@@ -153,22 +153,28 @@ export function writeString(s: WireState, str: string, lenBytes: 1 | 2, field: s
   s.start += s.buf.write(str, s.start, n, "utf8");
 }
 
-/** A body of an epoch and a generation (ACK, COLO_START). */
-export function epochGenerationCodec<T extends "ack" | "coloStart">(
-  type: T,
-): BodyCodec<Extract<Ack | ColoStart, { type: T }>> {
-  return {
-    preencode(s) {
-      s.end += 16;
-    },
-    encode(s, r) {
-      writeU64(s, r.epoch, "epoch");
-      writeU64(s, r.generation, "generation");
-    },
-    decode(s) {
-      const epoch = readU64(s, "epoch");
-      const generation = readU64(s, "generation");
-      return { type, epoch, generation } as Extract<Ack | ColoStart, { type: T }>;
-    },
-  };
-}
+/** A body that begins with an epoch and a generation (ACK; COLO_START, which goes on). */
+export const epochGeneration = {
+  write(s: WireState, r: { epoch: number; generation: number }): void {
+    writeU64(s, r.epoch, "epoch");
+    writeU64(s, r.generation, "generation");
+  },
+  read(s: WireState): { epoch: number; generation: number } {
+    const epoch = readU64(s, "epoch");
+    const generation = readU64(s, "generation");
+    return { epoch, generation };
+  },
+};
+
+/** ACK: an epoch and a generation. */
+export const ackCodec: BodyCodec<Ack> = {
+  preencode(s) {
+    s.end += 16;
+  },
+  encode(s, r) {
+    epochGeneration.write(s, r);
+  },
+  decode(s) {
+    return { type: "ack", ...epochGeneration.read(s) };
+  },
+};

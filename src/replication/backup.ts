@@ -107,6 +107,7 @@ import {
 } from "../protocol/constants.js";
 import type {
   CheckpointEnd,
+  ColoEdgeEntry,
   DiskWrites,
   DomainConfig as DomainConfigRecord,
   PageBatch,
@@ -151,8 +152,11 @@ export interface BackupStore {
 
 /** What a COLO secondary's node does with its guest (see the header). */
 export interface ColoSecondaryHooks {
-  /** COLO_START: start the guest on the image just applied, in COLO epoch `epoch`. */
-  start(epoch: number): void;
+  /**
+   * COLO_START: start the guest on the image just applied, in COLO epoch
+   * `epoch`; `edge` is how the primary's LAN edge renumbers connections.
+   */
+  start(epoch: number, edge: readonly ColoEdgeEntry[]): void;
   /** COLO_INPUT: a frame for the guest, in order. */
   input(frame: Buffer): void;
   /** COLO_CHECKPOINT(epoch): pause the guest (its output so far sent first) and return what it wrote since it last resumed. */
@@ -822,7 +826,7 @@ export class BackupMachine {
         this.awaitColoStart = false;
         this.coloEpoch = r.epoch;
         this.coloOut = 0;
-        this.coloHooks?.start(r.epoch);
+        this.coloHooks?.start(r.epoch, r.edge);
         return;
       case "coloInput":
         if (this.coloEpoch !== undefined) this.coloHooks?.input(Buffer.from(r.frame));

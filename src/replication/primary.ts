@@ -100,7 +100,7 @@ import {
   SYNC_FLAG,
 } from "../protocol/constants.js";
 import { SentPageCache } from "../protocol/delta.js";
-import type { Hello, ReplicationRecord, Rewind } from "../protocol/records.js";
+import type { ColoEdgeEntry, Hello, ReplicationRecord, Rewind } from "../protocol/records.js";
 import { type Conn, Links, type LocalIdentity, localIdentity, type Port } from "./conn.js";
 import type { EventSink, PrimaryStateName, SyncMode } from "./events.js";
 import { refuteClaim } from "./fencing.js";
@@ -193,6 +193,8 @@ export interface PrimaryHooks {
   onColoOutput?(epoch: number, frame: Buffer): void;
   /** COLO: the session ended (the secondary's link is gone): what the comparator holds must be settled. */
   onColoEnd?(): void;
+  /** COLO: the node's LAN edge renumbering (a secondary that took over), for COLO_START. */
+  coloEdge?(): ColoEdgeEntry[];
 }
 
 /** A COLO session on the active link (see the header). */
@@ -1328,7 +1330,12 @@ export class PrimaryMachine {
     if (s && !s.started && c && f.epoch === s.start - 1) {
       // Why here: COLO_START must follow the sync's END before anything else of the new epoch.
       s.started = true;
-      c.send({ type: "coloStart", epoch: s.start, generation: this.generation });
+      c.send({
+        type: "coloStart",
+        epoch: s.start,
+        generation: this.generation,
+        edge: this.hooks.coloEdge?.() ?? [],
+      });
       for (const frame of s.queued)
         c.send({ type: "coloInput", epoch: this.epoch, index: s.inputs++, frame });
       s.queued = [];

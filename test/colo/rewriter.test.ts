@@ -128,6 +128,51 @@ describe("sequence rewriter", () => {
     assert.ok(r.entries().some((e) => e.remotePort === 41000 && e.learned && e.delta === 0));
   });
 
+  it("carries the primary's edge deltas (COLO_START) into its edge at failover: a second failover keeps the clients' numbering", () => {
+    // The primary took over earlier: its guest numbers connection 40000 0x500 above the client's view,
+    // and 41000 (reopened on this secondary since COLO_START) is a new connection.
+    const { r, toGuest, toWire } = rig();
+    const edge = (port: number) => ({
+      localIp: GUEST_IP,
+      localPort: 6379,
+      remoteIp: CLIENT_IP,
+      remotePort: port,
+      delta: 0x500,
+    });
+    r.carry([edge(40000), edge(41000), edge(42000)]);
+    const p41 = { port: 41000 };
+    r.inbound(inb(9, 0, SYN, undefined, p41));
+    r.outbound(out(300, Buffer.alloc(0), SYN | ACK, 10, p41));
+    r.inbound(inb(10, 201, ACK, undefined, p41));
+    // A checkpoint zeroes this secondary's own offsets, never the carried ones.
+    r.reset();
+    // Before failover the carried deltas change nothing (this guest numbers as the primary's does).
+    r.outbound(out(0x1000, Buffer.from("a"), ACK, CLIENT_ISN + 1));
+    assert.equal(tcpOf(toWire.at(-1)!).seq, 0x1000);
+    r.inbound(inb(CLIENT_ISN + 1, 0x1001, ACK));
+    assert.equal(tcpOf(toGuest.at(-1)!).ack, 0x1001);
+    r.failover();
+    assert.equal(r.stats.carried, 2);
+    const carried = r.carried().map((e) => [e.remotePort, e.delta]);
+    assert.deepEqual(
+      carried.sort((a, b) => (a[0] as number) - (b[0] as number)),
+      [
+        [40000, 0x500],
+        [42000, 0x500],
+      ],
+    );
+    // After failover they are this edge's: the clients keep the numbering they had.
+    r.outbound(out(0x1001, Buffer.from("b"), ACK, CLIENT_ISN + 1));
+    assert.equal(tcpOf(toWire.at(-1)!).seq, 0x1001 - 0x500);
+    assert.ok(checksumValid(toWire.at(-1)!));
+    r.inbound(inb(CLIENT_ISN + 1, 0x1002 - 0x500, ACK));
+    assert.equal(tcpOf(toGuest.at(-1)!).ack, 0x1002);
+    assert.ok(checksumValid(toGuest.at(-1)!));
+    // 41000 was a new connection: the old one's carried delta went with it.
+    r.outbound(out(301, Buffer.from("c"), ACK, 10, p41));
+    assert.equal(tcpOf(toWire.at(-1)!).seq, 301);
+  });
+
   it("round trip: any offset, any sequence numbers (wrapping), any payload; checksums verify independently", () => {
     fc.assert(
       fc.property(

@@ -505,11 +505,40 @@ function valid(): VectorCase[] {
   );
   add(
     "colo-start",
-    "COLO_START: the session runs in COLO mode from epoch 43 (the sync completed with 42)",
+    "COLO_START: the session runs in COLO mode from epoch 43 (the sync completed with 42); the primary's edge renumbers nothing",
     "coloStart",
     ctx(8),
-    frame(0x60, SESSION, 8, new W().u64(43).u64(3).done()),
-    { type: "coloStart", epoch: 43, generation: 3 },
+    frame(0x60, SESSION, 8, new W().u64(43).u64(3).u32(0).done()),
+    { type: "coloStart", epoch: 43, generation: 3, edge: [] },
+  );
+  add(
+    "colo-start-edge",
+    "COLO_START from a primary that took over as a COLO secondary: its edge renumbers the guest's port 6379 to client 10.0.0.100:40000 by 0x10000001",
+    "coloStart",
+    ctx(8),
+    frame(
+      0x60,
+      SESSION,
+      8,
+      new W()
+        .u64(43)
+        .u64(3)
+        .u32(1)
+        .u32(0x0a00000a)
+        .u32(0x0a000064)
+        .u16(6379)
+        .u16(40000)
+        .u32(0x10000001)
+        .done(),
+    ),
+    {
+      type: "coloStart",
+      epoch: 43,
+      generation: 3,
+      edge: [
+        { localIp: 0x0a00000a, localPort: 6379, remoteIp: 0x0a000064, remotePort: 40000, delta: 0x10000001 },
+      ],
+    },
   );
   add(
     "colo-input",
@@ -971,6 +1000,25 @@ function invalid(): VectorCase[] {
     "coloCheckpoint",
     "bad-value",
     frame(0x63, SESSION, 3, new W().u64(43).u64(3).u8(6).u8(0).u16(0).u32(17).done()),
+  );
+  add(
+    "colo-start-edge-delta-zero",
+    "COLO_START with an edge entry whose delta is 0",
+    "coloStart",
+    "bad-value",
+    frame(
+      0x60,
+      SESSION,
+      3,
+      new W().u64(43).u64(3).u32(1).u32(0x0a00000a).u32(0x0a000064).u16(6379).u16(40000).u32(0).done(),
+    ),
+  );
+  add(
+    "colo-start-edge-too-large",
+    "COLO_START announcing 4,097 edge entries (and carrying none)",
+    "coloStart",
+    "too-large",
+    frame(0x60, SESSION, 3, new W().u64(43).u64(3).u32(4097).done()),
   );
   add(
     "colo-checkpoint-reserved",

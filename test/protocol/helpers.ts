@@ -243,7 +243,21 @@ export const arbRecords: {
     message: text(1024),
   }),
   switchoverRequest: fc.record({ type: fc.constant("switchoverRequest" as const), generation: counter }),
-  coloStart: fc.record({ type: fc.constant("coloStart" as const), epoch: counter, generation: counter }),
+  coloStart: fc.record({
+    type: fc.constant("coloStart" as const),
+    epoch: counter,
+    generation: counter,
+    edge: fc.array(
+      fc.record({
+        localIp: u32,
+        localPort: u16,
+        remoteIp: u32,
+        remotePort: u16,
+        delta: u32.filter((d) => d !== 0),
+      }),
+      { maxLength: 8 },
+    ),
+  }),
   coloInput: fc.record({
     type: fc.constant("coloInput" as const),
     epoch: counter,

@@ -562,7 +562,7 @@ describe("COLO record order (§7.6)", () => {
       blockBitmap: Buffer.alloc(2),
     });
   const start = (c: ReturnType<typeof connect>, epoch: number, generation = GEN, checked = true) =>
-    (checked ? c.send : c.sendUnchecked)(c.p, { type: "coloStart", epoch, generation });
+    (checked ? c.send : c.sendUnchecked)(c.p, { type: "coloStart", epoch, generation, edge: [] });
   /** A COLO pair synced with epoch 10, COLO from 11. */
   const synced = () => {
     const c = connect({ colo: true });
