@@ -521,6 +521,9 @@ export class BackupMachine {
     const old = this.links.active;
     if (old) {
       // The same primary (it holds the key) reconnected before we noticed the old link die.
+      // Why end COLO too: the session was the old link's; the guest's output must not go out on the
+      // new one before its COLO_START (seen: a COLO secondary SIGSTOPped past the heartbeat timeout).
+      this.coloEnd();
       this.links.active = undefined;
       old.abort("replaced by a new connection from the primary");
       this.discardStaging("the primary reconnected");
