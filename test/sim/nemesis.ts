@@ -338,13 +338,25 @@ export class Nemesis {
    * Under a lease, a primary that cannot renew for the TTL (frozen, cut from
    * the lease service, its answers too slow, its clock leaping) stops as surely
    * as a killed one: such a fault needs a synced backup that can take the
-   * lease, and a fault on the backup needs a primary that holds it. Returns
-   * why the fault would leave nobody able to run the domain, if it would.
+   * lease, and a fault on the backup needs a primary that holds it. In COLO
+   * mode a session that ends costs the secondary its image until a full
+   * resync completes (it ran ahead: no rewind), so a fault that ends it while
+   * a primary is cut from the lease service leaves nobody who can take over
+   * when that lease lapses. Returns why the fault would leave nobody able to
+   * run the domain, if it would.
    */
   private leaseFatal(f: Fault, n: SimNode): string | undefined {
     const store = this.cluster.leaseStore;
     const others = [...this.cluster.nodes.values()].filter((m) => m !== n);
     const canRun = (m: SimNode) => m.status === "up" && !store?.isCut(m.name);
+    const colo = [...this.cluster.nodes.values()].some((m) => m.node.mode === "colo");
+    const endsSession = ["kill", "pause", "partition", "link-cut", "link"].includes(f.kind);
+    const cutPrimary = [...this.cluster.nodes.values()].find(
+      (m) => m.status === "up" && m.node.primary?.isRunning && store?.isCut(m.name),
+    );
+    if (colo && endsSession && cutPrimary) {
+      return `${cutPrimary.name} is the primary and cut from the lease service: in COLO mode its secondary would lose its image to a full resync`;
+    }
     if (n.node.roleName === "primary") {
       if (!["kill", "pause", "lease-cut", "lease-slow", "clock-jump"].includes(f.kind)) return undefined;
       return others.some((m) => canRun(m) && m.node.state === "standby")
