@@ -9,7 +9,7 @@ import type { OptValues } from "./options.js";
 /** Reply latencies kept for the summary's percentiles, at most. */
 const MAX_LATENCY_SAMPLES = 1_000_000;
 
-/** Percentiles (ms) of reply latencies, at the client's 1 ms clock. */
+/** Percentiles (ms, to the microsecond) of reply latencies. */
 function latencySummary(xs: number[]): {
   samples: number;
   p50: number;
@@ -19,7 +19,9 @@ function latencySummary(xs: number[]): {
 } {
   xs.sort((a, b) => a - b);
   const at = (p: number) =>
-    xs.length === 0 ? 0 : (xs[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)] ?? 0);
+    xs.length === 0
+      ? 0
+      : Math.round((xs[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)] ?? 0) * 1000) / 1000;
   return { samples: xs.length, p50: at(50), p90: at(90), p99: at(99), max: at(100) };
 }
 
@@ -70,7 +72,7 @@ export async function runClient(v: OptValues): Promise<void> {
   const ok = finished && s.ok;
   const durationS = client.clock() / 1000;
   process.stdout.write(
-    `${JSON.stringify({ ...s, ok, durationS, requestsPerSec: Math.round((s.replies / Math.max(0.001, durationS)) * 10) / 10, latencyMs: latencySummary(latencies) })}\n`,
+    `${JSON.stringify({ ...s, longestStallMs: Math.round(s.longestStallMs), ok, durationS, requestsPerSec: Math.round((s.replies / Math.max(0.001, durationS)) * 10) / 10, latencyMs: latencySummary(latencies) })}\n`,
   );
   process.exitCode = ok ? 0 : 1;
 }

@@ -24,7 +24,7 @@ export interface KvClientOptions {
 
 /** A running checking client: `poll` it (or `run` it), then `close` it. */
 export class KvClient {
-  /** ms since the client started: the time base of the load and of `onReply`. */
+  /** ms since the client started (fractional, sub-millisecond): the time base of the load and of `onReply`. */
   readonly clock: () => number;
   /** Wall-clock ms (Unix epoch) at `clock() === 0`. */
   readonly wallAtZero: number;
@@ -35,8 +35,24 @@ export class KvClient {
     private readonly link: UdpLink,
     t0: number,
   ) {
-    this.clock = () => Math.floor(performance.now() - t0);
+    this.clock = () => performance.now() - t0;
     this.wallAtZero = performance.timeOrigin + t0;
+  }
+
+  private soon: NodeJS.Immediate | undefined;
+  private closed = false;
+
+  /**
+   * A frame arrived: the client reads it and answers right after this turn's
+   * I/O instead of on its next 1 ms step, so the latencies it measures are
+   * the server's, not its own polling's. Coalesced.
+   */
+  private pollSoon(): void {
+    if (this.soon || this.closed) return;
+    this.soon = setImmediate(() => {
+      this.soon = undefined;
+      if (!this.closed) this.poll();
+    });
   }
 
   static async open(o: KvClientOptions): Promise<KvClient> {
@@ -58,9 +74,13 @@ export class KvClient {
       env,
       NetStack.format(env, { mac: o.mac, ip: o.ip, minRtoMs: 200, timeWaitMs: 1000 }),
     );
-    link.onFrame = (f) => stack.input(f);
     const kv = new KvLoad(stack, { ...o.load, ...(o.onReply ? { onReply: o.onReply } : {}) }, 0);
-    return new KvClient(stack, kv, link, t0);
+    const client = new KvClient(stack, kv, link, t0);
+    link.onFrame = (f) => {
+      stack.input(f);
+      client.pollSoon();
+    };
+    return client;
   }
 
   /** One step: the stack's timers and input, then the load. */
@@ -97,6 +117,8 @@ export class KvClient {
       this.stack.poll();
       await new Promise((r) => setTimeout(r, 5));
     }
+    this.closed = true;
+    if (this.soon) clearImmediate(this.soon);
     this.link.close();
   }
 }

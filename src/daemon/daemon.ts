@@ -305,7 +305,8 @@ export class Daemon {
   /**
    * Flushes the node right after this turn's I/O (no guest ticks, no
    * timers): the receive path left work for later turns (it never holds the
-   * loop long), or a page worker finished a job whose frame can go now.
+   * loop long), input reached a running guest (its receive interrupt), or a
+   * page worker finished a job whose frame can go now.
    * Coalesced: at most one queued.
    */
   private stepSoon = (): void => {
@@ -494,7 +495,13 @@ export class Daemon {
     });
     this.metrics.setRole(this.node.roleName);
     this.metrics.setState(this.node.state);
-    if (s.switchAddr) await this.net.attach(s.switchAddr, (f) => this.nodeRef?.lanInput(f));
+    if (s.switchAddr) await this.net.attach(s.switchAddr, (f) => {
+        const n = this.nodeRef;
+        if (!n) return;
+        n.lanInput(f);
+        // The guest takes the input at a receive interrupt right after this turn's I/O.
+        if (n.busy) this.stepSoon();
+      });
     if (s.role === "primary" && s.peer) this.setPeer(s.peer);
     if (s.node) this.lease?.follow(this.followHolder);
     this.rebindLog();

@@ -104,6 +104,12 @@ export interface Program {
   start(k: Kernel, p: Proc): void;
   /** Runs once per tick while the process is runnable. */
   step(k: Kernel, p: Proc): void;
+  /**
+   * A server driven by the network: it also runs at a receive interrupt
+   * (`Kernel.interrupt`), as a process blocked in poll() would be woken by
+   * the NIC's interrupt instead of waiting for the next timer tick.
+   */
+  readonly wakeOnNetwork?: boolean;
 }
 
 const programs = new Map<number, Program>();
@@ -396,6 +402,28 @@ export class Kernel {
       prog.step(this, p);
     }
     this.setHeader("rrCursor", (start + 1) % PROC_SLOTS);
+  }
+
+  /**
+   * A receive interrupt between two ticks: the tick hooks (the network's
+   * soft interrupt: rx ring into the stack, its output into the tx ring) and
+   * then the runnable processes that wait on the network
+   * (`Program.wakeOnNetwork`), each once. Guest time does not move and no
+   * other process runs, so a workload does no more work per second than its
+   * ticks give it; what a server answers leaves now instead of a tick later.
+   * Why it exists: a guest that reads its input only on the 1 ms tick adds
+   * up to a tick to every request on each replica (in COLO on both, one
+   * after the other), which is most of COLO's added latency.
+   */
+  interrupt(): void {
+    if (this.domain.vcpu.halted) return;
+    for (const h of tickHooks) h(this);
+    for (let i = 0; i < PROC_SLOTS; i++) {
+      const p = this.proc(i);
+      if (p.pid === 0 || p.state !== ProcState.runnable) continue;
+      const prog = programs.get(p.program);
+      if (prog?.wakeOnNetwork) prog.step(this, p);
+    }
   }
 
   /** Runs `n` ticks. */

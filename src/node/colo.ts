@@ -243,15 +243,33 @@ export class ColoSecondary {
     for (const f of pending) this.rewriter.inbound(f);
   }
 
+  /** Input reached the guest since it last ran (the node lets it take a receive interrupt soon). */
+  rxPending = false;
+
   /** A mirrored frame for the guest. */
   input(frame: Buffer): void {
-    if (this.running) this.rewriter.inbound(frame);
-    else if (this.pending.length < MAX_HELD_INPUT) this.pending.push(frame);
+    if (this.running) {
+      this.rewriter.inbound(frame);
+      this.rxPending = true;
+    } else if (this.pending.length < MAX_HELD_INPUT) this.pending.push(frame);
+  }
+
+  /**
+   * A receive interrupt between steps (Kernel.interrupt): the guest takes the
+   * mirrored input now and what it answered goes back to the comparator at
+   * once, instead of on this host's next tick.
+   */
+  interrupt(): void {
+    this.rxPending = false;
+    if (!this.running || !this.kernel) return;
+    this.kernel.interrupt();
+    this.drain();
   }
 
   /** Runs the ticks the host's clock says are due, then sends what the guest transmitted. */
   step(now: number): void {
     if (!this.running || !this.kernel) return;
+    this.rxPending = false;
     const n = this.pacer.due(now, this.domain.vcpu.ticks);
     for (let i = 0; i < n; i++) this.kernel.tick();
     this.drain();

@@ -254,6 +254,8 @@ export class Node {
   private lastTurnAt: number | undefined;
   /** A stall was seen and the node has not read its links since: no timeouts, no LAN output. */
   private settling = false;
+  /** LAN input reached the primary's guest since it last ran (a receive interrupt is due: `flush`). */
+  private rxPending = false;
   /** When the guest is to be announced on the LAN again (ms, ascending). */
   private announceAt: number[] = [];
   /** One capturer for every primary this node becomes (one write barrier per memory). */
@@ -451,6 +453,8 @@ export class Node {
   step(now: number): void {
     this.now = now;
     this.startedAt ??= now;
+    // This turn's ticks take whatever input is waiting.
+    this.rxPending = false;
     if (!this.noteTurn(now, true) && this.settling) {
       // This turn began after the stall was seen, so the links were read meanwhile.
       this.settling = false;
@@ -656,6 +660,7 @@ export class Node {
   /** Input for the guest: through the COLO primary (mirrored) while a session runs, else straight in. */
   private guestInput(frame: Buffer): void {
     const p = this.primary;
+    if (p) this.rxPending = true;
     if (p?.coloRunning && this.coloP) this.coloP.input(frame);
     else this.dev.input(frame);
   }
@@ -780,15 +785,55 @@ export class Node {
    */
   flush(now: number): void {
     this.now = now;
+    this.interrupt(now);
     const r = this.role;
     if (r.name === "primary") r.m.flush();
     else r.m.flush(now);
     this.afterInput();
   }
 
-  /** Whether a backup still has records or an apply to work off (the host may step again soon). */
+  /**
+   * Whether the host should flush again soon: a backup still has records or
+   * an apply to work off, or input reached a running guest (either
+   * replica's) since its last run.
+   */
   get busy(): boolean {
-    return this.backup?.busy ?? false;
+    return (this.backup?.busy ?? false) || this.rxWaiting;
+  }
+
+  /** Input reached a running guest (either replica's) since it last ran: a receive interrupt is due. */
+  get rxWaiting(): boolean {
+    return this.rxPending || (this.coloS?.rxPending ?? false);
+  }
+
+  /**
+   * A receive interrupt (Kernel.interrupt) for input that arrived between
+   * steps, under the same conditions as a step's ticks: the primary's guest
+   * runs only while its domain runs here, not paused for a COLO checkpoint,
+   * not waiting for the lease, and not while a stall of this node is being
+   * settled; its output goes where a step's would (the comparator, or the
+   * netbuf under output commit). The COLO secondary's guest runs only while
+   * its session runs. Guest time does not move: the next step's ticks are
+   * as due as before.
+   */
+  private interrupt(now: number): void {
+    const rx = this.rxPending;
+    this.rxPending = false;
+    if (this.leaseWaiting || this.settling) return;
+    const r = this.role;
+    if (r.name === "backup") {
+      if (this.coloS?.rxPending) this.coloS.interrupt();
+      return;
+    }
+    const p = r.m;
+    const k = this.kernelRef;
+    if (!rx || !p.isRunning || !k) return;
+    const colo = p.coloRunning ? this.coloP : undefined;
+    if (colo && !colo.resume(now)) return;
+    k.interrupt();
+    if (colo) colo.pump(now);
+    else this.dev.pump(p.epoch, p.outputMustWait, now);
+    if (this.opts.lease) this.dev.flush(now);
   }
 
   /** The domain's digest now (a backup: at its last applied epoch). */

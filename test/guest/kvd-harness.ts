@@ -124,6 +124,15 @@ export class KvdWorld {
     this.client.poll();
   }
 
+  /** Client frames into the guest and a receive interrupt (no tick: guest time stays), guest frames into the client. */
+  interrupt(): void {
+    const frames = this.toGuest;
+    this.toGuest = [];
+    for (const f of frames) this.nic.deliver(f);
+    this.k.interrupt();
+    for (let f = this.nic.takeTx(); f; f = this.nic.takeTx()) this.client.input(f);
+  }
+
   run(ticks: number, until?: () => boolean): boolean {
     for (let i = 0; i < ticks; i++) {
       if (until?.()) return true;

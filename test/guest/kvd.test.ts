@@ -58,6 +58,25 @@ describe("kvd: program", () => {
   });
 });
 
+describe("kvd: receive interrupt", () => {
+  it("answers a request between ticks at a receive interrupt; guest time and every process's ticks stay", () => {
+    const w = new KvdWorld({ seed: 3 });
+    const s = w.connect();
+    w.client.send(s, Buffer.from("PING\r\n"));
+    w.client.poll();
+    const before = { now: w.k.nowMs, ticks: w.domain.vcpu.ticks, procs: w.k.listProcesses() };
+    assert.equal(w.drain(s).length, 0, "nothing answered before the guest ran");
+    w.interrupt();
+    w.client.poll();
+    assert.equal(w.drain(s).toString("latin1"), "+PONG\r\n");
+    assert.equal(w.k.nowMs, before.now);
+    assert.equal(w.domain.vcpu.ticks, before.ticks);
+    assert.deepEqual(w.k.listProcesses(), before.procs, "no process was counted a tick");
+    // The next tick carries on as usual.
+    assert.equal(w.ask(s, "PING\r\n"), "+PONG\r\n");
+  });
+});
+
 describe("kvd: commands", () => {
   const w = new KvdWorld({ seed: 7 });
   const s = w.connect();

@@ -207,7 +207,10 @@ export class SimNode implements Endpoint {
     this.dialDelay = cluster.opts.redialMs ?? 10;
     this.dialRng = w.stream(`dial:${name}`);
     this.store = new SimStore(w, () => this.gateOf(this.incarnation), name);
-    this.toLan = cluster.lan.attach(this, (f) => this.node.lanInput(f));
+    this.toLan = cluster.lan.attach(this, (f) => {
+      this.node.lanInput(f);
+      this.flushSoon();
+    });
     this.boot();
   }
 
@@ -234,6 +237,24 @@ export class SimNode implements Endpoint {
   get reachable(): boolean {
     return this.status !== "dead" && this.listening;
   }
+
+  /**
+   * As the daemon's setImmediate: right after this instant's input, a node
+   * whose guest has input waiting flushes (its receive interrupt). Coalesced;
+   * a paused node flushes when it wakes (its inbox), a dead one never. (A
+   * backup's receive-path `busy` is left to its steps here: its work may wait
+   * on page jobs scheduled later in virtual time.)
+   */
+  flushSoon(): void {
+    if (this.soonPending || !this.current?.rxWaiting) return;
+    this.soonPending = true;
+    const inc = this.incarnation;
+    this.world.after(0, () => {
+      this.soonPending = false;
+      this.gateOf(inc)(() => this.node.flush(this.now));
+    });
+  }
+  private soonPending = false;
 
   /** The gate of the current incarnation. */
   input(fn: () => void): void {
@@ -568,7 +589,9 @@ export class Cluster {
     const node = sn.node;
     const inc = sn.incarnation;
     port.onFrame = (d) => {
-      if (sn.incarnation === inc) node.frame(port, d, sn.now);
+      if (sn.incarnation !== inc) return;
+      node.frame(port, d, sn.now);
+      sn.flushSoon();
     };
     port.onClose = (r) => {
       if (sn.incarnation === inc) node.detach(port, sn.now, r);

@@ -15,6 +15,7 @@ const MAX_CONNS = 32;
 registerProgram({
   id: ECHO_PROGRAM_ID,
   name: "echo",
+  wakeOnNetwork: true,
   stateSize: 8 + MAX_CONNS * 4,
   start(k, p) {
     const s = requireStack(k);

@@ -97,6 +97,7 @@ export {
 registerProgram({
   id: KVD_PROGRAM_ID,
   name: "kvd",
+  wakeOnNetwork: true,
   stateSize: KS_SIZE,
   start: kvdStart,
   step: kvdStep,
