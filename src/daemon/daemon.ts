@@ -495,7 +495,8 @@ export class Daemon {
     });
     this.metrics.setRole(this.node.roleName);
     this.metrics.setState(this.node.state);
-    if (s.switchAddr) await this.net.attach(s.switchAddr, (f) => {
+    if (s.switchAddr)
+      await this.net.attach(s.switchAddr, (f) => {
         const n = this.nodeRef;
         if (!n) return;
         n.lanInput(f);
