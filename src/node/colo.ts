@@ -268,8 +268,8 @@ export class ColoSecondary {
 
   /** Runs the ticks the host's clock says are due, then sends what the guest transmitted. */
   step(now: number): void {
-    if (!this.running || !this.kernel) return;
     this.rxPending = false;
+    if (!this.running || !this.kernel) return;
     const n = this.pacer.due(now, this.domain.vcpu.ticks);
     for (let i = 0; i < n; i++) this.kernel.tick();
     this.drain();

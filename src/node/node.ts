@@ -785,6 +785,8 @@ export class Node {
    */
   flush(now: number): void {
     this.now = now;
+    // A flush after a stall sees it as any input does: nothing runs or leaves until it is settled.
+    this.noteTurn(now, false);
     this.interrupt(now);
     const r = this.role;
     if (r.name === "primary") r.m.flush();

@@ -72,7 +72,11 @@ test("real processes, COLO: SIGKILL of the primary under client load; the second
     const repliesAtKill = (progressLines(client.stderr).pop() as Progress).replies;
     const activated = await waitFor("activation", () =>
       readEvents(backupLog).find((e) => e.event === "failover.activated"),
-    );
+    ).catch((e: Error) => {
+      // What the secondary did instead: its last events and log lines.
+      const tail = readEvents(backupLog).slice(-25).map((x) => JSON.stringify(x));
+      throw new Error(`${e.message}\n${tail.join("\n")}\n${backup.proc.stderr.slice(-3000)}`);
+    });
     await expectCleanClient(client, "COLO: SIGKILL of the primary");
     expectRepliesAfter(client, repliesAtKill);
     // No rollback: the new primary's rewriter still renumbers the sessions opened before the kill.

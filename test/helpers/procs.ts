@@ -148,6 +148,8 @@ export async function remusctl(
 }
 
 export function cleanup(dir: string): void {
+  // REMUSD_KEEP_TEST_DIRS=1 keeps every test's logs and event logs for a post-mortem.
+  if (process.env.REMUSD_KEEP_TEST_DIRS) return;
   rmSync(dir, { recursive: true, force: true });
 }
 
