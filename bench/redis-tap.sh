@@ -40,10 +40,10 @@ until grep -qs '"to":"protected"' "$DIR/p.jsonl"; do sleep 0.1; done
 bench() { # label pipeline
   local rps
   rps=$(ip netns exec "$NS" redis-benchmark -h 10.0.0.10 -c 8 -n "$N" -P "$2" -t set,get --csv |
-    awk -F'"' '/^"(SET|GET)"/ { printf "%s %s  ", $2, $4 }')
+    awk -F'"' '/^"(SET|GET)"/ { printf "%s %s req/s p50 %s ms  ", $2, $4, $10 }')
   printf '%-12s -P %-3s %s\n' "$1" "$2" "$rps"
 }
-echo "redis-benchmark -c 8 -n $N through a TAP port (requests/s), $MODE mode"
+echo "redis-benchmark -c 8 -n $N through a TAP port (requests/s and p50 latency), $MODE mode"
 bench protected 1
 bench protected 16
 kill "$BACKUP"; wait "$BACKUP" 2>/dev/null || true

@@ -74,7 +74,9 @@ test("real processes, COLO: SIGKILL of the primary under client load; the second
       readEvents(backupLog).find((e) => e.event === "failover.activated"),
     ).catch((e: Error) => {
       // What the secondary did instead: its last events and log lines.
-      const tail = readEvents(backupLog).slice(-25).map((x) => JSON.stringify(x));
+      const tail = readEvents(backupLog)
+        .slice(-25)
+        .map((x) => JSON.stringify(x));
       throw new Error(`${e.message}\n${tail.join("\n")}\n${backup.proc.stderr.slice(-3000)}`);
     });
     await expectCleanClient(client, "COLO: SIGKILL of the primary");
