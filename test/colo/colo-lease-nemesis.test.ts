@@ -20,14 +20,14 @@
  * own running state excepted, by design); and the client's verdict: 0
  * resets, 0 lost writes, 0 wrong reads.
  *
- * REMUSD_COLO_LEASE_NEMESIS_SEEDS sets the number of seeds (default 10,
- * about 30 s of one core), REMUSD_COLO_LEASE_NEMESIS_FIRST the first.
+ * REMUSD_COLO_LEASE_NEMESIS_SEEDS sets the number of seeds (default 20,
+ * about 25 s of one core), REMUSD_COLO_LEASE_NEMESIS_FIRST the first.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { runLeaseNemesis, UNDER_LEASE } from "../sim/lease-nemesis.js";
 
-const SEEDS = Number(process.env.REMUSD_COLO_LEASE_NEMESIS_SEEDS ?? 10);
+const SEEDS = Number(process.env.REMUSD_COLO_LEASE_NEMESIS_SEEDS ?? 20);
 const FIRST = Number(process.env.REMUSD_COLO_LEASE_NEMESIS_FIRST ?? 1);
 
 test(`COLO under a lease, the seeded nemesis over ${SEEDS} seeds: never two releasers, all under the lease, nothing lost, clients see nothing`, () => {
