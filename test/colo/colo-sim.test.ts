@@ -96,6 +96,30 @@ describe("COLO on the Node: comparator, rewriter, checkpoints", () => {
     });
   }
 
+  it("the primary's new connection replacing the secondary's live link ends the old link's COLO session before anything of the new one (its guest's output never goes out there before COLO_START)", () => {
+    // Seen under the lease nemesis: a secondary SIGSTOPped past the heartbeat timeout accepted its
+    // primary's redial while the old link was still its active one, and its guest's next output went
+    // out on the new link before COLO_START there (a protocol error thrown out of the node's step).
+    const pair = new ColoPair({ seed: 1 });
+    const atReplace: (number | undefined)[] = [];
+    pair.cluster.listeners.push((n, e) => {
+      if (n === pair.b && e.type === "checkpoint.discarded" && e.reason === "the primary reconnected")
+        atReplace.push(n.node.backup?.coloRunning);
+    });
+    let dialled = false;
+    const { summary } = runKv(pair, 1000, () => {
+      if (dialled || pair.now < 500 || pair.b.node.backup?.coloRunning === undefined) return false;
+      dialled = pair.cluster.dial(pair.a, pair.b) !== undefined;
+      return dialled;
+    });
+    assert.ok(dialled);
+    assert.deepEqual(atReplace, [undefined], "the COLO session had ended when the new link replaced the old");
+    assertClean(pair, summary);
+    // The new link's sync started the next session.
+    assert.notEqual(pair.b.node.backup?.coloRunning, undefined);
+    assert.equal(pair.a.node.state, "protected");
+  });
+
   it("a planned switchover in COLO mode: the secondary takes over after the final checkpoint, clients see nothing", () => {
     const pair = new ColoPair({ seed: 31 });
     const start = pair.now;

@@ -60,7 +60,8 @@ export function runLeaseNemesis(
   cluster: ClusterOptions = {},
   extra?: (c: Cluster) => () => Violation[],
 ): LeaseNemesisRun {
-  const p = netPair(seed, { workload: "idle", domainMiB: 4, lease: SIM_LEASE, ...cluster });
+  // 4 MiB of disk: kvd's append-only file must outlast a run's writes (a full disk answers MISCONF).
+  const p = netPair(seed, { workload: "idle", domainMiB: 4, diskMiB: 4, lease: SIM_LEASE, ...cluster });
   const { world, client } = p;
   const finalCheck = extra?.(p.cluster);
   const coloRanAhead = cluster.mode === "colo" ? watchColoRanAhead(p.cluster) : undefined;
