@@ -24,6 +24,14 @@ import {
 
 /** The control API token of every node these tests start. */
 export const TOKEN = "node-test-token-0123456789";
+/**
+ * The lease TTL of the process tests, in seconds: 2, as the demo's. With 1 s a
+ * node starved of CPU by a loaded machine (two test files at once beside
+ * other work) sometimes missed its renewals for a whole TTL, and a lone
+ * primary that loses its lease before a backup synced leaves the lineage
+ * with no image to resume (README "Failure modes"): the pair then waits.
+ */
+export const LEASE_TTL_S = "2";
 
 /** A started `remusd node`: its process, control API, replication port and event log. */
 export interface NodeProc extends DaemonInfo {
@@ -77,7 +85,7 @@ export async function startNode(
     "--lease",
     leaseUrl,
     "--lease-ttl-s",
-    "1",
+    LEASE_TTL_S,
     "--node-id",
     name,
     "--workload",
