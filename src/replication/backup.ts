@@ -189,6 +189,16 @@ export interface BackupConfig {
   deferActivation?: boolean;
 }
 
+/**
+ * COLO: how often the secondary folds its own guest's writes into the image's
+ * digest, at most. Its guest rewrites the same hot pages (and appends the same
+ * disk blocks) every tick, and the next checkpoint overwrites them all with
+ * the primary's; hashing them every turn cost a quarter of the secondary's
+ * CPU under kvd load. What is left is hashed when the digest is read (an
+ * apply's check, an activation): at most this long's writes.
+ */
+export const COLO_DIGEST_PERIOD_MS = 50;
+
 /** Defaults of the receive path's budget: a turn stays well under 5 ms. */
 export const DEFAULT_TURN_MS = 3;
 export const DEFAULT_TURN_UNITS = 16_384;
@@ -361,6 +371,8 @@ export class BackupMachine {
   private staleByStallUntil: number | undefined;
   /** COLO: the epoch the secondary's guest runs (or is paused in), while a session is on. */
   private coloEpoch: number | undefined;
+  /** COLO: when the secondary's own writes are next folded into the digest (COLO_DIGEST_PERIOD_MS). */
+  private coloDigestAt = 0;
   /** COLO_OUTPUT records sent in `coloEpoch`. */
   private coloOut = 0;
   /** A COLO sync was applied: the next checkpoint data must follow a COLO_START. */
@@ -1276,7 +1288,10 @@ export class BackupMachine {
     if (this._state === "activated" || this._state === "stopped") return;
     this.newTurn();
     this.work(now);
-    if (!this.applying) this.keepDigest();
+    if (!this.applying && (this.coloEpoch === undefined || now >= this.coloDigestAt)) {
+      this.keepDigest();
+      if (this.coloEpoch !== undefined) this.coloDigestAt = now + COLO_DIGEST_PERIOD_MS;
+    }
     if (judge) this.links.expireHandshakes(now);
     const c = this.links.active;
     if (c) {
