@@ -47,14 +47,7 @@ async function runVariant(ctx: BenchContext, v: Variant, seconds: number): Promi
       await sleep(500);
     } else await sleep(1500);
     // One client, 8 connections, one request in flight each: latency and throughput of the same requests.
-    const r = await procs.client(sw, [
-      "--connections",
-      "8",
-      "--pipeline",
-      "1",
-      "--duration",
-      String(seconds),
-    ]);
+    const r = await procs.client(sw, Procs.closedLoop(seconds));
     const l = r?.latencyMs as { p50: number; p99: number; samples: number } | undefined;
     const rps = r?.requestsPerSec as number | undefined;
     if (!l || l.samples === 0 || rps === undefined || r?.ok !== true) {

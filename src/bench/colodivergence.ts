@@ -101,12 +101,7 @@ async function runPreset(
     for (const t of round % 2 === 0 ? TRAFFIC : [...TRAFFIC].reverse()) {
       const before = await coloCounts(p.control);
       const r = await procs.client(sw, [
-        "--connections",
-        "8",
-        "--pipeline",
-        "1",
-        "--duration",
-        String(seconds),
+        ...Procs.closedLoop(seconds),
         "--seed",
         // Its own seed per run: another command mix, and other local ports (no 4-tuple of the run before).
         String(2 * round + (t === "shared" ? 2 : 1)),

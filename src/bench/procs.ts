@@ -203,6 +203,14 @@ export class Procs {
     return { name, proc, dir, eventLog, control };
   }
 
+  /**
+   * `remusd client`'s arguments for the COLO cases' load: 8 connections, one
+   * request in flight each (`-P 1`), for `seconds`.
+   */
+  static closedLoop(seconds: number): string[] {
+    return ["--connections", "8", "--pipeline", "1", "--duration", String(seconds)];
+  }
+
   /** `remusd client` against the guest's kvd; resolves with its JSON summary (undefined if it printed none). */
   client(switchAddr: string, args: readonly string[]): Promise<Record<string, unknown> | undefined> {
     const child = this.start("client", ["client", "--switch", switchAddr, ...args], { stdout: "pipe" });

@@ -4,7 +4,7 @@
  * stdout line), checked for nothing reset, lost or wrong.
  */
 import assert from "node:assert/strict";
-import type { Proc } from "./procs.js";
+import { type Proc, startProc } from "./procs.js";
 
 /** One `client progress` line. */
 export interface ClientProgress {
@@ -61,4 +61,20 @@ export async function expectCleanClient(client: Proc, what: string): Promise<Cli
 export function expectRepliesAfter(client: Proc, repliesAtKill: number): void {
   const runAfter = progressLines(client.stderr).filter((p) => p.phase === "run" && p.replies > repliesAtKill);
   assert.ok(runAfter.length > 0, `no replies after the failover (at kill ${repliesAtKill})`);
+}
+
+/** `remusd client` with 8 connections on the vswitch for `seconds`, its progress on stderr every second. */
+export function startClient(switchAddr: string, seconds: number, seed: number): Proc {
+  return startProc("client", [
+    "client",
+    "--switch",
+    switchAddr,
+    "--connections",
+    "8",
+    "--duration",
+    String(seconds),
+    "--seed",
+    String(seed),
+    "--progress",
+  ]);
 }

@@ -22,6 +22,9 @@ import {
   waitFor,
 } from "./procs.js";
 
+/** The checking client the node tests run (test/helpers/client.ts). */
+export { startClient } from "./client.js";
+
 /** The control API token of every node these tests start. */
 export const TOKEN = "node-test-token-0123456789";
 /**
@@ -109,22 +112,6 @@ export async function startNode(
     replicationPort: line.replication as number,
     log: join(dir, `${name}.jsonl`),
   };
-}
-
-/** `remusd client` with 8 connections on the vswitch for `seconds`, its progress on stderr every second. */
-export function startClient(switchAddr: string, seconds: number, seed: number): Proc {
-  return startProc("client", [
-    "client",
-    "--switch",
-    switchAddr,
-    "--connections",
-    "8",
-    "--duration",
-    String(seconds),
-    "--seed",
-    String(seed),
-    "--progress",
-  ]);
 }
 
 /** The client's verdict is clean (test/helpers/client.ts); prints its longest stall. */

@@ -12,7 +12,7 @@ import { WebSocket } from "ws";
 import { Domain, geometryOfMiB } from "../../src/domain/domain.js";
 import { GOODBYE_REASON, ROLE } from "../../src/protocol/constants.js";
 import { FrameCodec } from "../../src/protocol/frame.js";
-import { expectCleanClient } from "../helpers/client.js";
+import { expectCleanClient, startClient } from "../helpers/client.js";
 import {
   type DaemonInfo,
   getJson,
@@ -22,7 +22,6 @@ import {
   type Proc,
   readEvents,
   startPair,
-  startProc,
   waitFor,
 } from "../helpers/procs.js";
 
@@ -30,22 +29,6 @@ after(killAll);
 
 const DOMAIN_MIB = 16;
 const DISK_MIB = 8;
-
-/** `remusd client` against the guest for `seconds`, reporting progress. */
-function startClient(switchAddr: string, seconds: number, seed: number): Proc {
-  return startProc("client", [
-    "client",
-    "--switch",
-    switchAddr,
-    "--connections",
-    "8",
-    "--duration",
-    String(seconds),
-    "--seed",
-    String(seed),
-    "--progress",
-  ]);
-}
 
 function replies(client: Proc): number {
   const lines = client.stderr.split("\n").filter((l) => l.includes('"client progress"'));
