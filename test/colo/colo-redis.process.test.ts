@@ -10,24 +10,17 @@
  * redis-tools): without them this test fails, it does not skip.
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { after, test } from "node:test";
 import type { Status } from "../../src/api/schemas.js";
-import {
-  getJson,
-  inTempDir,
-  kill,
-  killAll,
-  readEvents,
-  startCommand,
-  startPair,
-  waitFor,
-} from "../helpers/procs.js";
+import { getJson, inTempDir, kill, killAll, readEvents, startPair, waitFor } from "../helpers/procs.js";
 import {
   inNs,
+  kvClientSummary,
   makeNetns,
   ackedSoFar as progress,
+  redisBenchmarkRows,
   requireTapHost,
+  startNsKvClient,
   startTapVswitch,
 } from "../vswitch/netns.js";
 
@@ -57,10 +50,7 @@ test("COLO through a TAP port: redis-benchmark on matching output, then a SIGKIL
       );
       assert.equal(bench.code, 0, bench.stderr);
       assert.doesNotMatch(bench.stdout + bench.stderr, /WARNING|ERR/);
-      const rows = bench.stdout
-        .split("\n")
-        .filter((l) => /^"[^"]+","[0-9.]+"/.test(l))
-        .map((l) => l.split(",").map((c) => c.replace(/"/g, "")));
+      const rows = redisBenchmarkRows(bench.stdout);
       assert.deepEqual(
         rows.map((r) => r[0]),
         ["SET", "GET"],
@@ -72,17 +62,7 @@ test("COLO through a TAP port: redis-benchmark on matching output, then a SIGKIL
       const st = (await getJson(`${pair.primary.control}/v1/status`)).body as Status;
       assert.ok(st.colo && st.colo.compared.match >= 4000, JSON.stringify(st.colo));
 
-      const clientJs = join(process.cwd(), "dist", "test", "vswitch", "kv-client.js");
-      const client = startCommand("kv-client", "ip", [
-        "netns",
-        "exec",
-        net.ns,
-        process.execPath,
-        clientJs,
-        GUEST,
-        "6379",
-        "live",
-      ]);
+      const client = startNsKvClient(net.ns, GUEST);
       await waitFor("50 acknowledged writes", () => progress(client) >= 50 || client.exitCode !== undefined);
       assert.equal(client.exitCode, undefined, `client ended early: ${client.stdout}${client.stderr}`);
       const before = (await getJson(`${pair.backup.control}/v1/status`)).body as Status;
@@ -98,13 +78,7 @@ test("COLO through a TAP port: redis-benchmark on matching output, then a SIGKIL
       );
       client.child.kill("SIGTERM");
       await client.exited;
-      const line = client.stdout.split("\n").find((l) => l.startsWith('{"summary"'));
-      assert.ok(line, `no summary from the client: ${client.stdout}${client.stderr}`);
-      const s = (
-        JSON.parse(line) as {
-          summary: { acked: number; counter: number; wrong: string[]; resets: number; closed: boolean };
-        }
-      ).summary;
+      const s = kvClientSummary(client);
       assert.equal(s.resets, 0, "no connection reset");
       assert.equal(s.closed, false, "the connection stayed open");
       assert.deepEqual(s.wrong, [], "every reply was right");

@@ -9,7 +9,8 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { type Proc, startVswitch } from "../helpers/procs.js";
+import { join } from "node:path";
+import { type Proc, startCommand, startVswitch } from "../helpers/procs.js";
 
 let seq = 0;
 
@@ -100,4 +101,45 @@ export function ackedSoFar(p: Proc): number {
     if (line.startsWith('{"acked"')) acked = (JSON.parse(line) as { acked: number }).acked;
   }
   return acked;
+}
+
+/** The rows of `redis-benchmark --csv` output: [test, requests/s, latency columns...], quotes removed. */
+export function redisBenchmarkRows(stdout: string): string[][] {
+  return stdout
+    .split("\n")
+    .filter((l) => /^"[^"]+","[0-9.]+"/.test(l))
+    .map((l) => l.split(",").map((c) => c.replace(/"/g, "")));
+}
+
+/** What test/vswitch/kv-client.ts prints at the end of a live run. */
+export interface KvClientSummary {
+  acked: number;
+  counter: number;
+  reads: number;
+  wrong: string[];
+  resets: number;
+  closed: boolean;
+  maxLatencyMs: number;
+}
+
+/** The kernel-TCP checking client (test/vswitch/kv-client.ts) in `ns`, one live connection to `guest`'s kvd. */
+export function startNsKvClient(ns: string, guest: string): Proc {
+  const clientJs = join(process.cwd(), "dist", "test", "vswitch", "kv-client.js");
+  return startCommand("kv-client", "ip", [
+    "netns",
+    "exec",
+    ns,
+    process.execPath,
+    clientJs,
+    guest,
+    "6379",
+    "live",
+  ]);
+}
+
+/** The summary line the kv-client printed when it ended. */
+export function kvClientSummary(client: Proc): KvClientSummary {
+  const line = client.stdout.split("\n").find((l) => l.startsWith('{"summary"'));
+  assert.ok(line, `no summary from the client: ${client.stdout}${client.stderr}`);
+  return (JSON.parse(line) as { summary: KvClientSummary }).summary;
 }

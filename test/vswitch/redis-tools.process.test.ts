@@ -9,24 +9,22 @@
  * are required: without them this test fails, it does not skip.
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { after, test } from "node:test";
-import { inTempDir, kill, killAll, readEvents, startCommand, startPair, waitFor } from "../helpers/procs.js";
-import { inNs, makeNetns, ackedSoFar as progress, requireTapHost, startTapVswitch } from "./netns.js";
+import { inTempDir, kill, killAll, readEvents, startPair, waitFor } from "../helpers/procs.js";
+import {
+  inNs,
+  kvClientSummary,
+  makeNetns,
+  ackedSoFar as progress,
+  redisBenchmarkRows,
+  requireTapHost,
+  startNsKvClient,
+  startTapVswitch,
+} from "./netns.js";
 
 after(killAll);
 
 const GUEST = "10.0.0.10";
-
-interface ClientSummary {
-  acked: number;
-  counter: number;
-  reads: number;
-  wrong: string[];
-  resets: number;
-  closed: boolean;
-  maxLatencyMs: number;
-}
 
 test("redis-cli and redis-benchmark through a TAP port, and a SIGKILL of the primary under a live connection", async (t) => {
   requireTapHost(["redis-cli", "redis-benchmark"]);
@@ -77,10 +75,7 @@ test("redis-cli and redis-benchmark through a TAP port, and a SIGKILL of the pri
       ]);
       assert.equal(bench.code, 0, bench.stderr);
       assert.doesNotMatch(bench.stdout + bench.stderr, /WARNING|ERR/);
-      const rows = bench.stdout
-        .split("\n")
-        .filter((l) => /^"[^"]+","[0-9.]+"/.test(l))
-        .map((l) => l.split(",").map((c) => c.replace(/"/g, "")));
+      const rows = redisBenchmarkRows(bench.stdout);
       assert.deepEqual(
         rows.map((r) => r[0]),
         ["PING_INLINE", "PING_MBULK", "SET", "GET", "INCR", "MSET (10 keys)"],
@@ -89,17 +84,7 @@ test("redis-cli and redis-benchmark through a TAP port, and a SIGKILL of the pri
       for (const r of rows) assert.ok(Number(r[1]) > 0, `${r[0]}: ${r[1]} requests/s`);
 
       // A long-lived connection through a failover.
-      const clientJs = join(process.cwd(), "dist", "test", "vswitch", "kv-client.js");
-      const client = startCommand("kv-client", "ip", [
-        "netns",
-        "exec",
-        net.ns,
-        process.execPath,
-        clientJs,
-        GUEST,
-        "6379",
-        "live",
-      ]);
+      const client = startNsKvClient(net.ns, GUEST);
       await waitFor("50 acknowledged writes", () => progress(client) >= 50 || client.exitCode !== undefined);
       assert.equal(client.exitCode, undefined, `client ended early: ${client.stdout}${client.stderr}`);
       await kill(pair.primary.proc, "SIGKILL");
@@ -113,9 +98,7 @@ test("redis-cli and redis-benchmark through a TAP port, and a SIGKILL of the pri
       );
       client.child.kill("SIGTERM");
       await client.exited;
-      const line = client.stdout.split("\n").find((l) => l.startsWith('{"summary"'));
-      assert.ok(line, `no summary from the client: ${client.stdout}${client.stderr}`);
-      const s = (JSON.parse(line) as { summary: ClientSummary }).summary;
+      const s = kvClientSummary(client);
       t.diagnostic(`client: ${s.acked} writes acknowledged, longest request ${s.maxLatencyMs.toFixed(0)} ms`);
       assert.equal(s.resets, 0, "no connection reset");
       assert.equal(s.closed, false, "the connection stayed open");
