@@ -470,14 +470,10 @@ export class Node {
       const p = r.m;
       const k = this.kernelRef;
       if (p.isRunning && k) {
-        const colo = p.coloRunning ? this.coloP : undefined;
-        // COLO: the domain is paused between COLO_CHECKPOINT and its capture.
-        if (!colo || colo.resume(now)) {
+        this.runGuest(p, now, () => {
           const n = this.pacer.due(now, this.domain.vcpu.ticks);
           for (let i = 0; i < n; i++) k.tick();
-        }
-        if (colo) colo.pump(now);
-        else this.dev.pump(p.epoch, p.outputMustWait, now);
+        });
       }
       p.poll(now, judge);
       if (this.opts.lease) this.dev.flush(now);
@@ -830,12 +826,21 @@ export class Node {
     const p = r.m;
     const k = this.kernelRef;
     if (!rx || !p.isRunning || !k) return;
+    this.runGuest(p, now, () => k.interrupt());
+    if (this.opts.lease) this.dev.flush(now);
+  }
+
+  /**
+   * Runs the primary's guest (`run`: a step's ticks or an interrupt) unless
+   * a COLO checkpoint pauses it (between COLO_CHECKPOINT and its capture),
+   * then moves what it transmitted where it goes: the comparator in COLO,
+   * the netbuf under output commit.
+   */
+  private runGuest(p: PrimaryMachine, now: number, run: () => void): void {
     const colo = p.coloRunning ? this.coloP : undefined;
-    if (colo && !colo.resume(now)) return;
-    k.interrupt();
+    if (!colo || colo.resume(now)) run();
     if (colo) colo.pump(now);
     else this.dev.pump(p.epoch, p.outputMustWait, now);
-    if (this.opts.lease) this.dev.flush(now);
   }
 
   /** The domain's digest now (a backup: at its last applied epoch). */
